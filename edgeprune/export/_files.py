@@ -1,0 +1,95 @@
+"""Atomic file handling for the export stage.
+
+Every artifact is produced under a temporary name inside the destination directory and
+moved to its final name with :func:`os.replace` (atomic on one filesystem), so a killed
+export never leaves a half-written model under a final name. Temporary names start with
+:data:`TMP_PREFIX`; :func:`remove_stale_tmp` clears what a killed run left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+TMP_PREFIX = ".edgeprune-tmp-"
+
+
+def make_tmp_dir(parent: Path) -> Path:
+    """A private scratch directory inside ``parent`` (same filesystem, so renames are atomic)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=parent))
+
+
+def remove_stale_tmp(parent: Path) -> None:
+    """Remove scratch files/directories a previous (killed) export left in ``parent``."""
+    if not parent.is_dir():
+        return
+    for p in parent.iterdir():
+        if p.name.startswith(TMP_PREFIX):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
+def publish(src: Path, dst: Path) -> None:
+    """Move a finished file from scratch to its final name atomically (fsync first)."""
+    with open(src, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(src, dst)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def one_line(exc: BaseException | str, limit: int = 300) -> str:
+    """A single-line, length-limited reason for an error entry (ANSI colour codes removed)."""
+    import re
+
+    text = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    line = lines[0] if lines else (type(exc).__name__ if not isinstance(exc, str) else "unknown error")
+    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -1,0 +1,48 @@
+"""Task metrics shared by training, export parity and the report.
+
+Each metric takes numpy arrays (model outputs, targets) and returns a float where higher
+is better, so callers can compare artifacts without knowing the task.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+METRICS = {}
+
+
+def register_metric(name: str, unit: str):
+    def deco(fn):
+        fn.metric_name, fn.unit = name, unit
+        METRICS[name] = fn
+        return fn
+
+    return deco
+
+
+@register_metric("accuracy", "%")
+def accuracy(outputs: np.ndarray, targets: np.ndarray) -> float:
+    """Top-1 accuracy in percent; ``outputs`` are logits or scores of shape (N, classes)."""
+    pred = np.asarray(outputs).reshape(len(targets), -1).argmax(axis=1)
+    return float((pred == np.asarray(targets)).mean() * 100.0)
+
+
+@register_metric("psnr", "dB")
+def psnr(outputs: np.ndarray, targets: np.ndarray, data_range: float | None = None) -> float:
+    """Peak signal-to-noise ratio in dB over the whole batch (reconstruction tasks)."""
+    out = np.asarray(outputs, dtype=np.float64).reshape(np.asarray(targets).shape)
+    ref = np.asarray(targets, dtype=np.float64)
+    rng = float(ref.max() - ref.min()) if data_range is None else data_range
+    mse = float(np.mean((out - ref) ** 2))
+    if mse == 0.0:
+        return float("inf")
+    return float(10.0 * np.log10(rng * rng / mse))
+
+
+def get_metric(name: str):
+    from .errors import ConfigError
+
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise ConfigError(f"unknown metric {name!r}; choose one of {sorted(METRICS)}") from None

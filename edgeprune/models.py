@@ -1,0 +1,232 @@
+"""Built-in architectures, registered by name.
+
+Every builder takes ``input_shape`` (C, H, W) without the batch and ``num_outputs``
+(classes; ignored by reconstruction models) plus its own keyword options, and returns an
+``nn.Module``. A compact model is rebuilt from ``(name, kwargs)`` + a pruning plan, so
+builders must be deterministic functions of their arguments.
+
+Residual blocks use :class:`Residual`: ``act(shortcut(x) + branch(x))``. The surgery finds
+droppable branches by this class: a block whose shortcut is the identity can lose its
+whole branch (it becomes ``act(x)``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+MODEL_TASKS: dict[str, str] = {}
+
+
+def register_model(name: str, task: str = "classification"):
+    def deco(fn):
+        MODELS[name] = fn
+        MODEL_TASKS[name] = task
+        fn.model_name = name
+        return fn
+
+    return deco
+
+
+def list_models() -> list[str]:
+    return sorted(MODELS)
+
+
+def build_model(name: str, input_shape, num_outputs: int = 10, **kwargs) -> nn.Module:
+    try:
+        builder = MODELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; choose one of {list_models()}") from None
+    try:
+        return builder(tuple(int(s) for s in input_shape), int(num_outputs), **kwargs)
+    except TypeError as e:
+        raise ConfigError(f"model {name!r}: bad option ({e}); see `edgeprune models`") from None
+
+
+def model_task(name: str) -> str:
+    return MODEL_TASKS.get(name, "classification")
+
+
+class Residual(nn.Module):
+    """``act(shortcut(x) + branch(x))``; the branch is droppable when the shortcut is identity."""
+
+    def __init__(self, branch: nn.Module, shortcut: nn.Module | None = None, act: nn.Module | None = None):
+        super().__init__()
+        self.branch = branch
+        self.shortcut = shortcut if shortcut is not None else nn.Identity()
+        self.act = act if act is not None else nn.Identity()
+
+    @property
+    def droppable(self) -> bool:
+        return isinstance(self.shortcut, nn.Identity)
+
+    def forward(self, x):
+        return self.act(self.shortcut(x) + self.branch(x))
+
+
+class DroppedBranch(nn.Module):
+    """What a :class:`Residual` becomes when its branch is removed: ``act(x)``."""
+
+    def __init__(self, act: nn.Module):
+        super().__init__()
+        self.act = act
+
+    def forward(self, x):
+        return self.act(x)
+
+
+def conv_bn(cin, cout, k=3, stride=1, groups=1, act: type[nn.Module] | None = nn.ReLU):
+    layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    if act is not None:
+        layers.append(act())
+    return nn.Sequential(*layers)
+
+
+@register_model("mlp")
+def mlp(input_shape, num_outputs, hidden=(64, 32)):
+    n_in = 1
+    for s in input_shape:
+        n_in *= s
+    layers: list[nn.Module] = [nn.Flatten()]
+    for h in hidden:
+        layers += [nn.Linear(n_in, h), nn.ReLU()]
+        n_in = h
+    layers.append(nn.Linear(n_in, num_outputs))
+    return nn.Sequential(*layers)
+
+
+@register_model("cnn")
+def cnn(input_shape, num_outputs, widths=(32, 64), hidden=64):
+    """Small CNN: conv-bn-relu blocks (the second strided), flatten -> linear -> linear.
+
+    The flatten -> linear coupling is deliberate: pruning the last conv removes whole
+    spatial slabs of the first linear layer's inputs.
+    """
+    c, h, w = input_shape
+    blocks = []
+    for i, wd in enumerate(widths):
+        blocks.append(conv_bn(c, wd, 3, stride=1 if i == 0 else 2))
+        c = wd
+        if i:
+            h, w = (h + 1) // 2, (w + 1) // 2
+    return nn.Sequential(
+        *blocks,
+        nn.Flatten(),
+        nn.Linear(c * h * w, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, num_outputs),
+    )
+
+
+def _basic_block(cin, cout, stride):
+    branch = nn.Sequential(conv_bn(cin, cout, 3, stride), conv_bn(cout, cout, 3, 1, act=None))
+    shortcut = None
+    if stride != 1 or cin != cout:
+        shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+    return Residual(branch, shortcut, nn.ReLU())
+
+
+@register_model("resnet")
+def resnet(input_shape, num_outputs, widths=(16, 32, 64), blocks=2):
+    """ResNet-style: a stem, stages of basic blocks (first of each later stage strided)."""
+    c = input_shape[0]
+    layers: list[nn.Module] = [conv_bn(c, widths[0], 3)]
+    c = widths[0]
+    for s, wd in enumerate(widths):
+        for b in range(blocks):
+            layers.append(_basic_block(c, wd, 2 if (b == 0 and s > 0) else 1))
+            c = wd
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_outputs)]
+    return nn.Sequential(*layers)
+
+
+def _inverted_residual(cin, cout, stride, expand):
+    hidden = cin * expand
+    branch = nn.Sequential(
+        conv_bn(cin, hidden, 1, act=nn.ReLU6),
+        conv_bn(hidden, hidden, 3, stride, groups=hidden, act=nn.ReLU6),
+        conv_bn(hidden, cout, 1, act=None),
+    )
+    if stride == 1 and cin == cout:
+        return Residual(branch)
+    return branch
+
+
+@register_model("mobilenetv2")
+def mobilenetv2(input_shape, num_outputs, widths=(16, 24, 32), expand=4, repeats=2):
+    """MobileNetV2-style: inverted residuals with a depthwise 3x3, ReLU6 and linear bottleneck."""
+    c = input_shape[0]
+    layers: list[nn.Module] = [conv_bn(c, widths[0], 3, act=nn.ReLU6)]
+    c = widths[0]
+    for s, wd in enumerate(widths):
+        for r in range(repeats):
+            layers.append(_inverted_residual(c, wd, 2 if (r == 0 and s > 0) else 1, expand))
+            c = wd
+    layers += [conv_bn(c, 4 * c, 1, act=nn.ReLU6), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * c, num_outputs)]
+    return nn.Sequential(*layers)
+
+
+@register_model("autoencoder", task="reconstruction")
+def autoencoder(input_shape, num_outputs=0, widths=(16, 32)):
+    """Conv autoencoder: strided conv encoder, ConvTranspose decoder, sigmoid output in [0, 1]."""
+    c = input_shape[0]
+    enc: list[nn.Module] = []
+    for wd in widths:
+        enc += [nn.Conv2d(c, wd, 3, 2, 1), nn.ReLU()]
+        c = wd
+    dec: list[nn.Module] = []
+    for wd in list(widths[-2::-1]) + [input_shape[0]]:
+        dec += [nn.ConvTranspose2d(c, wd, 3, 2, 1, output_padding=1), nn.ReLU()]
+        c = wd
+    dec[-1] = nn.Sigmoid()
+    return nn.Sequential(nn.Sequential(*enc), nn.Sequential(*dec))
+
+
+class ConcatBlock(nn.Module):
+    """Two parallel conv branches whose outputs are concatenated on channels."""
+
+    def __init__(self, cin, c1, c2):
+        super().__init__()
+        self.a = conv_bn(cin, c1, 1)
+        self.b = conv_bn(cin, c2, 3)
+
+    def forward(self, x):
+        return torch.cat([self.a(x), self.b(x)], dim=1)
+
+
+@register_model("concat")
+def concat(input_shape, num_outputs, widths=(16, 24), merge=32):
+    """Inception-like: a stem, a channel-concat block, a merging conv, pooled classifier."""
+    c = input_shape[0]
+    return nn.Sequential(
+        conv_bn(c, widths[0], 3),
+        ConcatBlock(widths[0], widths[0], widths[1]),
+        conv_bn(widths[0] + widths[1], merge, 3, stride=2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(merge, num_outputs),
+    )
+
+
+class RowsAsSequence(nn.Module):
+    """(N, C, H, W) -> (N, C*H, W): an image read as a multi-channel 1-D signal."""
+
+    def forward(self, x):
+        return x.flatten(1, 2)
+
+
+@register_model("conv1d")
+def conv1d(input_shape, num_outputs, widths=(32, 64)):
+    """Audio-style Conv1d net over the image rows read as a sequence (C*H channels, length W)."""
+    c = input_shape[0] * input_shape[1]
+    layers: list[nn.Module] = [RowsAsSequence()]
+    for i, wd in enumerate(widths):
+        layers += [nn.Conv1d(c, wd, 3, 1 if i == 0 else 2, 1, bias=False), nn.BatchNorm1d(wd), nn.ReLU()]
+        c = wd
+    layers += [nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(c, num_outputs)]
+    return nn.Sequential(*layers)

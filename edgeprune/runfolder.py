@@ -1,0 +1,106 @@
+"""The run folder: one directory per build, one artifact (or sub-folder) per stage.
+
+Every file is written to a temporary name in the same directory and renamed into place,
+so an interrupted stage never leaves a half-written artifact that a resumed build would
+trust. Each finished stage records itself in ``stages.json`` together with the files it
+produced and their sizes; a stage is "complete" only if that record exists and all its
+files are still there with those sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+class RunFolder:
+    STAGES_FILE = "stages.json"
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def _stages(self) -> dict:
+        f = self.path / self.STAGES_FILE
+        if not f.exists():
+            return {}
+        try:
+            return read_json(f)
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def is_complete(self, stage: str, fingerprint: str | None = None) -> bool:
+        rec = self._stages().get(stage)
+        if not rec:
+            return False
+        if fingerprint is not None and rec.get("fingerprint") != fingerprint:
+            return False
+        for rel, size in rec.get("files", {}).items():
+            p = self.path / rel
+            if not p.is_file() or p.stat().st_size != size:
+                return False
+        return True
+
+    def mark_complete(self, stage: str, files: list[str], fingerprint: str | None = None, seconds: float | None = None) -> None:
+        stages = self._stages()
+        stages[stage] = {
+            "files": {rel: (self.path / rel).stat().st_size for rel in files},
+            "fingerprint": fingerprint,
+            "seconds": seconds,
+        }
+        write_json(self.path / self.STAGES_FILE, stages)
+
+    def invalidate_from(self, stages_order: list[str], stage: str) -> None:
+        """Forget ``stage`` and every later stage (their inputs changed)."""
+        stages = self._stages()
+        later = stages_order[stages_order.index(stage):]
+        for s in later:
+            stages.pop(s, None)
+        write_json(self.path / self.STAGES_FILE, stages)
+
+    def stage_seconds(self) -> dict:
+        return {k: v.get("seconds") for k, v in self._stages().items()}

@@ -1,0 +1,134 @@
+"""Target profiles: every built-in loads with sourced facts; user files load; every bad input says what is wrong."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgeprune.errors import ConfigError, EdgepruneError, InputError
+from edgeprune.targets import ARTIFACTS, BASES, Budget, Fact, Target, list_targets, load_target
+
+EXPECTED = {"rpi4", "rpi5", "jetson-nano", "jetson-orin-nano", "android-mid", "android-flagship"}
+RPI4_TEXT = (Path(__file__).resolve().parents[1] / "edgeprune" / "targets" / "rpi4.toml").read_text()
+
+
+def test_list_targets_sorted_and_complete():
+    names = list_targets()
+    assert names == sorted(names)
+    assert EXPECTED <= set(names)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED | {"host"}))
+def test_builtin_profile_loads_with_sourced_facts(name):
+    t = load_target(name)
+    assert isinstance(t, Target) and t.name == name and t.title
+    assert t.platform in {"rpi", "jetson", "android", "other"}
+    assert t.artifacts and set(t.artifacts) <= set(ARTIFACTS)
+    assert t.threads >= 1 and t.width_multiple >= 1 and t.onnx_opset >= 13
+    for key in ("cpu", "cores", "clock_ghz", "peak_fp32_gflops", "peak_int8_gops", "mem_bandwidth_gbs", "ram_mb",
+                "int8_dot_product"):
+        f = t.device[key]
+        assert isinstance(f, Fact)
+        assert f.source.strip(), (name, key)
+        assert f.basis in BASES, (name, key)
+    assert t.peak_compute("int8") > 0 and t.peak_compute("fp32") > 0
+    assert t.device["cores"].unit == "count" and t.device["mem_bandwidth_gbs"].unit == "GB/s"
+    b = t.budget
+    assert isinstance(b, Budget)
+    assert 0 < b.flops_keep <= 1
+    assert b.latency_p90_ms >= b.latency_p50_ms > 0
+    assert b.peak_memory_mb > 0 and b.model_size_mb > 0 and b.max_accuracy_drop >= 0
+    d = json.loads(json.dumps(t.to_dict()))
+    assert d["device"]["cores"]["source"] and d["budget"]["flops_keep"] == b.flops_keep
+    with pytest.raises(Exception):
+        t.name = "x"  # frozen
+
+
+def test_jetson_prefers_onnx_and_widths():
+    assert load_target("jetson-nano").artifacts[0] == "onnx"
+    assert load_target("jetson-orin-nano").width_multiple == 8
+    assert load_target("rpi4").artifacts[0].startswith("tflite")
+    assert load_target("rpi4").device["int8_dot_product"].value is False
+    assert load_target("rpi5").device["int8_dot_product"].value is True
+
+
+def test_load_by_path(tmp_path):
+    p = tmp_path / "my-board.toml"
+    p.write_text(RPI4_TEXT.replace('name = "rpi4"', 'name = "my-board"').replace("threads = 4", "threads = 2"))
+    t = load_target(p)
+    assert t.name == "my-board" and t.threads == 2 and t.source_path == str(p)
+    assert load_target(str(p)).threads == 2
+
+
+def test_optional_budget_key_is_none(tmp_path):
+    p = tmp_path / "b.toml"
+    p.write_text(RPI4_TEXT.replace("model_size_mb = 16.0\n", ""))
+    assert load_target(p).budget.model_size_mb is None
+
+
+def test_unknown_name_lists_known():
+    with pytest.raises(InputError) as e:
+        load_target("rpi3")
+    msg = str(e.value)
+    assert "rpi3" in msg and "rpi4" in msg and "\n" not in msg
+    assert e.value.exit_code == 2
+
+
+def test_missing_file():
+    with pytest.raises(InputError, match="not found"):
+        load_target("no/such/board.toml")
+
+
+def _bad(tmp_path, text):
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_target(p)
+    msg = str(e.value)
+    assert str(p) in msg and "\n" not in msg
+    return msg
+
+
+@pytest.mark.parametrize(
+    "old,new,key",
+    [
+        ("threads = 4", "thread = 4", "runtime.thread"),  # typo
+        ("threads = 4", 'threads = "4"', "runtime.threads"),  # wrong type
+        ("threads = 4", "threads = true", "runtime.threads"),  # bool is not an int
+        ('platform = "rpi"', 'platform = "arduino"', "platform"),
+        ('"tflite-int8", "tflite"', '"tflite-int4", "tflite"', "runtime.artifacts"),
+        ("flops_keep = 0.5", "flops_keep = 1.5", "budget.flops_keep"),
+        ("flops_keep = 0.5", "flop_keep = 0.5", "budget.flop_keep"),
+        ("latency_p90_ms = 15.0", "latency_p90_ms = 5.0", "budget.latency_p90_ms"),
+        ('basis = "spec" }\nclock_ghz', 'basis = "guess" }\nclock_ghz', "device.cores.basis"),
+        ('unit = "GB/s"', 'unit = "MB/s"', "device.mem_bandwidth_gbs.unit"),
+        ("cores = { value = 4,", "cores = { value = 4.5,", "device.cores.value"),
+        ("cores = { value = 4,", "corez = { value = 4,", "device.corez"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path, old, new, key):
+    assert old in RPI4_TEXT
+    msg = _bad(tmp_path, RPI4_TEXT.replace(old, new, 1))
+    assert f"'{key}'" in msg
+
+
+def test_missing_key(tmp_path):
+    text = "\n".join(line for line in RPI4_TEXT.splitlines() if not line.startswith("peak_int8_gops"))
+    assert "'device.peak_int8_gops'" in _bad(tmp_path, text)
+    text = "\n".join(line for line in RPI4_TEXT.splitlines() if not line.startswith("width_multiple"))
+    assert "'runtime.width_multiple'" in _bad(tmp_path, text)
+
+
+def test_fact_without_source(tmp_path):
+    text = RPI4_TEXT.replace('ram_mb = { value = 4096, unit = "MB", source = "Raspberry Pi 4 product brief (4 GB variant)", ',
+                             'ram_mb = { value = 4096, unit = "MB", ')
+    assert "'device.ram_mb.source'" in _bad(tmp_path, text)
+
+
+def test_malformed_toml(tmp_path):
+    msg = _bad(tmp_path, RPI4_TEXT + "\n[budget\n")
+    assert "malformed TOML" in msg
+
+
+def test_errors_are_edgeprune_errors():
+    assert issubclass(ConfigError, EdgepruneError) and issubclass(InputError, EdgepruneError)
