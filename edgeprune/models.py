@@ -230,3 +230,21 @@ def conv1d(input_shape, num_outputs, widths=(32, 64)):
         c = wd
     layers += [nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(c, num_outputs)]
     return nn.Sequential(*layers)
+
+
+# --------------------------------------------------------------- architecture ids
+# A saved model names its architecture by this small JSON-able dict, never by a pickled
+# class, so that ``load_compact`` can rebuild it: {"model", "input_shape", "num_outputs", "options"}.
+
+def arch_spec(name: str, input_shape, num_outputs: int, options: dict | None = None) -> dict:
+    return {"model": name, "input_shape": [int(s) for s in input_shape], "num_outputs": int(num_outputs), "options": dict(options or {})}
+
+
+def build_arch(arch: dict) -> nn.Module:
+    opts = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.get("options", {}).items()}
+    return build_model(arch["model"], arch["input_shape"], arch["num_outputs"], **opts)
+
+
+def example_for(arch: dict) -> torch.Tensor:
+    """A deterministic batch-1 input of the architecture's shape (for graph tracing)."""
+    return torch.zeros(1, *arch["input_shape"])

@@ -40,7 +40,9 @@ def test_builtin_profile_loads_with_sourced_facts(name):
     assert b.peak_memory_mb > 0 and b.model_size_mb > 0 and b.max_accuracy_drop >= 0
     d = json.loads(json.dumps(t.to_dict()))
     assert d["device"]["cores"]["source"] and d["budget"]["flops_keep"] == b.flops_keep
-    with pytest.raises(Exception):
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
         t.name = "x"  # frozen
 
 

@@ -21,7 +21,15 @@ TMP_PREFIX = ".edgeprune-tmp-"
 def make_tmp_dir(parent: Path) -> Path:
     """A private scratch directory inside ``parent`` (same filesystem, so renames are atomic)."""
     parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=parent))
+    path = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=parent))
+    path.chmod(0o755 & ~_umask())  # mkdtemp makes 0700; a bundle renamed from it must be readable
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def remove_stale_tmp(parent: Path) -> None:
@@ -40,6 +48,7 @@ def publish(src: Path, dst: Path) -> None:
     """Move a finished file from scratch to its final name atomically (fsync first)."""
     with open(src, "rb") as f:
         os.fsync(f.fileno())
+    src.chmod(0o644 & ~_umask())
     os.replace(src, dst)
 
 
@@ -51,6 +60,7 @@ def write_text_atomic(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -103,9 +103,12 @@ def verify(reference: nn.Module, candidate: nn.Module, inputs: torch.Tensor, rel
     candidate.eval()
     with torch.no_grad():
         a = reference(inputs)
-        b = candidate(inputs)
+        b = run_traced(candidate, inputs)
     if a.shape != b.shape:
-        raise VerificationError(f"compact model output shape {tuple(b.shape)} != masked model {tuple(a.shape)}")
+        raise UnsupportedModelError(
+            f"compact model output shape {tuple(b.shape)} != masked model {tuple(a.shape)}: the forward() hard-codes a "
+            "shape (e.g. view(-1, C*H*W)); derive it from the tensor instead (x.flatten(1))"
+        )
     max_abs = float((a - b).abs().max())
     scale = float(a.abs().max()) or 1.0
     rel = max_abs / scale
@@ -116,6 +119,25 @@ def verify(reference: nn.Module, candidate: nn.Module, inputs: torch.Tensor, rel
             "(a surgery bug: please report it with the model and plan)"
         )
     return result
+
+
+def run_traced(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """Run ``model``; if it fails, name the module where it failed and the likely cause."""
+    last: list[str] = []
+    hooks = [m.register_forward_pre_hook(lambda mod, args, n=n: last.append(n))
+             for n, m in model.named_modules() if n and not list(m.children())]
+    try:
+        return model(inputs)
+    except RuntimeError as e:
+        where = last[-1] if last else "the model"
+        kind = type(model.get_submodule(where)).__name__ if last else ""
+        raise UnsupportedModelError(
+            f"the compact model fails in module {where} ({kind}): {str(e).splitlines()[0]}; "
+            "a hard-coded shape in forward() (e.g. view(-1, C*H*W)) is the usual cause: use x.flatten(1)"
+        ) from None
+    finally:
+        for h in hooks:
+            h.remove()
 
 
 def count_params(model: nn.Module) -> int:

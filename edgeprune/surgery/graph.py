@@ -61,34 +61,56 @@ class Branch:
 
 @dataclass
 class LayerCost:
-    """How one layer's parameters and MACs depend on the kept widths."""
+    """How one layer's parameters and MACs depend on which channels are kept.
+
+    A layer's output (input) channels are partly owned by coupled groups: ``out_parts``
+    (``in_parts``) lists, per group, the group's channel index ("root index") behind each
+    of the layer's own channels; channels in no group are fixed. With a concat feeding a
+    residual add, one group spans several layers, each owning part of it: costs then
+    depend on *which* channels are kept, not only how many, and :meth:`cost_of_sets`
+    is exact while :meth:`cost` (counts only) is proportional.
+    """
 
     name: str
     kind: str  # conv | depthwise | convT | linear | norm
     out_full: int
-    out_group: str | None  # None: output width fixed (model output or not prunable)
-    in_fixed: int  # input channels not in any group (e.g. the image channels)
-    in_segments: list[tuple[str, int]]  # (group, multiplicity) e.g. flatten -> linear: H*W
+    out_parts: list[tuple[str, list[int]]]  # (group, root index of each owned output channel)
+    in_full: int
+    in_parts: list[tuple[str, list[int]]]  # (group, root index of each owned input channel; flatten repeats)
     kernel: int  # product of kernel dims (1 for linear / norm)
     spatial: int  # output positions per sample (conv: H*W of output, convT: of input)
-    bias: bool
+    bias: bool  # conv/linear: has bias; norm: affine
     groups: int = 1
 
-    def widths(self, keep: dict[str, int]) -> tuple[int, int]:
-        out = keep.get(self.out_group, self.out_full) if self.out_group else self.out_full
-        cin = self.in_fixed + sum(keep[g] * m for g, m in self.in_segments)
-        return out, cin
-
-    def cost(self, keep: dict[str, int]) -> tuple[int, int]:
-        out, cin = self.widths(keep)
+    def _params_macs(self, out: int, cin: int) -> tuple[int, int]:
         if self.kind == "norm":
             return (2 * out if self.bias else 0), 0
         if self.kind == "depthwise":
             params = out * self.kernel
         else:
             params = out * (cin // self.groups) * self.kernel
-        macs = params * self.spatial
-        return params + (out if self.bias else 0), macs
+        return params + (out if self.bias else 0), params * self.spatial
+
+    def cost(self, widths: dict[str, int], sizes: dict[str, int]) -> tuple[int, int]:
+        """(params, MACs) for kept channel *counts* per group."""
+        def kept(full, parts):
+            n = full
+            for g, roots in parts:
+                n -= len(roots) - int(round(len(roots) * widths[g] / sizes[g]))
+            return n
+
+        return self._params_macs(kept(self.out_full, self.out_parts), kept(self.in_full, self.in_parts))
+
+    def cost_of_sets(self, keep: dict[str, set[int]]) -> tuple[int, int]:
+        """(params, MACs) for kept channel *index sets* per group (absent group: all kept)."""
+        def kept(full, parts):
+            n = full
+            for g, roots in parts:
+                if g in keep:
+                    n -= sum(1 for r in roots if r not in keep[g])
+            return n
+
+        return self._params_macs(kept(self.out_full, self.out_parts), kept(self.in_full, self.in_parts))
 
 
 @dataclass
@@ -106,17 +128,28 @@ class ModelGraph:
         return {g.name: g.size for g in self.groups.values()}
 
     def cost(self, keep: dict[str, int] | None = None, dropped: list[str] | tuple = ()) -> dict[str, int]:
-        """Exact parameters and MACs of the compact model for these widths and drops."""
-        k = self.full_keep()
-        k.update(keep or {})
+        """Parameters and MACs of the compact model for kept widths per group and dropped branches.
+
+        Exact whenever every layer of a group owns all of its channels (all built-in models);
+        use :meth:`cost_of_sets` for the exact figure of a concrete plan.
+        """
+        sizes = self.full_keep()
+        widths = dict(sizes, **(keep or {}))
+        return self._sum(lambda lc: lc.cost(widths, sizes), dropped)
+
+    def cost_of_sets(self, keep: dict[str, set[int]], dropped: list[str] | tuple = ()) -> dict[str, int]:
+        """Exact parameters and MACs for kept channel index sets per group."""
+        sets = {g: set(v) for g, v in keep.items()}
+        return self._sum(lambda lc: lc.cost_of_sets(sets), dropped)
+
+    def _sum(self, layer_cost, dropped) -> dict[str, int]:
         skip = {layer for b in dropped for layer in self.branches[b].layers}
         params, macs = self.const_params, 0
         for lc in self.layers.values():
-            if lc.name in skip:
-                continue
-            p, m = lc.cost(k)
-            params += p
-            macs += m
+            if lc.name not in skip:
+                p, m = layer_cost(lc)
+                params += p
+                macs += m
         return {"params": params, "macs": macs}
 
     def dense_cost(self) -> dict[str, int]:
@@ -182,7 +215,7 @@ def _check_supported(model: nn.Module, example: torch.Tensor) -> None:
         if fn is None or fn in seen:
             continue
         seen.add(fn)
-        if type(fn).__name__ == "BackwardCFunction":
+        if isinstance(fn, torch.autograd.function.BackwardCFunction):
             cls = getattr(fn, "_forward_cls", None)
             name = getattr(cls, "__name__", "custom autograd Function")
             raise UnsupportedModelError(
@@ -220,29 +253,34 @@ def analyze(
         # build_dependency would also freeze their *input* channels and break coupling.
         dg = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
         groups: dict[str, Group] = {}
-        out_group: dict[str, str] = {}
-        in_segments: dict[str, list[tuple[str, int]]] = {}
+        out_parts: dict[str, list[tuple[str, list[int]]]] = {}
+        in_parts: dict[str, list[tuple[str, list[int]]]] = {}
         ignored_mods = [modules[n] for n in ignored]
         for g in dg.get_all_groups(ignored_layers=ignored_mods, root_module_types=list(PRUNABLE)):
             root = names[g[0].dep.target.module]
             size = len(g[0].idxs)
             members = []
-            for dep, idxs in g:
+            for item in g.items:
+                dep = item.dep
                 mod = dep.target.module
                 n = names.get(mod)
                 if n is None:
                     continue  # torch-pruning's internal ops (add, concat, reshape)
-                if dg.is_out_channel_pruning_fn(dep.handler):
+                roots = [int(r) for r in item.root_idxs]
+                side = "out" if dg.is_out_channel_pruning_fn(dep.handler) else "in"
+                if f"{n}:{side}" in members:
+                    continue
+                if side == "out":
                     if not isinstance(mod, MODELLED) and any(True for _ in mod.parameters(recurse=False)):
                         raise UnsupportedModelError(
                             f"unsupported layer {n} ({type(mod).__name__}) is coupled to group {root}; "
                             "its channels cannot be removed exactly (add it to ignored_layers)"
                         )
-                    out_group[n] = root
+                    out_parts.setdefault(n, []).append((root, roots))
                     members.append(f"{n}:out")
                 else:
                     if isinstance(mod, PRUNABLE) and not _is_depthwise(mod):
-                        in_segments.setdefault(n, []).append((root, len(idxs) // size))
+                        in_parts.setdefault(n, []).append((root, roots))
                     members.append(f"{n}:in")
             groups[root] = Group(root, size, members)
         order = [n for n, m in model.named_modules() if n in groups]
@@ -257,17 +295,14 @@ def analyze(
             kind, kernel, grp = _kind(m)
             out_full = _out_channels(m)
             cin_full = _in_channels(m)
-            segs = in_segments.get(n, [])
-            if kind == "norm":
-                segs = []
-            in_fixed = cin_full - sum(groups[g].size * mult for g, mult in segs) if kind not in ("norm", "depthwise") else 0
+            ins = [] if kind in ("norm", "depthwise") else in_parts.get(n, [])
             if kind == "convT":
                 spatial = _numel(ishape[2:])
             elif kind == "linear":
                 spatial = _numel(oshape[1:-1])
             else:
                 spatial = _numel(oshape[2:])
-            lc = LayerCost(n, kind, out_full, out_group.get(n), in_fixed, segs, kernel, spatial, _has_bias(m), grp)
+            lc = LayerCost(n, kind, out_full, out_parts.get(n, []), cin_full, ins, kernel, spatial, _has_bias(m), grp)
             layers[n] = lc
             modelled_params += sum(p.numel() for p in m.parameters(recurse=False))
         const = sum(p.numel() for p in model.parameters()) - modelled_params

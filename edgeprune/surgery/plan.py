@@ -33,7 +33,8 @@ class PruningPlan:
         return widths
 
     def predicted_cost(self, graph) -> dict[str, int]:
-        return graph.cost(self.kept_widths(graph), self.dropped)
+        """Exact parameters and MACs of the compact model this plan yields."""
+        return graph.cost_of_sets({g: set(idx) for g, idx in self.keep.items()}, self.dropped)
 
     def removed(self, graph) -> dict[str, list[int]]:
         """Group -> removed channel indices (the complement of ``keep``)."""
@@ -57,6 +58,9 @@ class PruningPlan:
         for b in self.dropped:
             if b not in graph.branches:
                 raise InputError(f"plan drops branch {b!r}, which is not a droppable residual branch of the model")
+        for layer, g, roots in _owned_parts(graph):
+            if g in self.keep and not set(roots) & set(self.keep[g]):
+                raise InputError(f"plan removes every output channel of layer {layer} (group {g}); keep at least one")
 
     def to_dict(self) -> dict:
         return {
@@ -122,5 +126,19 @@ def plan_from_scores(
             continue
         s = np.asarray(scores[g], dtype=np.float64)
         order = np.lexsort((np.arange(len(s)), -s))  # by score desc, then index asc
-        keep[g] = sorted(int(i) for i in order[:n])
+        keep[g] = set(int(i) for i in order[:n])
+    # a group spanning several layers (concat feeding a residual add) must leave each layer
+    # at least its best channel
+    for _, g, roots in _owned_parts(graph):
+        if g in keep and not keep[g] & set(roots):
+            keep[g].add(max(roots, key=lambda r: (scores[g][r], -r)))
+    keep = {g: sorted(v) for g, v in keep.items()}
     return PruningPlan(keep, list(dropped), width_multiple, method, dict(meta or {}))
+
+
+def _owned_parts(graph):
+    """(layer, group, root indices) for every layer that owns only part of a group's channels."""
+    for lc in graph.layers.values():
+        for g, roots in lc.out_parts:
+            if len(roots) < graph.groups[g].size:
+                yield lc.name, g, roots

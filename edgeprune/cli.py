@@ -1,0 +1,240 @@
+"""The command line. Thin: parse, call the library, print, map errors to exit codes.
+
+Exit codes: 0 success; 1 internal error or failed verification; 2 bad input (config,
+target, paths, files) with a one-line message; 3 the build ran but the target's budget
+failed; 4 the build is incomplete (an artifact failed to export).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import EdgepruneError
+
+STAGE_HELP = {
+    "train": "retrain the dense model of a run folder",
+    "prune": "rerun the pruning method on the run's dense model",
+    "compact": "redo the structural surgery and its verification",
+    "finetune": "redo the recovery training of the compact model",
+    "export": "re-export the final model (use --all for every format)",
+    "bench": "benchmark the run's artifacts (on this host, predicted for --target, on --remote)",
+    "budget": "check a target's budget against the run's artifacts",
+    "report": "rewrite report.json and report.html",
+    "package": "write the device bundle dist/<target>/",
+}
+
+
+def _add_build_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("what to build")
+    g.add_argument("--target", help="target profile name (see `edgeprune targets`) or path to a profile .toml [rpi4]")
+    g.add_argument("--config", help="TOML config file [./edgeprune.toml if present]")
+    g.add_argument("--dataset", help="dataset name: digits (bundled) or fashion-mnist [digits]")
+    g.add_argument("--data-dir", help="directory of the dataset files (fashion-mnist)")
+    g.add_argument("--data-limit", type=int, help="use only the first N training samples (quick runs)")
+    g.add_argument("--model", help="built-in model (see `edgeprune models`) [cnn]")
+    g.add_argument("--method", help="pruning method (see `edgeprune methods`) [l1]")
+    g.add_argument("--flops-keep", type=float, help="fraction of dense MACs to keep, overriding the target's budget (e.g. 0.5)")
+    g.add_argument("--width-multiple", type=int, help="round kept channel widths up to this multiple [target's]")
+    g.add_argument("--epochs", type=int, help="dense training epochs [12]")
+    g.add_argument("--finetune-epochs", type=int, help="recovery training epochs after compaction [6]")
+    g.add_argument("--seed", type=int, help="seed for data split, init and training [0]; same seed, same plan")
+    g.add_argument("--formats", help="comma-separated export formats (onnx,onnx-int8,tflite,tflite-int8) [target's list]")
+    g.add_argument("--remote", help="user@host of a real device: also benchmark there over SSH")
+    o = p.add_argument_group("where")
+    o.add_argument("--output", help="parent directory of run folders [runs]")
+    o.add_argument("--name", help="run folder name [<target>-<model>-<method>]")
+    o.add_argument("--force", action="store_true", help="rerun every stage even if its artifacts are up to date")
+
+
+def _overrides(a: argparse.Namespace) -> dict:
+    top = {"target": a.target, "dataset": a.dataset, "data_dir": a.data_dir, "data_limit": a.data_limit,
+           "model": a.model, "seed": a.seed, "output": a.output, "name": a.name}
+    ov = {k: v for k, v in top.items() if v is not None}
+    sections = {
+        "method": {"name": a.method, "flops_keep": a.flops_keep, "width_multiple": a.width_multiple},
+        "train": {"epochs": a.epochs, "finetune_epochs": a.finetune_epochs},
+        "export": {"formats": a.formats.split(",") if a.formats else None},
+        "bench": {"remote": a.remote},
+    }
+    for sec, vals in sections.items():
+        vals = {k: v for k, v in vals.items() if v is not None}
+        if vals:
+            ov[sec] = vals
+    return ov
+
+
+def make_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(
+        prog="edgeprune",
+        description="Prune, compact, export and benchmark a neural network for an edge target.",
+        epilog="exit codes: 0 ok, 1 internal/verification error, 2 bad input, 3 budget failed, 4 build incomplete",
+    )
+    p.add_argument("--version", action="version", version=f"edgeprune {__version__}")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors and the final verdict")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    b = sub.add_parser("build", help="run the whole pipeline for a target (resumes a run folder)",
+                       description="Train, prune, compact, fine-tune, export, benchmark, check the budget, report "
+                                   "and package, into runs/<name>/. Complete stages are skipped on rerun.")
+    _add_build_options(b)
+
+    t = sub.add_parser("targets", help="list target profiles, or `targets show NAME` for one")
+    t.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    t.add_argument("name", nargs="?", help="profile name or path (with show)")
+    t.add_argument("--json", action="store_true", help="machine-readable output")
+
+    for kind in ("models", "methods", "datasets"):
+        sub.add_parser(kind, help=f"list the registered {kind}")
+
+    for stage, help_ in STAGE_HELP.items():
+        s = sub.add_parser(stage, help=help_, description=help_ + "; later stages are not rerun.")
+        s.add_argument("run_dir", type=Path, help="an existing run folder (from `edgeprune build`)")
+        if stage in ("bench", "budget", "report", "package"):
+            s.add_argument("--target", help="target profile (default: the run's)")
+        if stage == "bench":
+            s.add_argument("--remote", help="user@host: also measure on this device over SSH")
+        if stage == "export":
+            s.add_argument("--all", action="store_true", help="export every format, not only the target's")
+
+    c = sub.add_parser("calibrate", help="measure a real device over SSH and write a measured target profile")
+    c.add_argument("--remote", required=True, help="user@host of the device")
+    c.add_argument("--target", required=True, help="the spec profile the device belongs to (e.g. rpi5)")
+    c.add_argument("--port", type=int, default=22)
+    c.add_argument("--identity", help="SSH private key file")
+    c.add_argument("--out", type=Path, help="where to write the measured profile [<target>-measured.toml]")
+    return p
+
+
+def _cmd_targets(a) -> int:
+    from .targets import list_targets, load_target
+
+    if a.action == "show":
+        if not a.name:
+            raise EdgepruneError("`targets show` needs a profile name, e.g. `edgeprune targets show rpi5`")
+        t = load_target(a.name)
+        if a.json:
+            print(json.dumps(t.to_dict(), indent=2))
+            return 0
+        print(f"{t.name}: {t.title}  [{t.platform}]  ({t.source_path})")
+        print(f"  runtime: {t.runtime.get('preferred')}, artifacts {', '.join(t.artifacts)}, {t.threads} threads, "
+              f"widths rounded to {t.width_multiple}, ONNX opset {t.onnx_opset}")
+        print("  device:")
+        for k, f in t.device.items():
+            unit = f" {f.unit}" if f.unit and f.unit != "count" else ""
+            print(f"    {k:20s} {f.value}{unit}  [{f.basis}] {f.source}")
+        print("  budget:")
+        for k, v in t.budget.to_dict().items():
+            if v is not None and k != "rationale":
+                print(f"    {k:20s} {v}")
+        if t.budget.rationale:
+            print(f"    why: {t.budget.rationale}")
+        return 0
+    rows = [load_target(n) for n in list_targets()]
+    if a.json:
+        print(json.dumps([r.to_dict() for r in rows], indent=2))
+        return 0
+    print(f"{'name':18s} {'platform':8s} {'runtime':8s} {'peak fp32':>11s} {'bw GB/s':>8s} {'keep MACs':>9s} {'p50 ms':>7s} {'mem MB':>7s}  title")
+    for t in rows:
+        bud = t.budget
+        print(f"{t.name:18s} {t.platform:8s} {t.runtime.get('preferred', ''):8s} {t.fact('peak_fp32_gflops', 0):>8.0f} GF "
+              f"{t.fact('mem_bandwidth_gbs', 0):>8.1f} {bud.flops_keep or 1:>9.0%} {bud.latency_p50_ms or 0:>7.1f} "
+              f"{bud.peak_memory_mb or 0:>7.0f}  {t.title}")
+    return 0
+
+
+def _cmd_list(kind: str) -> int:
+    if kind == "models":
+        from .models import MODELS, model_task
+
+        for n in sorted(MODELS):
+            doc = (MODELS[n].__doc__ or "").strip().splitlines()
+            print(f"{n:12s} {model_task(n):15s} {doc[0] if doc else ''}")
+    elif kind == "methods":
+        from .methods import METHODS
+
+        for n in sorted(METHODS):
+            print(f"{n:12s} {METHODS[n].summary}")
+    else:
+        from .data import DATASETS
+
+        for n in sorted(DATASETS):
+            doc = (DATASETS[n].__doc__ or "").strip().splitlines()
+            print(f"{n:15s} {doc[0] if doc else ''}")
+    return 0
+
+
+def _final_line(code: int, b) -> None:
+    from .pipeline import EXIT_BUDGET_FAILED, EXIT_INCOMPLETE
+
+    msg = {0: "build complete", EXIT_BUDGET_FAILED: "build complete, but the target's budget FAILED",
+           EXIT_INCOMPLETE: "build incomplete: an artifact failed to export (see export.json)"}.get(code, "")
+    print(f"{msg}: {b.run.path}  (report: {b.run.path / 'report.html'})")
+
+
+def _cmd_build(a) -> int:
+    from . import config
+    from .pipeline import build
+    from .ui import UI
+
+    cfg = config.resolve(a.config, _overrides(a))
+    code, b = build(cfg, ui=UI(quiet=a.quiet), force=a.force)
+    _final_line(code, b)
+    return code
+
+
+def _cmd_stage(a) -> int:
+    from . import config
+    from .pipeline import build, open_run
+    from .ui import UI
+
+    cfg = open_run(a.run_dir)
+    cfg = config.merge(config.defaults(), cfg, str(a.run_dir / "config.json"))
+    if getattr(a, "remote", None):
+        cfg["bench"]["remote"] = a.remote
+    if getattr(a, "all", False):
+        from .export import FORMATS
+
+        cfg["export"]["formats"] = list(FORMATS)
+    code, b = build(cfg, a.run_dir, ui=UI(quiet=a.quiet), only=[a.command], target_override=getattr(a, "target", None))
+    _final_line(code, b)
+    return code
+
+
+def _cmd_calibrate(a) -> int:
+    from .bench.remote import calibrate_remote
+    from .targets import load_target
+
+    t = load_target(a.target)
+    out = calibrate_remote(a.remote, target=t, port=a.port, identity=a.identity, out=a.out)
+    print(f"measured profile written to {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    a = parser.parse_args(argv)
+    try:
+        if a.command == "build":
+            return _cmd_build(a)
+        if a.command == "targets":
+            return _cmd_targets(a)
+        if a.command in ("models", "methods", "datasets"):
+            return _cmd_list(a.command)
+        if a.command == "calibrate":
+            return _cmd_calibrate(a)
+        return _cmd_stage(a)
+    except EdgepruneError as e:
+        print(f"edgeprune: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("edgeprune: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

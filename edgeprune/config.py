@@ -1,0 +1,162 @@
+"""Typed build configuration: defaults < TOML file < command-line flags.
+
+Every key is declared once in :data:`SCHEMA` with its type, default and help text; the
+README's config reference and the validation messages are generated from it. Unknown
+keys and wrong types are errors that name the file and the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+# section -> key -> (type, default, help).  Section "" holds top-level keys.
+SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, str]]] = {
+    "": {
+        "target": (str, "rpi4", "target profile name or path to a profile TOML"),
+        "dataset": (str, "digits", "dataset name (digits, fashion-mnist)"),
+        "data_dir": (str, "", "directory of the dataset files (fashion-mnist)"),
+        "data_limit": (int, 0, "use only this many training samples (0 = all)"),
+        "model": (str, "cnn", "built-in model name (see `edgeprune models`)"),
+        "seed": (int, 0, "seed for data split, initialisation and training"),
+        "output": (str, "runs", "parent directory of run folders"),
+        "name": (str, "", "run folder name (default: <target>-<model>-<method>)"),
+    },
+    "model_options": {},  # free-form keyword arguments for the model builder
+    "train": {
+        "epochs": (int, 12, "epochs of dense training"),
+        "finetune_epochs": (int, 6, "epochs of recovery training after compaction (0 = none)"),
+        "batch_size": (int, 64, "mini-batch size"),
+        "lr": (float, 0.01, "peak learning rate (SGD with momentum, cosine schedule)"),
+        "weight_decay": (float, 5e-4, "L2 weight decay"),
+    },
+    "method": {
+        "name": (str, "l1", "pruning method (see `edgeprune methods`)"),
+        "flops_keep": (float, 0.0, "fraction of dense MACs to keep; 0 = the target's budget"),
+        "width_multiple": (int, 0, "round kept widths up to this multiple; 0 = the target's"),
+    },
+    "method_options": {},  # free-form options for the chosen method
+    "budget": {
+        "latency_p50_ms": (float, None, "override the target's p50 latency budget"),
+        "latency_p90_ms": (float, None, "override the target's p90 latency budget"),
+        "peak_memory_mb": (float, None, "override the target's peak memory budget"),
+        "model_size_mb": (float, None, "override the target's model file size budget"),
+        "max_accuracy_drop": (float, None, "override the allowed metric drop vs the dense model"),
+    },
+    "export": {
+        "formats": (list, [], "artifacts to export; empty = the target's list"),
+        "calib_samples": (int, 256, "training samples used for INT8 calibration"),
+        "int8_tolerance": (float, 1.0, "INT8 metric drop (points) above which the build flags it"),
+    },
+    "bench": {
+        "runs": (int, 50, "timed inferences per measurement"),
+        "warmup": (int, 10, "warm-up inferences before timing"),
+        "repeats": (int, 3, "fresh processes per artifact (median is reported)"),
+        "threads": (int, 1, "threads for the host measurement"),
+        "remote": (str, "", "user@host of a real device to measure on over SSH"),
+    },
+}
+
+FREE_FORM = {"model_options", "method_options"}
+
+
+def defaults() -> dict:
+    cfg: dict = {}
+    for section, keys in SCHEMA.items():
+        target = cfg if section == "" else cfg.setdefault(section, {})
+        for key, (_, default, _) in keys.items():
+            target[key] = copy.deepcopy(default)
+    return cfg
+
+
+def _check_type(where: str, key: str, value, typ) -> Any:
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if value is None:
+        return None
+    if typ is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: key '{key}' must be a list, got {type(value).__name__}")
+        return value
+    if not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
+        raise ConfigError(f"{where}: key '{key}' must be {typ.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def merge(base: dict, overrides: dict, where: str) -> dict:
+    """Merge ``overrides`` (same shape as the schema) into ``base``; validate every key."""
+    cfg = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if key in SCHEMA and key != "":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: '{key}' must be a table ([{key}])")
+            if key in FREE_FORM:
+                cfg[key].update(value)
+                continue
+            for sub, v in value.items():
+                if sub not in SCHEMA[key]:
+                    raise ConfigError(f"{where}: unknown key '{key}.{sub}'; known keys: {', '.join(SCHEMA[key])}")
+                cfg[key][sub] = _check_type(where, f"{key}.{sub}", v, SCHEMA[key][sub][0])
+        elif key in SCHEMA[""]:
+            cfg[key] = _check_type(where, key, value, SCHEMA[""][key][0])
+        else:
+            known = list(SCHEMA[""]) + [f"[{s}]" for s in SCHEMA if s]
+            raise ConfigError(f"{where}: unknown key '{key}'; known keys: {', '.join(known)}")
+    return cfg
+
+
+def load_file(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: malformed TOML ({e}); fix the syntax") from None
+
+
+def resolve(config_file: str | Path | None = None, overrides: dict | None = None) -> dict:
+    """defaults < ``config_file`` (or ./edgeprune.toml if present) < ``overrides``."""
+    cfg = defaults()
+    if config_file is None and Path("edgeprune.toml").is_file():
+        config_file = "edgeprune.toml"
+    if config_file is not None:
+        cfg = merge(cfg, load_file(config_file), str(config_file))
+    if overrides:
+        cfg = merge(cfg, overrides, "command line")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: dict) -> None:
+    t = cfg["train"]
+    for key in ("epochs", "batch_size"):
+        if t[key] < (1 if key == "batch_size" else 0):
+            raise ConfigError(f"train.{key} must be positive, got {t[key]}")
+    if t["finetune_epochs"] < 0:
+        raise ConfigError(f"train.finetune_epochs must be >= 0, got {t['finetune_epochs']}")
+    if not 0.0 <= cfg["method"]["flops_keep"] <= 1.0:
+        raise ConfigError(f"method.flops_keep must be in (0, 1], got {cfg['method']['flops_keep']}")
+    if cfg["data_limit"] < 0:
+        raise ConfigError("data_limit must be >= 0")
+
+
+def reference_markdown() -> str:
+    """The config reference table for the README, generated from the schema."""
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for section, keys in SCHEMA.items():
+        if section in FREE_FORM:
+            lines.append(f"| `[{section}]` | table | | free-form options passed to the {section.split('_')[0]} |")
+            continue
+        for key, (typ, default, help_) in keys.items():
+            full = f"{section}.{key}" if section else key
+            lines.append(f"| `{full}` | {getattr(typ, '__name__', typ)} | `{default!r}` | {help_} |")
+    return "\n".join(lines)

@@ -1,0 +1,476 @@
+"""Export a torch model to ONNX / ONNX INT8 / TFLite / TFLite INT8 and prove each artifact.
+
+Every artifact is run in its real runtime (onnxruntime, ai-edge-litert) over the whole test
+split and compared with the torch model; see :func:`export_all`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import ConfigError, InputError
+from ..metrics import get_metric
+from . import _files
+from .runtimes import OrtRunner, TfliteRunner, runtime_version
+
+FORMATS = ("onnx", "onnx-int8", "tflite", "tflite-int8")
+
+#: Final file name of each artifact inside ``out_dir``.
+FILENAMES = {
+    "onnx": "model.onnx",
+    "onnx-int8": "model.int8.onnx",
+    "tflite": "model.tflite",
+    "tflite-int8": "model.int8.tflite",
+}
+
+TASK_METRICS = {"classification": "accuracy", "reconstruction": "psnr"}
+
+#: An fp32 artifact fails when max|artifact - torch| / max|torch| exceeds this.
+FP32_REL_TOL = 1e-4
+
+#: Wall-clock limit for the litert-torch child process (both TFLite artifacts together).
+TFLITE_TIMEOUT_S = 1800.0
+
+#: Where a failed TFLite conversion's full converter log is kept (inside out_dir).
+TFLITE_LOG = "export-tflite.log"
+
+_INT8 = {"onnx-int8", "tflite-int8"}
+
+
+def _layout(ndim: int) -> str:
+    return {2: "NC", 3: "NCL", 4: "NCHW", 5: "NCDHW"}.get(ndim, f"rank{ndim}")
+
+
+def export_all(
+    model,
+    example_input,
+    *,
+    calib: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray | None,
+    out_dir: Path,
+    formats: list[str],
+    task: str = "classification",
+    opset: int | None = None,
+    int8_tolerance: float = 1.0,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, dict]:
+    """Export ``model`` to each of ``formats`` in ``out_dir`` and verify every artifact.
+
+    ``example_input`` is a batch-1 tensor; every artifact has that fixed input shape.
+    ``calib`` holds float32 real training samples ``(N, *input_shape[1:])`` for INT8
+    calibration (all of them are used: the caller picks N, a few hundred is plenty).
+    ``test_x``/``test_y`` is the whole test split; for ``task="reconstruction"`` the target
+    is ``test_x`` and the metric PSNR (dB), for ``"classification"`` top-1 accuracy (%).
+
+    Returns ``{format: entry}`` with the keys documented in the package docstring. One
+    artifact's failure (converter error, crash, parity failure) never stops the others: it
+    gives ``ok=False`` and a one-line ``error``. fp32 artifacts fail when their relative
+    max difference to torch exceeds :data:`FP32_REL_TOL`; INT8 artifacts whose metric drops
+    more than ``int8_tolerance`` (points, or dB for PSNR) stay ``ok`` with
+    ``within_tolerance=False``. Only ``ok`` artifacts are written under their final name
+    (:data:`FILENAMES`), atomically. A summary is also written to ``out_dir/export.json``.
+    """
+    import torch
+
+    fmts = list(dict.fromkeys(formats))
+    unknown = [f for f in fmts if f not in FORMATS]
+    if unknown:
+        raise ConfigError(f"unknown export format(s) {unknown}; choose from {list(FORMATS)}")
+    if task not in TASK_METRICS:
+        raise ConfigError(f"unknown task {task!r}; choose one of {sorted(TASK_METRICS)}")
+    if not isinstance(example_input, torch.Tensor) or example_input.ndim < 2 or example_input.shape[0] != 1:
+        raise InputError("example_input must be a batch-1 torch.Tensor, e.g. shape (1, 1, 8, 8)")
+    sample_shape = tuple(example_input.shape[1:])
+    test_x = np.ascontiguousarray(test_x, dtype=np.float32)
+    calib = np.ascontiguousarray(calib, dtype=np.float32)
+    for name, arr in (("test_x", test_x), ("calib", calib)):
+        if tuple(arr.shape[1:]) != sample_shape or len(arr) == 0:
+            raise InputError(f"{name} has shape {arr.shape}, expected (N, {', '.join(map(str, sample_shape))}) with N > 0")
+    if task == "classification":
+        if test_y is None or len(test_y) != len(test_x):
+            raise InputError("classification needs test_y with one label per test sample")
+        targets = np.asarray(test_y)
+    else:
+        targets = test_x
+    progress = progress or (lambda message: None)
+    metric_name = TASK_METRICS[task]
+    metric_fn = get_metric(metric_name)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _files.remove_stale_tmp(out_dir)
+
+    was_training = model.training
+    model.eval()
+    scratch = _files.make_tmp_dir(out_dir)
+    child = None
+    try:
+        example = example_input.detach().to(torch.float32).contiguous()
+        ref = _torch_outputs(model, test_x)
+        out_shape = [1, *ref.shape[1:]]
+        ctx = _Ctx(
+            ref=ref,
+            targets=targets,
+            test_x=test_x,
+            metric_name=metric_name,
+            metric_fn=metric_fn,
+            torch_metric=float(metric_fn(ref, targets)),
+            int8_tolerance=float(int8_tolerance),
+            out_dir=out_dir,
+            base={
+                "metric_name": metric_name,
+                "n_test": int(len(test_x)),
+                "input_layout": _layout(example.ndim),
+                "input_shape": [1, *sample_shape],
+                "output_shape": out_shape,
+            },
+        )
+        results: dict[str, dict] = {}
+
+        # The TFLite child converts while this process does ONNX (two cores, both busy).
+        tflite_fmts = [f for f in fmts if f.startswith("tflite")]
+        if tflite_fmts:
+            child = _TfliteChild.start(model, example, calib, scratch, tflite_fmts)
+        if "onnx" in fmts or "onnx-int8" in fmts:
+            results.update(_export_onnx(model, example, calib, scratch, fmts, opset, ctx, progress))
+        if child is not None:
+            results.update(child.finish(ctx, progress))
+        results = {f: results[f] for f in fmts}
+        _files.write_json_atomic(
+            out_dir / "export.json",
+            {
+                "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "task": task,
+                "metric_name": metric_name,
+                "torch_metric": ctx.torch_metric,
+                "int8_tolerance": int8_tolerance,
+                "artifacts": results,
+            },
+        )
+        return results
+    finally:
+        if child is not None:
+            child.kill()
+        shutil.rmtree(scratch, ignore_errors=True)
+        model.train(was_training)
+
+
+def _torch_outputs(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    import torch
+
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            y = model(torch.from_numpy(x[i : i + batch]))
+            if not isinstance(y, torch.Tensor):
+                raise InputError(f"export needs a model with one tensor output, got {type(y).__name__}")
+            outs.append(y.detach().to(torch.float32).cpu().numpy())
+    return np.concatenate(outs, axis=0)
+
+
+class _Ctx:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+    def entry(self, fmt: str) -> dict:
+        runtime = runtime_version("onnx" if fmt.startswith("onnx") else "tflite")
+        return {
+            "format": fmt,
+            "ok": False,
+            "path": None,
+            "size_bytes": None,
+            "runtime": runtime,
+            "metric_name": self.metric_name,
+            "metric": None,
+            "torch_metric": self.torch_metric,
+            "metric_drop": None,
+            "max_abs_diff": None,
+            "rel_diff": None,
+            **self.base,
+            "input_dtype": "float32",
+            "quant": None,
+            "within_tolerance": False,
+            "error": None,
+            "seconds": 0.0,
+            "sha256": None,
+            "details": {},
+        }
+
+
+def _fail(entry: dict, reason: str, out_dir: Path) -> dict:
+    entry["ok"], entry["within_tolerance"], entry["error"] = False, False, _files.one_line(reason)
+    # never leave an older run's file under the final name next to a failed entry
+    (out_dir / FILENAMES[entry["format"]]).unlink(missing_ok=True)
+    return entry
+
+
+def _verify_and_publish(entry: dict, tmp_path: Path, ctx: _Ctx) -> dict:
+    """Run the artifact in its runtime over the test split, compare, publish if ok."""
+    fmt = entry["format"]
+    try:
+        if fmt.startswith("onnx"):
+            runner = OrtRunner(tmp_path)
+        else:
+            runner = TfliteRunner(tmp_path)
+            entry["input_dtype"] = runner.input_dtype.name
+            entry["quant"] = runner.quant
+        out = runner.run(ctx.test_x)
+    except Exception as exc:  # noqa: BLE001
+        return _fail(entry, f"{entry['runtime']} could not run the artifact: {_files.one_line(exc)}", ctx.out_dir)
+    if out.size != ctx.ref.size:
+        return _fail(entry, f"output shape {list(out.shape)} does not match torch's {list(ctx.ref.shape)}", ctx.out_dir)
+    out = out.reshape(ctx.ref.shape)
+    diff = float(np.max(np.abs(out.astype(np.float64) - ctx.ref.astype(np.float64))))
+    scale = float(np.max(np.abs(ctx.ref)))
+    metric = float(ctx.metric_fn(out, ctx.targets))
+    entry.update(
+        metric=metric,
+        metric_drop=float(ctx.torch_metric - metric),
+        max_abs_diff=diff,
+        rel_diff=diff / scale if scale > 0 else diff,
+    )
+    if not np.all(np.isfinite(out)):
+        return _fail(entry, "artifact produced non-finite outputs", ctx.out_dir)
+
+    if fmt in _INT8:
+        problem = _int8_problem(fmt, tmp_path, runner, entry)
+        if problem:
+            return _fail(entry, problem, ctx.out_dir)
+        entry["within_tolerance"] = bool(entry["metric_drop"] <= ctx.int8_tolerance)
+    else:
+        if entry["rel_diff"] > FP32_REL_TOL:
+            return _fail(
+                entry,
+                f"parity failure: relative max difference {entry['rel_diff']:.3g} to torch exceeds {FP32_REL_TOL:g} "
+                f"(max abs diff {diff:.3g})",
+                ctx.out_dir,
+            )
+        entry["within_tolerance"] = True
+
+    final = ctx.out_dir / FILENAMES[fmt]
+    entry["size_bytes"] = tmp_path.stat().st_size
+    entry["sha256"] = _files.sha256(tmp_path)
+    _files.publish(tmp_path, final)
+    entry["path"] = final.name
+    entry["ok"] = True
+    return entry
+
+
+def _int8_problem(fmt: str, path: Path, runner, entry: dict) -> str | None:
+    """Prove an INT8 artifact is integer; return why not, or None."""
+    if fmt == "onnx-int8":
+        from .onnx_export import onnx_int8_stats
+
+        stats = onnx_int8_stats(path)
+        entry["details"]["int8"] = stats
+        if not (stats["quantize_linear"] and stats["dequantize_linear"] and stats["int8_initializers"]):
+            return f"quantized ONNX graph holds no int8 QDQ pairs/initializers ({stats})"
+        return None
+    dtypes = runner.tensor_dtypes()
+    io = (runner.input_dtype.name, np.dtype(runner.out["dtype"]).name)
+    floats = sorted(name for name, dt in dtypes.items() if dt.startswith("float"))
+    entry["details"]["int8"] = {"io_dtypes": list(io), "float_tensors": len(floats), "tensors": len(dtypes)}
+    if io != ("int8", "int8"):
+        return f"TFLite INT8 input/output dtypes are {io}, expected int8/int8"
+    if floats:
+        return f"TFLite INT8 model still has {len(floats)} float tensor(s), e.g. {floats[0]!r}"
+    return None
+
+
+# --------------------------------------------------------------------------- ONNX
+
+
+def _export_onnx(model, example, calib, scratch: Path, fmts, opset, ctx: _Ctx, progress) -> dict[str, dict]:
+    from .onnx_export import export_onnx_fp32, quantize_onnx_int8
+
+    results: dict[str, dict] = {}
+    fp32_tmp = scratch / "model.fp32.onnx"
+    fp32_error = None
+    t0 = time.perf_counter()
+    entry = ctx.entry("onnx")
+    progress("onnx: exporting with torch.onnx (dynamo) + onnxsim")
+    try:
+        info = export_onnx_fp32(model, example, fp32_tmp, opset)
+        entry["details"].update(info)
+        entry["opset"] = info["opset"]
+    except Exception as exc:  # noqa: BLE001
+        fp32_error = f"ONNX export failed: {_files.one_line(exc)}"
+    if "onnx" in fmts:
+        if fp32_error:
+            _fail(entry, fp32_error, ctx.out_dir)
+        else:
+            progress("onnx: verifying in onnxruntime")
+            # verify a copy: the scratch fp32 model is still needed for quantization
+            pub_tmp = scratch / (_files.TMP_PREFIX + FILENAMES["onnx"])
+            shutil.copyfile(fp32_tmp, pub_tmp)
+            _verify_and_publish(entry, pub_tmp, ctx)
+        entry["seconds"] = round(time.perf_counter() - t0, 3)
+        results["onnx"] = entry
+
+    if "onnx-int8" in fmts:
+        t0 = time.perf_counter()
+        entry = ctx.entry("onnx-int8")
+        progress("onnx-int8: static QDQ quantization with onnxruntime")
+        if fp32_error:
+            _fail(entry, f"needs the fp32 ONNX model: {fp32_error}", ctx.out_dir)
+        else:
+            tmp = scratch / (_files.TMP_PREFIX + FILENAMES["onnx-int8"])
+            try:
+                entry["details"].update(quantize_onnx_int8(fp32_tmp, tmp, calib, scratch))
+                entry["opset"] = results.get("onnx", {}).get("opset") or _read_opset(tmp)
+            except Exception as exc:  # noqa: BLE001
+                _fail(entry, f"ONNX INT8 quantization failed: {_files.one_line(exc)}", ctx.out_dir)
+            else:
+                progress("onnx-int8: verifying in onnxruntime")
+                _verify_and_publish(entry, tmp, ctx)
+        entry["seconds"] = round(time.perf_counter() - t0, 3)
+        results["onnx-int8"] = entry
+    return results
+
+
+def _read_opset(path: Path) -> int | None:
+    import onnx
+
+    for imp in onnx.load(str(path), load_external_data=False).opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return None
+
+
+# --------------------------------------------------------------------------- TFLite
+
+
+class _TfliteChild:
+    """The litert-torch conversion running in ``python -m edgeprune.export.tflite_worker``."""
+
+    def __init__(self, fmts, scratch: Path, outs: dict, proc=None, log=None, error=None, timer=None):
+        self.fmts, self.scratch, self.outs = fmts, scratch, outs
+        self.proc, self.log, self.error, self.timer = proc, log, error, timer
+        self.t0 = time.perf_counter()
+        self.timed_out = False
+
+    @classmethod
+    def start(cls, model, example, calib, scratch: Path, fmts: list[str]) -> "_TfliteChild":
+        import torch
+
+        outs = {f: scratch / (_files.TMP_PREFIX + FILENAMES[f]) for f in fmts}
+        program = scratch / "model.pt2"
+        try:
+            with torch.no_grad():
+                ep = torch.export.export(model, (example,))
+            torch.export.save(ep, str(program))
+        except Exception as exc:  # noqa: BLE001
+            return cls(fmts, scratch, outs, error=f"torch.export failed: {_files.one_line(exc)}")
+        np.save(scratch / "calib.npy", calib)
+        log = scratch / "tflite.log"
+        job = {
+            "program": str(program),
+            "example_shape": list(example.shape),
+            "calib": str(scratch / "calib.npy"),
+            "log": str(log),
+            "result": str(scratch / "tflite_result.json"),
+            "jobs": [{"format": f, "out": str(outs[f])} for f in fmts],
+            "watch_parent": True,  # the child exits when our end of its stdin closes
+        }
+        (scratch / "tflite_job.json").write_text(json.dumps(job))
+        env = dict(os.environ)
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        env.setdefault("GLOG_minloglevel", "2")
+        env.setdefault("PYTHONWARNINGS", "ignore")
+        pkg_parent = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH")) if p)
+        with open(log, "ab") as logf:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "edgeprune.export.tflite_worker", str(scratch / "tflite_job.json")],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=logf,
+                env=env,
+                cwd=str(scratch),
+                text=True,
+            )
+        child = cls(fmts, scratch, outs, proc=proc, log=log)
+
+        def _kill():
+            child.timed_out = True
+            proc.kill()
+
+        child.timer = threading.Timer(TFLITE_TIMEOUT_S, _kill)
+        child.timer.daemon = True
+        child.timer.start()
+        return child
+
+    def kill(self) -> None:
+        """Stop the child if it still runs (the parent failed or was interrupted)."""
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            for stream in (self.proc.stdin, self.proc.stdout):
+                if stream and not stream.closed:
+                    stream.close()
+
+    def finish(self, ctx: _Ctx, progress) -> dict[str, dict]:
+        results: dict[str, dict] = {}
+        if self.error:
+            for f in self.fmts:
+                progress(f"{f}: skipped")
+                results[f] = _fail(ctx.entry(f), self.error, ctx.out_dir)
+            return results
+        started = 0
+        try:
+            for line in self.proc.stdout:
+                line = line.strip()
+                if line.startswith("START "):
+                    started += 1
+                    progress(f"{line[6:]}: converting with litert-torch (child process)")
+            rc = self.proc.wait()
+        finally:
+            self.timer.cancel()
+            self.proc.stdout.close()
+            self.proc.stdin.close()
+        try:
+            child_results = json.loads((self.scratch / "tflite_result.json").read_text())
+        except (OSError, ValueError):
+            child_results = {}
+        if self.timed_out:
+            death = f"TFLite converter timed out after {TFLITE_TIMEOUT_S:g} s"
+        elif rc < 0:
+            death = f"TFLite converter process killed by signal {-rc}" + (" (out of memory?)" if rc == -9 else "")
+        else:
+            death = f"TFLite converter process exited with code {rc}"
+        any_failed = False
+        for f in self.fmts:
+            entry = ctx.entry(f)
+            r = child_results.get(f)
+            t0 = time.perf_counter()
+            if r is None:
+                _fail(entry, f"{death} before finishing {f} (see {TFLITE_LOG})", ctx.out_dir)
+                any_failed = True
+            elif not r.get("ok"):
+                entry["seconds"] = r.get("seconds", 0.0)
+                _fail(entry, f"litert-torch conversion failed: {_files.one_line(r.get('error') or 'unknown')}", ctx.out_dir)
+                any_failed = True
+            else:
+                progress(f"{f}: verifying in ai-edge-litert")
+                entry["details"].update({k: v for k, v in r.items() if k not in ("ok", "error", "seconds")})
+                _verify_and_publish(entry, self.outs[f], ctx)
+            entry["seconds"] = round(float(r.get("seconds", 0.0) if r else 0.0) + time.perf_counter() - t0, 3)
+            results[f] = entry
+        if any_failed and self.log and self.log.exists():
+            shutil.copyfile(self.log, self.scratch / (_files.TMP_PREFIX + TFLITE_LOG))
+            _files.publish(self.scratch / (_files.TMP_PREFIX + TFLITE_LOG), ctx.out_dir / TFLITE_LOG)
+        return results

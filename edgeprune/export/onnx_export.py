@@ -1,0 +1,169 @@
+"""ONNX fp32 export (torch dynamo exporter + onnxsim) and ONNX Runtime static INT8 (QDQ).
+
+Both functions write to the path they are given (a scratch path: the caller publishes
+atomically) and return a small dict of facts for the artifact entry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+#: The lowest opset the torch.export-based exporter emits natively. Lower opsets (older
+#: TensorRT on JetPack 5 tops out at 17) use the legacy TorchScript exporter instead,
+#: because the ONNX version converter cannot downgrade the dynamo graphs.
+DYNAMO_MIN_OPSET = 18
+DEFAULT_OPSET = 18
+
+
+def _quiet():
+    """Silence the exporters' progress prints and warnings (they go to stdout/stderr)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    for name in ("torch.onnx", "torch.export", "onnxscript", "onnx_ir", "root"):
+        lg = logging.getLogger(name)
+        prev = lg.level
+        lg.setLevel(logging.ERROR)
+        stack.callback(lg.setLevel, prev)
+    return stack
+
+
+def export_onnx_fp32(model, example_input, dst: Path, opset: int | None = None) -> dict:
+    """Export ``model`` (eval mode) with batch fixed to the example's, simplify, save to ``dst``.
+
+    Returns ``{"opset": int, "exporter": str, "notes": [...]}``.
+    """
+    import onnx
+    import torch
+
+    opset = DEFAULT_OPSET if opset is None else int(opset)
+    notes: list[str] = []
+    raw = dst.with_name(dst.name + ".raw.onnx")
+    with _quiet(), torch.no_grad():
+        if opset >= DYNAMO_MIN_OPSET:
+            exporter = "torch.onnx dynamo"
+            torch.onnx.export(
+                model, (example_input,), str(raw), dynamo=True, external_data=False, opset_version=opset, verbose=False
+            )
+        else:
+            exporter = "torch.onnx torchscript"
+            notes.append(f"opset {opset} is below the dynamo exporter's minimum {DYNAMO_MIN_OPSET}: used the legacy exporter")
+            torch.onnx.export(model, (example_input,), str(raw), dynamo=False, opset_version=opset)
+    proto = onnx.load(str(raw))
+    got = _default_opset(proto)
+    if got != opset:
+        raise RuntimeError(f"exporter produced opset {got}, asked for {opset}")
+    try:
+        import onnxsim
+
+        with _quiet():
+            simplified, check = onnxsim.simplify(proto)
+        if check:
+            proto = simplified
+        else:
+            notes.append("onnxsim check failed: kept the unsimplified graph")
+    except Exception as exc:  # onnxsim is an optimisation, never a reason to fail
+        notes.append(f"onnxsim failed ({type(exc).__name__}): kept the unsimplified graph")
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(dst))
+    raw.unlink(missing_ok=True)
+    return {"opset": got, "exporter": exporter, "notes": notes}
+
+
+def _default_opset(proto) -> int:
+    for imp in proto.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return -1
+
+
+def quantize_onnx_int8(fp32_path: Path, dst: Path, calib: np.ndarray, scratch: Path) -> dict:
+    """Static INT8: ``quant_pre_process`` then QDQ, per-channel, QInt8 weights and activations,
+    MinMax calibration over ``calib``. Activations are symmetric (zero point 0) so TensorRT's
+    explicit-quantization path accepts the graph as-is.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if len(calib) == 0:
+        raise ValueError("no calibration samples")
+    pre = scratch / "model.preproc.onnx"
+    with _quiet():
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
+    proto = onnx.load(str(pre))
+    inp = proto.graph.input[0]
+    dim0 = inp.type.tensor_type.shape.dim[0]
+    batch = dim0.dim_value if dim0.HasField("dim_value") and dim0.dim_value > 0 else 1
+    if len(calib) < batch:
+        raise ValueError(f"{len(calib)} calibration samples, fewer than the model batch {batch}")
+
+    n_feeds = len(calib) // batch
+    # Ranges are merged stride by stride (bounded memory: ORT otherwise keeps every
+    # intermediate output of every sample). Its CalibMaxIntermediateOutputs option would
+    # silently DROP the collected data each time the limit is hit, so it is not used.
+    stride = min(64, n_feeds)
+    padded = -(-n_feeds // stride) * stride  # ORT wants len() divisible by the stride
+
+    class _Reader(CalibrationDataReader):
+        """Real calibration samples, one feed of the model's fixed batch at a time."""
+
+        def __init__(self):
+            self.i, self.end = 0, n_feeds
+
+        def get_next(self):
+            if self.i >= self.end:
+                return None
+            x = calib[self.i * batch : (self.i + 1) * batch]
+            self.i += 1
+            return {inp.name: np.ascontiguousarray(x, dtype=np.float32)}
+
+        def __len__(self):
+            return padded
+
+        def set_range(self, start_index: int, end_index: int):
+            self.i, self.end = start_index, min(end_index, n_feeds)
+
+        def rewind(self):
+            self.i, self.end = 0, n_feeds
+
+    reader = _Reader()
+    with _quiet():
+        quantize_static(
+            str(pre),
+            str(dst),
+            calibration_data_reader=reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": True, "CalibStridedMinMax": stride},
+        )
+    pre.unlink(missing_ok=True)
+    return {
+        "quantizer": "onnxruntime static QDQ, per-channel int8 weights, symmetric int8 activations, MinMax",
+        "calib_samples": int(n_feeds * batch),
+    }
+
+
+def onnx_int8_stats(path: Path) -> dict:
+    """Counts that prove a QDQ graph is integer: Q/DQ nodes and int8 initializers."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    ops = [n.op_type for n in proto.graph.node]
+    int8 = sum(1 for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8)
+    return {
+        "quantize_linear": ops.count("QuantizeLinear"),
+        "dequantize_linear": ops.count("DequantizeLinear"),
+        "int8_initializers": int8,
+    }

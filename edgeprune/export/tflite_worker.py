@@ -1,0 +1,169 @@
+"""Child process that converts a model to TFLite with litert-torch.
+
+litert-torch costs ~5 s and ~550 MB to import, prints absl/torchao noise, and its MLIR
+converter can exhaust memory or abort; so it runs here, in a process of its own, never in
+the pipeline's process. The parent (:mod:`edgeprune.export.core`) passes everything as
+files: ::
+
+    python -m edgeprune.export.tflite_worker JOB.json
+
+``JOB.json``::
+
+    {"program": "model.pt2",          # torch.export.save() of the eval-mode model (no class needed)
+     "example_shape": [1, 1, 8, 8],
+     "calib": "calib.npy",            # float32 real samples, used by the INT8 job
+     "log": "tflite.log",             # everything the converter prints goes here
+     "result": "result.json",         # rewritten (atomically) after every job
+     "jobs": [{"format": "tflite", "out": "tmp.tflite"},
+              {"format": "tflite-int8", "out": "tmp.int8.tflite"}]}
+
+Protocol: the original stdout carries only ``START <format>`` lines (the parent turns them
+into progress messages); each job's outcome ``{"ok", "error", "seconds", ...}`` lands in
+``result.json`` as soon as it is known, so a crash in the second job keeps the first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+
+def _redirect_output(log_path: str):
+    """Keep a private handle on stdout for protocol lines, send fds 1 and 2 to the log."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    marker = os.fdopen(os.dup(1), "w", buffering=1)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    return marker
+
+
+def _exit_with_parent() -> None:
+    """The parent holds our stdin open; EOF means it died: stop converting at once."""
+    import threading
+
+    def watch():
+        try:
+            while sys.stdin.buffer.read(1 << 16):
+                pass
+        except (OSError, ValueError):
+            pass
+        os._exit(3)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _write_result(path: Path, results: dict) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(results, indent=2))
+    os.replace(tmp, path)
+
+
+def _calib_tensors(calib, torch):
+    for i in range(len(calib)):
+        yield torch.from_numpy(calib[i : i + 1].copy())
+
+
+def _to_eval(gm) -> None:
+    """Exported GraphModules refuse .eval(); the graph is already eval (exported in eval mode)."""
+    for m in gm.modules():
+        m.training = False
+
+
+def convert_fp32(program_path: str, example, out: str) -> dict:
+    import litert_torch
+    import torch
+
+    module = torch.export.load(program_path).module()
+    _to_eval(module)
+    litert_torch.convert(module, (example,)).export(out)
+    return {"converter": f"litert-torch {litert_torch.__version__}"}
+
+
+def convert_int8_pt2e(program_path: str, example, calib, out: str) -> dict:
+    """Full INT8 (int8 input and output) through PT2E: symmetric per-channel weights,
+    min/max-observed activations calibrated on real samples, lowered by litert-torch."""
+    import litert_torch
+    import torch
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+    module = torch.export.load(program_path).module()
+    prepared = prepare_pt2e(module, quantizer)
+    with torch.no_grad():
+        for x in _calib_tensors(calib, torch):
+            prepared(x)
+    converted = convert_pt2e(prepared, fold_quantize=False)
+    try:
+        from torchao.quantization.pt2e import move_exported_model_to_eval
+
+        move_exported_model_to_eval(converted)
+    except Exception:
+        pass
+    _to_eval(converted)
+    litert_torch.convert(converted, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(out)
+    return {
+        "converter": f"litert-torch {litert_torch.__version__}",
+        "quantizer": "pt2e symmetric per-channel int8, min/max calibration",
+        "calib_samples": int(len(calib)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    job = json.loads(Path(argv[0]).read_text())
+    marker = _redirect_output(job["log"])
+    if job.get("watch_parent"):
+        _exit_with_parent()
+    result_path = Path(job["result"])
+    results: dict[str, dict] = {}
+    _write_result(result_path, results)
+
+    import numpy as np
+    import torch
+
+    if os.environ.get("EDGEPRUNE_EXPORT_THREADS"):
+        torch.set_num_threads(int(os.environ["EDGEPRUNE_EXPORT_THREADS"]))
+    example = torch.zeros(job["example_shape"], dtype=torch.float32)
+    calib = None
+    for spec in job["jobs"]:
+        fmt, out = spec["format"], spec["out"]
+        print(f"START {fmt}", file=marker, flush=True)
+        print(f"===== {fmt} =====", flush=True)
+        t0 = time.perf_counter()
+        try:
+            if fmt == "tflite":
+                info = convert_fp32(job["program"], example, out)
+            elif fmt == "tflite-int8":
+                if calib is None:
+                    calib = np.load(job["calib"]).astype(np.float32, copy=False)
+                info = convert_int8_pt2e(job["program"], example, calib, out)
+            else:
+                raise ValueError(f"unknown TFLite format {fmt!r}")
+            if not Path(out).is_file():
+                raise RuntimeError("converter reported success but wrote no file")
+            results[fmt] = {"ok": True, "error": None, **info}
+        except BaseException as exc:  # noqa: BLE001 - every failure is reported per artifact
+            traceback.print_exc()
+            results[fmt] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            Path(out).unlink(missing_ok=True)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+        results[fmt]["seconds"] = round(time.perf_counter() - t0, 3)
+        _write_result(result_path, results)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    print("DONE", file=marker, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

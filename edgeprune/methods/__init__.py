@@ -1,0 +1,7 @@
+"""Pruning methods, one module each, registered by name."""
+
+from . import magnitude  # noqa: F401  (registers l1, l2)
+from . import pl_gates  # noqa: F401  (registers pl-gates)
+from .base import METHODS, FitContext, MethodResult, PruningMethod, get_method, list_methods, register_method
+
+__all__ = ["METHODS", "FitContext", "MethodResult", "PruningMethod", "get_method", "list_methods", "register_method"]

@@ -1,0 +1,280 @@
+"""Reusable pieces for gate-based pruning methods.
+
+* hard-concrete gates (Louizos, Welling & Kingma 2018, "Learning Sparse Neural Networks
+  through L0 Regularization"): a stretched, clamped binary-concrete variable per node. A
+  sample is exactly 0 or exactly 1 with positive probability and differentiable in
+  between, so a gate of 0 during training *is* the removed node;
+* the differentiable expected MACs of the compact model under independent gates, with
+  the same per-layer formula as :meth:`~edgeprune.surgery.ModelGraph.cost`
+  (:class:`ExpectedCost`);
+* the condition-number estimate of the masked network from its empirical tangent kernel.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+# stretch interval of the hard-concrete distribution (Louizos et al. 2018)
+HC_LOW, HC_HIGH = -0.1, 1.1
+
+
+def hc_sample(log_alpha: torch.Tensor, beta: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One hard-concrete sample per entry (reparameterised: differentiable in ``log_alpha``)."""
+    u = torch.rand(log_alpha.shape, generator=generator, dtype=log_alpha.dtype).clamp(1e-6, 1 - 1e-6)
+    s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / beta)
+    return (s * (HC_HIGH - HC_LOW) + HC_LOW).clamp(0.0, 1.0)
+
+
+def hc_deterministic(log_alpha: torch.Tensor) -> torch.Tensor:
+    """The test-time gate value: the sample with the noise at its median."""
+    return (torch.sigmoid(log_alpha) * (HC_HIGH - HC_LOW) + HC_LOW).clamp(0.0, 1.0)
+
+
+def hc_prob_open(log_alpha: torch.Tensor, beta: float) -> torch.Tensor:
+    """P(gate != 0): the probability that the node is kept (the L0 term of Louizos et al.)."""
+    return torch.sigmoid(log_alpha - beta * math.log(-HC_LOW / HC_HIGH))
+
+
+def _layer_parts(lc, graph) -> tuple[list[tuple[str, list[int]]], int, list[tuple[str, list[int]]], int]:
+    """``(out_parts, out_full, in_parts, in_full)`` of a LayerCost: per group, the group
+    channel ("root index") behind each of the layer's own channels (flatten repeats them)."""
+    if hasattr(lc, "out_parts"):
+        return list(lc.out_parts), int(lc.out_full), list(lc.in_parts), int(lc.in_full)
+    # older table layout: one output group, input segments with a multiplicity
+    size = {g: grp.size for g, grp in graph.groups.items()}
+    outs = [(lc.out_group, list(range(size[lc.out_group])))] if lc.out_group else []
+    ins = [(g, [r for r in range(size[g]) for _ in range(m)]) for g, m in lc.in_segments]
+    return outs, int(lc.out_full), ins, int(lc.in_fixed + sum(len(r) for _, r in ins))
+
+
+class ExpectedCost:
+    """Differentiable E[MACs] of the compact model under independent per-node keep probabilities.
+
+    Mirrors the cost table of :class:`~edgeprune.surgery.ModelGraph`: a layer costs
+    ``out * in / groups * kernel * spatial`` MACs (depthwise: ``out * kernel * spatial``)
+    where ``out`` / ``in`` are its kept output / input channels. Each of the layer's
+    channels that belongs to a group is kept with its node's probability ``q``, so
+    ``E[out] = out_full - sum(1 - q)`` over the owned channels. No layer has its input and
+    output in the same group (depthwise layers are costed on their output only), and gates
+    are independent, so ``E[out * in] = E[out] * E[in]``: the value is the exact
+    expectation, and with 0/1 probabilities it equals ``graph.cost_of_sets`` (or
+    ``graph.cost`` for the widths). A gated residual branch multiplies the cost of its
+    layers by the branch's keep probability.
+
+    ``offsets`` places group ``g`` at ``q[offsets[g] : offsets[g] + size]``.
+    """
+
+    def __init__(self, graph, offsets: dict[str, int], branch_names: list[str] = ()):
+        self.rows = []
+        bindex = {b: i for i, b in enumerate(branch_names)}
+        layer_branch = {layer: bindex[b] for b in branch_names for layer in graph.branches[b].layers}
+        for lc in graph.layers.values():
+            if lc.kind == "norm":
+                continue
+            outs, out_full, ins, in_full = _layer_parts(lc, graph)
+
+            def idx(parts):
+                ix = [offsets[g] + r for g, roots in parts if g in offsets for r in roots]
+                return torch.as_tensor(ix, dtype=torch.long)
+
+            coef = lc.kernel * lc.spatial if lc.kind == "depthwise" else lc.kernel * lc.spatial / lc.groups
+            self.rows.append((lc.kind == "depthwise", float(out_full), idx(outs), float(in_full), idx(ins),
+                              float(coef), layer_branch.get(lc.name, -1)))
+
+    def __call__(self, q: torch.Tensor, qb: torch.Tensor | None = None) -> torch.Tensor:
+        q = q.double()  # MACs of real models exceed float32's exact integer range
+        qb = qb.double() if qb is not None else None
+        total = q.new_zeros(())
+        for depthwise, out_full, out_idx, in_full, in_idx, coef, b in self.rows:
+            out = out_full - (1 - q[out_idx]).sum() if len(out_idx) else q.new_tensor(out_full)
+            if depthwise:
+                macs = out * coef
+            else:
+                cin = in_full - (1 - q[in_idx]).sum() if len(in_idx) else q.new_tensor(in_full)
+                macs = out * cin * coef
+            if b >= 0 and qb is not None:
+                macs = macs * qb[b]
+            total = total + macs
+        return total
+
+
+# ------------------------------------------------------------------ condition number
+
+
+@dataclass
+class KappaEstimate:
+    kappa: torch.Tensor  # L̂ / μ̂ (differentiable when requested)
+    lam_min: float
+    lam_max: float
+    seconds: float
+    rows: int  # size of the kernel matrix (samples x outputs)
+
+    def to_dict(self) -> dict:
+        return {"kappa": float(self.kappa), "lam_min": self.lam_min, "lam_max": self.lam_max,
+                "seconds": self.seconds, "rows": self.rows}
+
+
+def tangent_kernel(fn, params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``K = J Jᵀ`` with ``J = d fn(params) / d params`` (``fn`` returns a flat vector).
+
+    Uses :func:`torch.func.jacrev` (one vector-Jacobian product per output row, batched);
+    the result stays differentiable in every tensor ``fn`` closes over.
+    """
+    jac = torch.func.jacrev(fn)(params)
+    k = None
+    for j in jac.values():
+        j = j.reshape(j.shape[0], -1)
+        part = j @ j.T
+        k = part if k is None else k + part
+    return k
+
+
+def kappa_from_kernel(k: torch.Tensor, eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(κ̂, μ̂, λ_max)`` with ``μ̂ = λ_min(K)``, ``L̂ = sqrt(λ_max(K))``, ``κ̂ = L̂ / μ̂``."""
+    ev = torch.linalg.eigvalsh(0.5 * (k + k.T).double())
+    lam_min = ev[0].clamp_min(eps)
+    lam_max = ev[-1].clamp_min(eps)
+    return torch.sqrt(lam_max) / lam_min, lam_min, lam_max
+
+
+def timed_kappa(fn, params: dict[str, torch.Tensor]) -> KappaEstimate:
+    t0 = time.perf_counter()
+    k = tangent_kernel(fn, params)
+    kappa, lmin, lmax = kappa_from_kernel(k)
+    return KappaEstimate(kappa, float(lmin.detach()), float(lmax.detach()), time.perf_counter() - t0, int(k.shape[0]))
+
+
+def output_projection(n_out: int, n_keep: int, seed: int) -> torch.Tensor | None:
+    """A fixed orthonormal ``(n_out, n_keep)`` projection, or None when every output is kept."""
+    if n_out <= n_keep:
+        return None
+    g = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(g.standard_normal((n_out, n_keep)))
+    return torch.from_numpy(q.astype(np.float32))
+
+
+def bn_eval(model: nn.Module):
+    """Context manager: batch norms use their running statistics (and do not update them)."""
+    return _BNEval(model)
+
+
+class _BNEval:
+    def __init__(self, model: nn.Module):
+        self.bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def __enter__(self):
+        self.modes = [m.training for m in self.bns]
+        for m in self.bns:
+            m.eval()
+        return self
+
+    def __exit__(self, *exc):
+        for m, t in zip(self.bns, self.modes):
+            m.train(t)
+        return False
+
+
+# ------------------------------------------------------------------ static plan to a budget
+
+
+def widths_to_budget(
+    graph,
+    scores: dict[str, np.ndarray],
+    flops_keep: float,
+    width_multiple: int = 1,
+    dropped: list[str] | tuple = (),
+    tol: float = 0.05,
+) -> tuple[dict[str, int], dict]:
+    """Per-group kept widths whose exact MACs (``graph.cost``) are as close as possible to the budget.
+
+    ``scores`` are per-channel and comparable across groups (e.g. gate logits). Step 1:
+    bisection on one global threshold -- a group keeps its channels scoring at or above it
+    (at least one, rounded up to ``width_multiple``) -- for the most channels within the
+    budget. Step 2: greedy fill -- repeatedly add one width step to the group whose next
+    channels score highest among the steps that still fit the budget. Step 3: when the
+    result is still more than ``tol`` below the budget (coarse width multiples), take the
+    single step that lands closest to the budget if it stays within ``+tol``. Groups whose
+    producers are all inside dropped branches cost nothing and stay at full width.
+
+    Returns ``(widths, info)`` with ``info = {"macs", "goal", "rel_error", "within_tol"}``.
+    """
+    from ..surgery.plan import round_width
+
+    goal = flops_keep * graph.dense_cost()["macs"]
+    skip = {layer for b in dropped for layer in graph.branches[b].layers}
+    active = [g for g, grp in graph.groups.items()
+              if any(m.rpartition(":")[0] not in skip for m in grp.members if m.endswith(":out"))]
+    order = {g: np.argsort(-np.asarray(scores[g], dtype=np.float64), kind="stable") for g in active}
+    sorted_scores = {g: np.asarray(scores[g], dtype=np.float64)[order[g]] for g in active}
+    full = graph.full_keep()
+
+    def macs(w: dict[str, int]) -> int:
+        return graph.cost(w, dropped)["macs"]
+
+    def at_threshold(t: float) -> dict[str, int]:
+        w = dict(full)
+        for g in active:
+            n = int((sorted_scores[g] >= t).sum())
+            w[g] = round_width(max(1, n), width_multiple, graph.groups[g].size)
+        return w
+
+    cand = np.unique(np.concatenate([sorted_scores[g] for g in active])) if active else np.zeros(0)
+    if len(cand) == 0 or macs(full) <= goal:
+        w = dict(full)
+    else:
+        # thresholds ascending -> kept widths (and MACs) non-increasing; find the lowest one within budget
+        lo, hi = 0, len(cand) - 1
+        if macs(at_threshold(cand[hi])) > goal:
+            lo = hi  # even the top channel of each group is over budget: keep the minimum
+        else:
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if macs(at_threshold(cand[mid])) <= goal:
+                    hi = mid
+                else:
+                    lo = mid + 1
+        w = at_threshold(cand[lo])
+
+    def step(g: str, w: dict[str, int]) -> int:
+        size = graph.groups[g].size
+        return min(size, round_width(w[g] + 1, width_multiple, size))
+
+    # greedy fill under the budget, best next channels first
+    while True:
+        best, best_score = None, -np.inf
+        for g in active:
+            n = step(g, w)
+            if n <= w[g]:
+                continue
+            trial = dict(w, **{g: n})
+            if macs(trial) > goal:
+                continue
+            s = float(sorted_scores[g][w[g]:n].mean())
+            if s > best_score:
+                best, best_score = trial, s
+        if best is None:
+            break
+        w = best
+    m = macs(w)
+    if m < (1 - tol) * goal:  # coarse multiples: one step over may land closer
+        options = []
+        for g in active:
+            n = step(g, w)
+            if n > w[g]:
+                trial = dict(w, **{g: n})
+                mt = macs(trial)
+                if mt <= (1 + tol) * goal:
+                    options.append((abs(mt - goal), g, trial))
+        if options:
+            options.sort(key=lambda o: (o[0], o[1]))
+            if options[0][0] < abs(m - goal):
+                w = options[0][2]
+                m = macs(w)
+    rel = (m - goal) / goal if goal else 0.0
+    return w, {"macs": int(m), "goal": float(goal), "rel_error": float(rel), "within_tol": bool(abs(rel) <= tol)}

@@ -1,0 +1,251 @@
+"""report.html: one self-contained file (inline CSS, plots as inline SVG), readable offline.
+
+Layout: the budget verdict first, then what was built (dense vs compact), the artifacts
+table (size, metric, latency measured and predicted, memory), and the plots. Every
+latency figure says whether it was measured (where, how many processes x runs) or
+predicted (by which model).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#1d2330;padding:0 1rem}
+h1{margin-bottom:.2rem}h2{margin-top:2rem;border-bottom:1px solid #dde;padding-bottom:.3rem}
+.sub{color:#667;margin-top:0}
+.verdict{padding:1rem 1.4rem;border-radius:10px;font-size:1.15rem;margin:1rem 0}
+.pass{background:#e6f6ea;border:1px solid #7cc493}.fail{background:#fdecea;border:1px solid #e08a80}
+.unknown{background:#f3f3f6;border:1px solid #ccd}
+table{border-collapse:collapse;width:100%;margin:.6rem 0;font-size:.92rem}
+th,td{border-bottom:1px solid #e4e6ee;padding:.35rem .5rem;text-align:right}
+th:first-child,td:first-child{text-align:left}th{background:#f6f7fb}
+.ok{color:#17803d;font-weight:600}.bad{color:#c0392b;font-weight:600}
+.note{color:#667;font-size:.85rem}.grid{display:grid;grid-template-columns:1fr 1fr;gap:1rem}
+figure{margin:0}figcaption{color:#667;font-size:.82rem}
+.cards{display:grid;grid-template-columns:repeat(4,1fr);gap:.8rem}
+.card{background:#f6f7fb;border-radius:8px;padding:.7rem .9rem}.card b{display:block;font-size:1.3rem}
+"""
+
+
+def _svg(fig) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    s = buf.getvalue()
+    return s[s.find("<svg"):]
+
+
+def _fmt(v, spec=".2f", unit=""):
+    if v is None:
+        return "—"
+    if isinstance(v, (int,)) and spec == ".2f":
+        return f"{v:,}{unit}"
+    try:
+        return f"{v:{spec}}{unit}"
+    except (TypeError, ValueError):
+        return html.escape(str(v))
+
+
+def _plot_widths(report) -> str | None:
+    widths = (report.get("method") or {}).get("widths") or {}
+    if not widths:
+        return None
+    names = list(widths)
+    before = [widths[n][0] for n in names]
+    after = [widths[n][1] for n in names]
+    fig, ax = plt.subplots(figsize=(6.2, 3.2))
+    x = range(len(names))
+    ax.bar([i - 0.2 for i in x], before, 0.4, label="dense", color="#b8c2d9")
+    ax.bar([i + 0.2 for i in x], after, 0.4, label="kept", color="#2f6fb3")
+    ax.set_xticks(list(x), names, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("channels")
+    ax.set_title("Width per coupled group, before and after pruning", fontsize=10)
+    ax.legend(fontsize=8)
+    return _svg(fig)
+
+
+def _plot_training(report) -> str | None:
+    dense = report["training"]["dense"]
+    ft = report["training"]["finetune"]
+    if not dense:
+        return None
+    fig, ax = plt.subplots(figsize=(6.2, 3.2))
+    xs = [r["epoch"] for r in dense]
+    ax.plot(xs, [r.get("val_metric") for r in dense], "o-", label="dense training", color="#b8c2d9")
+    if ft:
+        off = len(dense)
+        ax.plot([off + r["epoch"] for r in ft], [r.get("val_metric") for r in ft], "o-", label="fine-tune (compact)", color="#2f6fb3")
+    hist = (report.get("method") or {}).get("history") or {}
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"validation {report['metric_name']}")
+    ax.set_title("Validation metric over training (measured)", fontsize=10)
+    ax.legend(fontsize=8)
+    if hist.get("kappa"):
+        ax2 = ax.twinx()
+        ax2.plot(range(1, len(hist["kappa"]) + 1), hist["kappa"], color="#d35400", alpha=0.6, label="κ̂")
+        ax2.set_ylabel("κ̂ (condition number estimate)")
+    return _svg(fig)
+
+
+def _plot_tradeoff(report) -> str | None:
+    m = report["model"]
+    if m["compact"]["macs"] is None:
+        return None
+    fig, ax = plt.subplots(figsize=(6.2, 3.2))
+    ax.scatter([m["dense"]["macs"] / 1e6], [m["dense"]["test_metric"]], s=60, label="dense", color="#8a94ad")
+    if m["compact"]["test_metric_before_finetune"] is not None:
+        ax.scatter([m["compact"]["macs"] / 1e6], [m["compact"]["test_metric_before_finetune"]], s=60, marker="x",
+                   label="compact, before fine-tune", color="#d35400")
+    if m["compact"]["test_metric"] is not None:
+        ax.scatter([m["compact"]["macs"] / 1e6], [m["compact"]["test_metric"]], s=60,
+                   label=f"compact ({report['method'].get('method', '')}), fine-tuned", color="#2f6fb3")
+    for a in report["artifacts"]:
+        if a.get("ok") and a.get("metric") is not None:
+            ax.annotate(a["format"], (m["compact"]["macs"] / 1e6, a["metric"]), fontsize=7, alpha=0.7,
+                        xytext=(6, 0), textcoords="offset points")
+            ax.scatter([m["compact"]["macs"] / 1e6], [a["metric"]], s=12, color="#555")
+    ax.set_xlabel("MACs (millions, counted on the model)")
+    ax.set_ylabel(f"test {report['metric_name']}")
+    ax.set_title(f"{report['metric_name'].capitalize()} vs compute (measured on the test split)", fontsize=10)
+    ax.legend(fontsize=8)
+    return _svg(fig)
+
+
+def _plot_latency(report) -> str | None:
+    per = report.get("latency_per_target") or {}
+    rows = []
+    for tname, arts in per.items():
+        for fmt, lat in arts.items():
+            if "predicted" in lat:
+                rows.append((f"{tname}\n{fmt}", lat["predicted"]["latency_ms"], "predicted"))
+            if "device" in lat:
+                rows.append((f"{tname}\n{fmt}", lat["device"]["p50_ms"], "measured on device"))
+    host = [(f"host\n{a['format']}", a["latency"]["host"]["p50_ms"], "measured on host")
+            for a in report["artifacts"] if a.get("latency", {}).get("host")]
+    rows = host + rows
+    if not rows:
+        return None
+    colors = {"measured on host": "#8a94ad", "predicted": "#e3a04f", "measured on device": "#2f6fb3"}
+    fig, ax = plt.subplots(figsize=(6.2, max(2.4, 0.32 * len(rows) + 1)))
+    ys = range(len(rows))
+    ax.barh(list(ys), [r[1] for r in rows], color=[colors[r[2]] for r in rows])
+    ax.set_yticks(list(ys), [r[0].replace("\n", " · ") for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("latency p50, ms (batch 1)")
+    ax.set_title("Latency per target and artifact", fontsize=10)
+    for label, c in colors.items():
+        ax.barh([0], [0], color=c, label=label)
+    ax.legend(fontsize=7, loc="lower right")
+    return _svg(fig)
+
+
+def _verdict(report) -> str:
+    b = report.get("budget")
+    t = report["target"]
+    if not b:
+        return f'<div class="verdict unknown">Budget for <b>{html.escape(t["title"])}</b>: not checked yet.</div>'
+    cls = "pass" if b["passed"] else "fail"
+    word = "PASSES" if b["passed"] else "FAILS"
+    n_fail = sum(1 for line in b.get("lines", []) if not line["passed"])
+    extra = "" if b["passed"] else f" — {n_fail} budget line(s) missed"
+    art = html.escape(str(b.get("artifact")))
+    return (f'<div class="verdict {cls}">The model <b>{word}</b> the budget of <b>{html.escape(t["title"])}</b> '
+            f"with artifact <code>{art}</code>{extra}.</div>")
+
+
+def _budget_table(report) -> str:
+    b = report.get("budget") or {}
+    lines = b.get("lines") or []
+    if not lines:
+        return '<p class="note">No budget lines.</p>'
+    rows = []
+    for line in lines:
+        mark = '<span class="ok">pass</span>' if line["passed"] else '<span class="bad">fail</span>'
+        rows.append(
+            f"<tr><td>{html.escape(line['name'])}</td><td>{_fmt(line.get('value'), '.3g')}</td>"
+            f"<td>{_fmt(line.get('budget'), '.3g')}</td><td>{mark}</td><td>{_fmt(line.get('margin'), '.3g')}</td>"
+            f"<td style='text-align:left'>{html.escape(str(line.get('source') or ''))}</td>"
+            f"<td style='text-align:left'>{html.escape(str(line.get('advice') or ''))}</td></tr>"
+        )
+    return ("<table><tr><th>line</th><th>value</th><th>budget</th><th>verdict</th><th>margin</th><th>source</th>"
+            "<th>advice</th></tr>" + "".join(rows) + "</table>")
+
+
+def _artifact_table(report) -> str:
+    rows = []
+    mname = report["metric_name"]
+    for a in report["artifacts"]:
+        lat = a.get("latency", {})
+        host, pred, dev = lat.get("host") or {}, lat.get("predicted") or {}, lat.get("device") or {}
+        status = '<span class="ok">ok</span>' if a.get("ok") else f'<span class="bad">failed</span> {html.escape(str(a.get("error")))}'
+        rows.append(
+            f"<tr><td>{html.escape(a['format'])}</td><td>{status}</td><td>{_fmt((a.get('size_bytes') or 0) / 1024, '.1f')}</td>"
+            f"<td>{_fmt(a.get('metric'))}</td><td>{_fmt(a.get('metric_drop'), '+.2f')}</td><td>{_fmt(a.get('max_abs_diff'), '.1e')}</td>"
+            f"<td>{_fmt(host.get('p50_ms'), '.3f')}</td><td>{_fmt(host.get('p90_ms'), '.3f')}</td>"
+            f"<td>{_fmt(host.get('model_footprint_mb'), '.1f')}</td>"
+            f"<td>{_fmt(pred.get('latency_ms'), '.3f')}</td><td>{_fmt(pred.get('peak_memory_mb'), '.2f')}</td>"
+            f"<td>{_fmt(dev.get('p50_ms'), '.3f')}</td></tr>"
+        )
+    host_note = next((a["latency"]["host"] for a in report["artifacts"] if a.get("latency", {}).get("host")), None)
+    pred_note = next((a["latency"]["predicted"] for a in report["artifacts"] if a.get("latency", {}).get("predicted")), None)
+    notes = []
+    if host_note:
+        notes.append(f"Host figures: measured on this machine ({html.escape(str(host_note.get('machine') or 'host'))}), "
+                     f"median of {host_note.get('repeats')} fresh processes × {host_note.get('runs')} timed runs, "
+                     f"{host_note.get('threads')} thread(s), batch 1.")
+    if pred_note:
+        notes.append(f"Target figures: predicted by {html.escape(str(pred_note.get('model')))} for {html.escape(report['target']['title'])}; not measured.")
+    return (
+        f"<table><tr><th>artifact</th><th>status</th><th>size KiB</th><th>{mname}</th><th>drop vs torch</th><th>max |diff|</th>"
+        "<th>host p50 ms</th><th>host p90 ms</th><th>host model MB</th><th>target p50 ms (pred.)</th><th>target MB (pred.)</th>"
+        "<th>device p50 ms</th></tr>" + "".join(rows) + "</table>"
+        + "".join(f'<p class="note">{n}</p>' for n in notes)
+    )
+
+
+def render_html(report: dict) -> str:
+    m = report["model"]
+    mname = report["metric_name"]
+    dense, comp = m["dense"], m["compact"]
+    ver = comp.get("verification") or {}
+    plots = [p for p in (_plot_widths(report), _plot_training(report), _plot_tradeoff(report), _plot_latency(report)) if p]
+    figs = "".join(f"<figure>{p}</figure>" for p in plots)
+    method = report.get("method") or {}
+    cards = [
+        ("MACs kept", _fmt((comp["macs"] or 0) / dense["macs"] if dense["macs"] else None, ".1%")),
+        ("params kept", _fmt((comp["params"] or 0) / dense["params"] if dense["params"] else None, ".1%")),
+        (f"dense {mname}", _fmt(dense["test_metric"])),
+        (f"compact {mname}", _fmt(comp.get("test_metric"))),
+    ]
+    card_html = "".join(f'<div class="card">{html.escape(k)}<b>{v}</b></div>' for k, v in cards)
+    stage_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v, '.1f')}</td></tr>" for k, v in report["stage_seconds"].items())
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>edgeprune report: {html.escape(report['run'])}</title>
+<style>{CSS}</style></head><body>
+<h1>edgeprune report</h1>
+<p class="sub">run <code>{html.escape(report['run'])}</code> · model <code>{html.escape(m['arch']['model'])}</code> on
+<code>{html.escape(report['dataset']['name'])}</code> · method <code>{html.escape(str(method.get('method', '')))}</code> ·
+target <code>{html.escape(report['target']['name'])}</code> · generated {html.escape(report['generated'])} by edgeprune {html.escape(report['edgeprune_version'])}</p>
+{_verdict(report)}
+<div class="cards">{card_html}</div>
+<h2>Budget</h2>{_budget_table(report)}
+<h2>Model</h2>
+<table><tr><th></th><th>parameters</th><th>MACs</th><th>test {mname}</th></tr>
+<tr><td>dense</td><td>{dense['params']:,}</td><td>{dense['macs']:,}</td><td>{_fmt(dense['test_metric'])}</td></tr>
+<tr><td>compact, before fine-tune</td><td>{_fmt(comp['params'])}</td><td>{_fmt(comp['macs'])}</td><td>{_fmt(comp.get('test_metric_before_finetune'))}</td></tr>
+<tr><td>compact, fine-tuned</td><td>{_fmt(comp['params'])}</td><td>{_fmt(comp['macs'])}</td><td>{_fmt(comp.get('test_metric'))}</td></tr></table>
+<p class="note">Compaction verified against the masked model on {ver.get('n_inputs', '—')} real test inputs:
+relative difference {_fmt(ver.get('rel_diff'), '.1e')} (tolerance {_fmt(ver.get('rel_tol'), '.0e')}).
+MACs and parameters are counted on the model, not estimated. {html.escape(method.get('summary', ''))}</p>
+<h2>Artifacts</h2>{_artifact_table(report)}
+<h2>Plots</h2><div class="grid">{figs}</div>
+<h2>Stage times</h2><table><tr><th>stage</th><th>seconds</th></tr>{stage_rows}</table>
+</body></html>
+"""

@@ -1,0 +1,90 @@
+"""Stage 7: check the target's budget lines against the best artifact for the target."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..runfolder import read_json, write_json
+
+name = "budget"
+BUDGET_DIR = "budget"
+
+
+def target_file(b) -> str:
+    return f"{BUDGET_DIR}/{b.target.name}.json"
+
+
+def depends(b):
+    return [b.target.name, b.cfg["budget"]]
+
+
+def describe(b):
+    return f"target {b.target.name}"
+
+
+def effective_budget(b):
+    over = {k: v for k, v in b.cfg["budget"].items() if v is not None}
+    return dataclasses.replace(b.target.budget, **over)
+
+
+def choose_artifact(target, artifacts: dict) -> str | None:
+    """The target's most preferred artifact that exported and passed parity."""
+    for fmt in target.artifacts:
+        art = artifacts.get(fmt)
+        if art and art.get("ok") and art.get("within_tolerance", True):
+            return fmt
+    ok = [f for f, a in artifacts.items() if a.get("ok")]
+    return ok[0] if ok else None
+
+
+def evidence(b, fmt: str, exp: dict, bench: dict) -> dict:
+    """Latency and memory from the best source: the device > the cost model > this host."""
+    art = exp["artifacts"][fmt]
+    entry = bench["artifacts"].get(fmt, {})
+    if "device" in entry:
+        src, lat = f"measured on {entry['device'].get('where', 'device')}", entry["device"]
+        p50, p90, mem = lat["p50_ms"], lat["p90_ms"], lat.get("model_footprint_mb")
+    elif "predicted" in entry:
+        pred = entry["predicted"]
+        src = f"predicted ({pred.get('model', 'cost model')})"
+        p50 = p90 = pred["latency_ms"]
+        mem = pred.get("peak_memory_mb")
+    else:
+        host = entry["host"]
+        src = "measured on this host (no prediction available)"
+        p50, p90, mem = host["p50_ms"], host["p90_ms"], host.get("model_footprint_mb")
+    train = read_json(b.run / "train.json")
+    return {
+        "artifact": fmt,
+        "latency_p50_ms": p50, "latency_p90_ms": p90, "peak_memory_mb": mem, "latency_source": src,
+        "memory_source": src,
+        "model_size_mb": art["size_bytes"] / 1e6,
+        "metric": art["metric"], "metric_name": art["metric_name"],
+        "dense_metric": train["test_metric"],
+        "macs": read_json(b.run / "compact.json")["macs"],
+    }
+
+
+def run(b) -> list[str]:
+    from ..bench.budget import check_budget
+
+    exp = read_json(b.run / "export.json")
+    bench = read_json(b.run / f"bench/{b.target.name}.json")
+    fmt = choose_artifact(b.target, exp["artifacts"])
+    target = dataclasses.replace(b.target, budget=effective_budget(b))
+    if fmt is None:
+        verdict = {"passed": False, "artifact": None, "lines": [], "reason": "no artifact exported successfully"}
+    else:
+        ev = evidence(b, fmt, exp, bench)
+        verdict = check_budget(target, ev)
+        verdict["artifact"] = fmt
+        verdict["evidence"] = ev
+    verdict["target"] = b.target.name
+    write_json(b.run / target_file(b), verdict)
+    b.outcome[name] = verdict
+    for line in verdict.get("lines", []):
+        mark = "[green]pass[/]" if line["passed"] else "[red]FAIL[/]"
+        b.ui.log(f"  {mark} {line['name']}: {line.get('value')} vs budget {line.get('budget')}"
+                 + (f" — {line['advice']}" if not line["passed"] and line.get("advice") else ""))
+    b.ui.log(f"  budget on {b.target.name}: {'PASSED' if verdict['passed'] else 'FAILED'} (artifact {fmt})")
+    return [target_file(b)]

@@ -1,0 +1,16 @@
+"""Helpers the stages share: loading replayable models from the run folder."""
+
+from __future__ import annotations
+
+from ..models import build_arch, example_for
+from ..surgery import load_compact
+
+
+def load_model(b, filename: str):
+    """(model, plan, arch) replayed from a run-folder checkpoint."""
+    return load_compact(b.run / filename, build_arch, example_for)
+
+
+def train_options(b) -> dict:
+    t = b.cfg["train"]
+    return {"batch_size": t["batch_size"], "lr": t["lr"], "weight_decay": t["weight_decay"], "seed": b.cfg["seed"]}

@@ -1,0 +1,54 @@
+"""Stage 1: train the dense model (the reference every later number is compared with)."""
+
+from __future__ import annotations
+
+from ..models import arch_spec, build_arch, example_for
+from ..runfolder import write_json
+from ..surgery import PruningPlan, analyze, save_compact
+from ..train import evaluate, seed_everything, train
+from .common import train_options
+
+name = "train"
+summary_file = "train.json"
+
+
+def depends(b):
+    c = b.cfg
+    return [c["dataset"], c["data_dir"], c["data_limit"], c["model"], c["model_options"], c["seed"],
+            c["train"]["epochs"], c["train"]["batch_size"], c["train"]["lr"], c["train"]["weight_decay"]]
+
+
+def describe(b):
+    return f"{b.cfg['model']} on {b.data.name} ({len(b.data.x_train)} samples, {b.cfg['train']['epochs']} epochs)"
+
+
+def run(b) -> list[str]:
+    a = b.arrays
+    d = b.data
+    arch = arch_spec(b.cfg["model"], d.input_shape, d.num_classes, b.cfg["model_options"])
+    seed_everything(b.cfg["seed"])
+    model = build_arch(arch)
+    ep = b.cfg["train"]["epochs"]
+    hist = train(
+        model, a["x_train"], a["y_train"], task=b.task, epochs=ep, val=(a["x_val"], a["y_val"]),
+        on_step=lambda s, t: b.ui.progress("training", s, t),
+        on_epoch=lambda r: b.ui.log(f"  epoch {r['epoch']}/{ep}  loss {r['loss']:.4f}  val {r['val_metric']:.2f}"),
+        **train_options(b),
+    )
+    graph = analyze(model, example_for(arch))
+    save_compact(b.run / "dense.pt", arch, PruningPlan(method="dense"), model)
+    summary = {
+        "arch": arch,
+        "task": b.task,
+        "dataset": d.describe(),
+        "history": hist.to_list(),
+        "val_metric": evaluate(model, a["x_val"], a["y_val"], b.task),
+        "test_metric": evaluate(model, a["x_test"], a["y_test"], b.task),
+        "cost": graph.dense_cost(),
+        "graph": graph.summary(),
+        "seconds": sum(r["seconds"] for r in hist.to_list()),
+    }
+    write_json(b.run / summary_file, summary)
+    b.outcome[name] = summary
+    b.ui.log(f"  dense test metric {summary['test_metric']:.2f}, {summary['cost']['params']:,} params, {summary['cost']['macs']:,} MACs")
+    return ["dense.pt", summary_file]
