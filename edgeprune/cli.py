@@ -76,7 +76,17 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"edgeprune {__version__}")
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors and the final verdict")
+    # -q is accepted after the subcommand too (SUPPRESS keeps it from resetting the global flag)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="print only errors and the final verdict")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_parser = sub.add_parser
+
+    def add_parser(*args, **kw):
+        return _add_parser(*args, parents=[common], **kw)
+
+    sub.add_parser = add_parser
 
     b = sub.add_parser("build", help="run the whole pipeline for a target (resumes a run folder)",
                        description="Train, prune, compact, fine-tune, export, benchmark, check the budget, report "

@@ -9,7 +9,7 @@ For a dataset, a built-in model, FLOPs-removal levels, methods and seeds, :func:
                    ``compact_and_verify`` (edgeprune's surgery); Torch-Pruning peers: ``tp.pruner``
                    on a copy, pruning ratio bisected until TP's own op counter keeps <= 1 - level
         count      params and MACs counted on the COMPACT model (edgeprune's graph cost of the compact
-                   model, cross-checked layer by layer against ``tp.utils.count_ops_and_params``)
+                   model, cross-checked against ``tp.utils.count_ops_and_params``)
         fine-tune  the same budget for everyone (epochs, lr, batch, seed-fixed batch order)
         evaluate   test metric: accuracy (%) or PSNR (dB) for reconstruction models
         export     ONNX (dynamo exporter), parity-checked against torch
@@ -74,7 +74,7 @@ CSV_FIELDS = [
     "method", "base_method", "kind", "level", "requested_keep", "seed", "width_multiple", "task", "metric_name",
     "metric", "metric_before_ft", "dense_metric", "macs", "params", "dense_macs", "dense_params", "macs_kept",
     "params_kept", "tp_ops", "tp_ops_kept", "macs_check", "latency_ms", "latency_spread_pct", "speedup",
-    "prune_s", "train_s", "onnx_max_abs_diff", "widths", "error",
+    "prune_s", "train_s", "onnx_max_abs_diff", "arch", "widths", "error",
 ]
 
 
@@ -142,7 +142,8 @@ class CompareConfig:
     levels: list[float] = field(default_factory=lambda: list(LEVELS_DEFAULT))
     methods: list[str] = field(default_factory=lambda: ["all"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    epochs: int = 3  # dense training (and the training budget handed to methods that train)
+    epochs: int = 3  # dense training
+    method_epochs: int | None = None  # training inside methods that train before pruning (None: = epochs)
     finetune_epochs: int = 1
     train_limit: int = 0  # 0 = the whole training split
     data_seed: int = 0  # the data split/subset is the same for every seed
@@ -156,7 +157,6 @@ class CompareConfig:
     threads: int = 1  # torch threads for training (1 is much faster on a shared 2-core host)
     taylor_samples: int = 256
     groupnorm_reg: float = 5e-4
-    groupnorm_sparse_epochs: int = 1
     latency: bool = True
     latency_runs: int = 50
     latency_warmup: int = 10
@@ -172,7 +172,11 @@ class CompareConfig:
     DENSE_KEYS = ("dataset", "model", "model_options", "epochs", "train_limit", "data_seed", "data_dir",
                   "batch_size", "lr", "weight_decay")
     ROW_KEYS = DENSE_KEYS + ("finetune_epochs", "finetune_lr", "width_multiple", "method_options",
-                             "taylor_samples", "groupnorm_reg", "groupnorm_sparse_epochs")
+                             "method_epochs", "taylor_samples", "groupnorm_reg")
+
+    @property
+    def method_train_epochs(self) -> int:
+        return self.epochs if self.method_epochs is None else self.method_epochs
 
 
 # --------------------------------------------------------------------------------------------- data / training
@@ -245,29 +249,24 @@ def _build(cfg: CompareConfig, data: Data):
 
 # --------------------------------------------------------------------------------------------- counting
 
-def count_compact(model, example) -> dict:
-    """Params and MACs of a (compact) model, counted on the model itself, two independent ways.
+def tp_counts(model, example) -> dict:
+    """Torch-Pruning's own op counter (``tp.utils.count_ops_and_params``) on ``model``.
 
-    ``macs``: edgeprune's graph cost of this very model (``analyze(model).dense_cost()``: conv/linear
-    weight MACs, ConvTranspose at input positions). ``tp_ops``: ``tp.utils.count_ops_and_params``,
-    which also counts bias adds, BatchNorm/ReLU/pooling element ops and ConvTranspose at output
-    positions. ``macs_check`` is "ok" when TP's layer-wise conv/linear counts, minus their bias term
-    (ConvTranspose rescaled from output to input positions), sum to the graph's MACs, and TP's, the
-    graph's and the tensors' parameter counts are equal.
+    ``ops``: TP's total, which also counts bias adds, BatchNorm/ReLU/pooling element ops and
+    ConvTranspose at output positions. ``weight_macs``: TP's layer-wise conv/linear entries minus
+    their bias term, ConvTranspose rescaled from output to input positions: the MACs every row is
+    compared on (edgeprune's graph cost counts the same thing).
     """
     import torch
     import torch_pruning as tp
     from torch import nn
 
-    from .surgery import analyze
-
     model.eval()
-    cost = analyze(model, example).dense_cost()
-    params = int(sum(p.numel() for p in model.parameters()))
     with contextlib.redirect_stdout(io.StringIO()):
-        ops, tp_params, layer_flops, _ = tp.utils.count_ops_and_params(model, example, layer_wise=True)
+        ops, params, layer_flops, _ = tp.utils.count_ops_and_params(model, example, layer_wise=True)
     layers = [m for m in model.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
     shapes: dict[nn.Module, tuple] = {}
+
     def hook(mod, i, o) -> None:  # must return None (a value would replace the output)
         shapes.setdefault(mod, (tuple(i[0].shape), tuple(o.shape)))
 
@@ -278,24 +277,41 @@ def count_compact(model, example) -> dict:
     finally:
         for h in hooks:
             h.remove()
-    tp_weight_macs = 0
+    weight_macs = 0
     for m in layers:
         if m not in shapes:
-            continue  # not run in forward (e.g. unused)
+            continue  # not run in forward
         ishape, oshape = shapes[m]
         f = float(layer_flops.get(m) or 0)
         if getattr(m, "bias", None) is not None:
             f -= m.out_features if isinstance(m, nn.Linear) else int(np.prod(oshape[1:]))
         if isinstance(m, nn.modules.conv._ConvTransposeNd):
             f = f * int(np.prod(ishape[2:])) / int(np.prod(oshape[2:]))
-        tp_weight_macs += int(round(f))
+        weight_macs += int(round(f))
+    return {"ops": int(ops), "params": int(params), "weight_macs": weight_macs}
+
+
+def count_compact(model, example) -> dict:
+    """Params and MACs of a (compact) model, counted on the model itself, two independent ways.
+
+    ``macs``: edgeprune's graph cost of this very model (``analyze(model).dense_cost()``: conv/linear
+    weight MACs, ConvTranspose at input positions), cross-checked against :func:`tp_counts`:
+    ``macs_check`` is "ok" when TP's weight MACs equal the graph's and TP's, the graph's and the
+    tensors' parameter counts are equal. ``tp_ops`` is TP's total op count (its own definition).
+    """
+    from .surgery import analyze
+
+    model.eval()
+    cost = analyze(model, example).dense_cost()
+    params = int(sum(p.numel() for p in model.parameters()))
+    tpc = tp_counts(model, example)
     problems = []
-    if tp_weight_macs != cost["macs"]:
-        problems.append(f"MACs: tp {tp_weight_macs} vs graph {cost['macs']}")
-    if not (params == int(tp_params) == cost["params"]):
-        problems.append(f"params: tensors {params}, tp {int(tp_params)}, graph {cost['params']}")
+    if tpc["weight_macs"] != cost["macs"]:
+        problems.append(f"MACs: tp {tpc['weight_macs']} vs graph {cost['macs']}")
+    if not (params == tpc["params"] == cost["params"]):
+        problems.append(f"params: tensors {params}, tp {tpc['params']}, graph {cost['params']}")
     return {
-        "params": params, "macs": int(cost["macs"]), "tp_ops": int(ops), "tp_weight_macs": tp_weight_macs,
+        "params": params, "macs": int(cost["macs"]), "tp_ops": tpc["ops"], "tp_weight_macs": tpc["weight_macs"],
         "macs_check": "ok" if not problems else "; ".join(problems),
         "widths": _widths(model),
     }
@@ -355,7 +371,7 @@ def prune_edgeprune(spec: MethodSpec, dense, data: Data, cfg: CompareConfig, see
     wm = spec.width_multiple or cfg.width_multiple
     ctx = FitContext(
         a["x_train"], a["y_train"], a["x_val"], a["y_val"], example, graph, data.task, keep, wm, seed,
-        {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
+        {"epochs": cfg.method_train_epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
          "seed": seed},
         progress=None, log=lambda s: log(f"    {spec.name}: {s}"),
     )
@@ -436,7 +452,7 @@ def _tp_sparse_model(dense, data: Data, cfg: CompareConfig, seed: int, ignored_n
     opt = RegSGD(model.parameters(), lr=cfg.finetune_lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
     seed_everything(seed)
     a = data.arrays
-    seconds = _fit(model, a["x_train"], a["y_train"], task=data.task, epochs=cfg.groupnorm_sparse_epochs,
+    seconds = _fit(model, a["x_train"], a["y_train"], task=data.task, epochs=cfg.method_train_epochs,
                    lr=cfg.finetune_lr, cfg=cfg, seed=seed, optimizer=opt)
     return model.eval(), seconds
 
@@ -447,7 +463,10 @@ def prune_tp(spec: MethodSpec, dense, data: Data, cfg: CompareConfig, seed: int,
 
     Local ranking (``global_pruning=False``) removes ``ratio`` of every group's channels, so kept MACs
     fall monotonically with the ratio; the smallest ratio whose pruned copy keeps at most ``keep`` of
-    the dense ops (``tp.utils.count_ops_and_params``) is searched to 1e-3 and that copy is returned.
+    the dense conv/linear MACs by TP's counter (:func:`tp_counts`) is searched to 1e-3 and that copy
+    is returned. (TP's *total* op count also holds BN/ReLU/pool element ops, which shrink linearly,
+    not quadratically, with width: bisecting on it undershoots the MACs budget, e.g. 7.6% instead of
+    <= 10% kept at -90% on the ResNet, and would handicap the peers.)
     """
     import torch
     import torch_pruning as tp
@@ -465,12 +484,11 @@ def prune_tp(spec: MethodSpec, dense, data: Data, cfg: CompareConfig, seed: int,
         grads = state.grads[seed]
     if spec.name == "tp-groupnorm":
         if seed not in state.sparse:
-            log(f"    tp-groupnorm: {cfg.groupnorm_sparse_epochs} epoch(s) of group-sparsity training (reg "
+            log(f"    tp-groupnorm: {cfg.method_train_epochs} epoch(s) of group-sparsity training (reg "
                 f"{cfg.groupnorm_reg}), shared by every level of seed {seed}")
             state.sparse[seed] = _tp_sparse_model(dense, data, cfg, seed, ignored_names)
         base, extra_s = copy.deepcopy(state.sparse[seed][0]), state.sparse[seed][1]
-    with contextlib.redirect_stdout(io.StringIO()):
-        dense_ops = tp.utils.count_ops_and_params(base, example)[0]
+    dense_macs = tp_counts(base, example)["weight_macs"]
     round_to = spec.width_multiple or cfg.width_multiple
     cache: dict[float, tuple[object, float]] = {}
 
@@ -488,8 +506,7 @@ def prune_tp(spec: MethodSpec, dense, data: Data, cfg: CompareConfig, seed: int,
             torch.manual_seed(seed)  # RandomImportance draws from torch's generator
             pruner.step()
         m.zero_grad(set_to_none=True)
-        with contextlib.redirect_stdout(io.StringIO()):
-            kept = tp.utils.count_ops_and_params(m, example)[0] / dense_ops
+        kept = tp_counts(m, example)["weight_macs"] / dense_macs
         cache[ratio] = (m, kept)
         return cache[ratio]
 
@@ -501,7 +518,7 @@ def prune_tp(spec: MethodSpec, dense, data: Data, cfg: CompareConfig, seed: int,
     lo, hi = 0.0, max(0.0, 1.0 - max(1, round_to or 1) / n_min - 1e-9)
     if attempt(hi)[1] > keep:
         raise EdgepruneError(f"{spec.label}: the largest usable pruning ratio {hi:.3f} (smallest group {n_min} "
-                             f"channels) keeps {attempt(hi)[1]:.1%} of ops, more than {keep:.1%}")
+                             f"channels) keeps {attempt(hi)[1]:.1%} of MACs, more than {keep:.1%}")
     steps = 0
     while hi - lo > 1e-3:
         mid = round((lo + hi) / 2, 6)
@@ -515,7 +532,7 @@ def prune_tp(spec: MethodSpec, dense, data: Data, cfg: CompareConfig, seed: int,
         p.requires_grad_(True)
     info = {
         "prune_s": time.perf_counter() - t0 + extra_s, "pruning_ratio": hi, "bisection_steps": steps,
-        "tp_ops_kept_target": kept, "width_multiple": round_to, "sparse_train_s": extra_s or None,
+        "tp_macs_kept": kept, "width_multiple": round_to, "sparse_train_s": extra_s or None,
     }
     return model.eval(), info
 
@@ -621,20 +638,34 @@ def _row_key(method: str, level: float, seed: int) -> str:
 
 
 def run_compare(cfg: CompareConfig, log: Callable[[str], None] = print) -> dict:
-    """Run the comparison; return ``{"rows": [...], "meta": {...}}`` (files are written by :func:`write_outputs`)."""
+    """Run the comparison; return ``{"rows": [...], "meta": {...}}`` (files are written by :func:`write_outputs`).
+
+    Rows: one per (method, level, seed) plus one dense row per seed (method "dense", level 0); a row
+    whose method failed has ``error`` set and no measurements.
+    """
     import torch
 
-    from .surgery import analyze
-    from .train import evaluate, seed_everything
-
-    specs = expand_methods(cfg.methods)
+    expand_methods(cfg.methods)
     for lv in cfg.levels:
         if not 0.0 < lv < 1.0:
             raise ConfigError(f"level {lv} must be a FLOPs-removal fraction in (0, 1), e.g. 0.5,0.75,0.9")
     if not cfg.seeds:
         raise ConfigError("give at least one seed")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    prev = torch.get_num_threads()
+    try:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        return _run(cfg, log)
+    finally:
+        torch.set_num_threads(prev)
+
+
+def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
+    import torch
+
+    from .train import evaluate, seed_everything
+
+    specs = expand_methods(cfg.methods)
     out = Path(cfg.out)
     cache = out / "cache"
     (cache / "onnx").mkdir(parents=True, exist_ok=True)
@@ -670,6 +701,19 @@ def run_compare(cfg: CompareConfig, log: Callable[[str], None] = print) -> dict:
         with rows_file.open("a") as f:
             f.write(json.dumps(row, default=_json_default) + "\n")
 
+    # latency depends on the architecture, not on the weights: one ONNX file per distinct compact
+    # architecture (its module tree with every layer's shape), shared by the rows that have it
+    arch_onnx: dict[str, Path] = {r["arch"]: Path(r["_onnx"]) for r in done.values() if r.get("arch")}
+
+    def export_shared(model, stem: str) -> tuple[str, Path, float | None]:
+        arch = hashlib.sha256(repr(model).encode()).hexdigest()[:12]
+        if arch in arch_onnx and arch_onnx[arch].is_file():
+            return arch, arch_onnx[arch], None
+        path = cache / "onnx" / f"{stem}.onnx"
+        diff = export_onnx(copy.deepcopy(model), example, path, check)
+        arch_onnx[arch] = path
+        return arch, path, diff
+
     rows: list[dict] = []
     tp_state = _TPState()
     total = len(specs) * len(cfg.levels) * len(cfg.seeds)
@@ -695,15 +739,14 @@ def run_compare(cfg: CompareConfig, log: Callable[[str], None] = print) -> dict:
                            cfg=cfg, seed=seed)
             torch.save({"fp": dense_fp, "state_dict": dense.state_dict()}, ckpt)
             cnt = count_compact(dense, example)
-            onnx_path = cache / "onnx" / f"dense-s{seed}.onnx"
-            diff = export_onnx(copy.deepcopy(dense), example, onnx_path, check)
+            arch, onnx_path, diff = export_shared(dense, f"dense-s{seed}")
             dense_row = {
                 "method": "dense", "base_method": "dense", "kind": "dense", "level": 0.0, "requested_keep": 1.0,
                 "seed": seed, "width_multiple": None, "task": data.task, "metric_name": data.metric_name,
                 "metric": evaluate(dense, a["x_test"], a["y_test"], data.task), "metric_before_ft": None,
                 "macs": cnt["macs"], "params": cnt["params"], "tp_ops": cnt["tp_ops"], "macs_check": cnt["macs_check"],
                 "widths": widths_str(cnt["widths"]), "prune_s": 0.0, "train_s": train_s, "onnx_max_abs_diff": diff,
-                "error": None, "_onnx": str(onnx_path), "_fp": row_fp,
+                "arch": arch, "error": None, "_onnx": str(onnx_path), "_fp": row_fp,
             }
             record(dense_row)
             log(f"[dense seed {seed}] {data.metric_name} {dense_row['metric']:.2f}, {cnt['macs']:,} MACs, "
@@ -745,8 +788,7 @@ def run_compare(cfg: CompareConfig, log: Callable[[str], None] = print) -> dict:
                     train_s = _fit(small, a["x_train"], a["y_train"], task=data.task, epochs=cfg.finetune_epochs,
                                    lr=cfg.finetune_lr, cfg=cfg, seed=seed)
                     metric = evaluate(small, a["x_test"], a["y_test"], data.task)
-                    onnx_path = cache / "onnx" / f"{_safe(spec.label)}-l{level:g}-s{seed}.onnx"
-                    diff = export_onnx(small, example, onnx_path, check)
+                    arch, onnx_path, diff = export_shared(small, f"{_safe(spec.label)}-l{level:g}-s{seed}")
                     row.update(
                         width_multiple=info.get("width_multiple"), metric=metric, metric_before_ft=before,
                         macs=cnt["macs"], params=cnt["params"], macs_kept=cnt["macs"] / dmacs,
@@ -754,7 +796,7 @@ def run_compare(cfg: CompareConfig, log: Callable[[str], None] = print) -> dict:
                         macs_check=cnt["macs_check"], widths=widths_str(cnt["widths"]),
                         prune_s=info["prune_s"], train_s=train_s, onnx_max_abs_diff=diff,
                         details={k: v for k, v in info.items() if k not in ("prune_s", "width_multiple")},
-                        _onnx=str(onnx_path),
+                        arch=arch, _onnx=str(onnx_path),
                     )
                     log(f"{tag} MACs kept {row['macs_kept']:.1%} params {row['params_kept']:.1%} "
                         f"{data.metric_name} {before:.2f} -> {metric:.2f}  prune {info['prune_s']:.1f}s "
@@ -771,9 +813,12 @@ def run_compare(cfg: CompareConfig, log: Callable[[str], None] = print) -> dict:
     meta["compute_s"] = time.perf_counter() - t_start
     measurable = [r for r in rows if not r.get("error") and r.get("_onnx")]
     if cfg.latency and measurable:
-        log(f"measuring latency of {len(measurable)} ONNX models: {cfg.latency_rounds} interleaved round(s) x "
-            f"{cfg.latency_runs} runs (+{cfg.latency_warmup} warm-up), 1 thread ...")
-        lat, how = measure_latencies([Path(r["_onnx"]) for r in measurable], rounds=cfg.latency_rounds,
+        unique = list(dict.fromkeys(r["_onnx"] for r in measurable))
+        meta["latency_models"] = len(unique)
+        log(f"measuring latency of {len(unique)} distinct compact architectures ({len(measurable)} rows): "
+            f"{cfg.latency_rounds} interleaved round(s) x {cfg.latency_runs} runs (+{cfg.latency_warmup} warm-up), "
+            "1 thread ...")
+        lat, how = measure_latencies([Path(p) for p in unique], rounds=cfg.latency_rounds,
                                      runs=cfg.latency_runs, warmup=cfg.latency_warmup, log=log)
         meta["latency_method"] = how
         for r in measurable:
@@ -961,7 +1006,7 @@ def observations(rows: list[dict], summary: list[dict]) -> list[str]:
     obs = []
     ok = [r for r in rows if not r.get("error")]
     bad = [r for r in ok if r.get("macs_check") not in (None, "ok")]
-    obs.append(f"MACs/params cross-check (edgeprune graph on the compact model vs Torch-Pruning's counter, per layer): "
+    obs.append(f"MACs/params cross-check (edgeprune graph on the compact model vs Torch-Pruning's counter): "
                f"{len(ok) - len(bad)}/{len(ok)} rows agree exactly" + (f"; disagreeing: {', '.join(r['method'] + '@' + str(r['level']) for r in bad[:5])}" if bad else "."))
     req = [r for r in ok if r["method"] != "dense"]
     if req:
@@ -1031,11 +1076,13 @@ def readme(meta: dict, cfg: CompareConfig, summary: list[dict], rows: list[dict]
         f"- Model: `{cfg.model}` {cfg.model_options or ''} ({meta['task']}, metric {meta['metric']}); "
         f"dense {rows[0]['macs']:,} MACs, {rows[0]['params']:,} params",
         f"- Budget: dense {cfg.epochs} epoch(s) per seed (shared by every method); fine-tuning {cfg.finetune_epochs} "
-        f"epoch(s) for every method; SGD momentum 0.9 nesterov, cosine, batch {cfg.batch_size}, lr {cfg.lr} "
+        f"epoch(s) for every method; methods that train before pruning (pl-gates' gates, tp-groupnorm's sparsity) "
+        f"get {cfg.method_train_epochs} epoch(s) of their own training, counted in *prune s*; SGD momentum 0.9 nesterov, cosine, batch {cfg.batch_size}, lr {cfg.lr} "
         f"(fine-tune {cfg.finetune_lr}), weight decay {cfg.weight_decay}; torch threads {cfg.threads}; "
         f"seeds {', '.join(map(str, cfg.seeds))}; FLOPs-removal levels {', '.join(f'{x:g}' for x in cfg.levels)}",
         f"- Methods: edgeprune {', '.join(ep_methods) or '(none)'}; Torch-Pruning {', '.join(tp_methods) or '(none)'}",
-        f"- Latency: {meta.get('latency_method', 'not measured')}; {cfg.latency_rounds} interleaved round(s) × "
+        f"- Latency: {meta.get('latency_method', 'not measured')}; {meta.get('latency_models', 0)} distinct compact "
+        f"architectures (rows sharing one share its ONNX file); {cfg.latency_rounds} interleaved round(s) × "
         f"{cfg.latency_runs} runs (+{cfg.latency_warmup} warm-up), batch 1; value = median over rounds of each "
         "round's p50",
         "",
@@ -1071,21 +1118,28 @@ def readme(meta: dict, cfg: CompareConfig, summary: list[dict], rows: list[dict]
         f"{cfg.taylor_samples} training samples, BN in eval mode), `RandomImportance()`; *tp-groupnorm* is TP's "
         "`GroupNormPruner` (the DepGraph group-norm method; Torch-Pruning 1.6 has no `GroupNormImportance` class, its "
         "group-norm criterion is `GroupMagnitudeImportance(p=2)`, which ranks exactly like `MagnitudeImportance(p=2)` "
-        f"under local pruning) with {cfg.groupnorm_sparse_epochs} epoch(s) of group-sparsity training "
+        f"under local pruning) with {cfg.method_train_epochs} epoch(s) of group-sparsity training "
         f"(`pruner.regularize`, reg {cfg.groupnorm_reg}) before pruning; that extra training is counted in its "
         "*prune s* and is shared by the levels of a seed. The level is hit by bisecting `r` to 1e-3 in [0, 1 - 1/(smallest group)] (above it TP skips "
         "groups that would be left empty, so kept ops stop falling monotonically): "
-        "the smallest `r` whose pruned copy keeps at most `1 - level` of the dense ops by TP's own counter "
-        "(`tp.utils.count_ops_and_params`); *prune s* includes the bisection (~10 pruned copies).",
+        "the smallest `r` whose pruned copy keeps at most `1 - level` of the dense MACs by TP's own counter "
+        "(`tp.utils.count_ops_and_params(layer_wise=True)`, conv/linear entries without their bias term, i.e. the "
+        "same MACs every row reports; TP's total also counts BN/ReLU/pool element ops, which shrink only linearly "
+        "with width, and bisecting on it undershot the budget, e.g. 7.6% instead of <= 10% kept at -90%); "
+        "*prune s* includes the bisection (~10 pruned copies).",
         "4. Everyone is then fine-tuned with the same budget, lr and seed-fixed batch order; the metric is on the "
         "test split.",
         "5. MACs/params: `edgeprune.surgery.analyze(compact_model).dense_cost()` (conv/linear weight MACs); "
-        "cross-checked per layer against `tp.utils.count_ops_and_params(layer_wise=True)` minus its bias term "
+        "cross-checked against the sum of `tp.utils.count_ops_and_params(layer_wise=True)`'s conv/linear entries minus their bias term "
         "(TP also counts BN/ReLU/pool element ops, reported as `tp_ops`, and counts ConvTranspose at output "
         "positions, converted to input positions for the check).",
         "6. Export: `torch.onnx.export(model, (x,), path, dynamo=True, external_data=False)`, batch 1, compared with "
         "torch (`onnx_max_abs_diff` in the CSV). Latency is measured after all training, in interleaved rounds of "
-        "fresh processes, so the drift of the shared machine spreads over every model alike.",
+        "fresh processes, so the drift of the shared machine spreads over every model alike. Latency depends on the "
+        "architecture, not on the weights, so one ONNX file is exported and measured per distinct compact architecture "
+        "(`arch` = hash of the module tree with every layer's shape) and rows with the same architecture share it "
+        "(their parity check is the first row's; latency std over seeds is then 0 where all seeds share one "
+        "architecture).",
         "",
         "Files: `results.csv` / `results.json` (one row per method, level and seed; dense rows have level 0), "
         "`table.md`, `metric_vs_macs.png`. `cache/` (dense checkpoints, ONNX files, rows for `--resume`) is not "
@@ -1097,8 +1151,8 @@ def readme(meta: dict, cfg: CompareConfig, summary: list[dict], rows: list[dict]
 
 # --------------------------------------------------------------------------------------------- CLI
 
-QUICK = {"dataset": "digits", "model": "resnet", "levels": [0.5, 0.75], "seeds": [0], "epochs": 4,
-         "finetune_epochs": 1, "train_limit": 0, "latency_runs": 20, "latency_warmup": 5, "latency_rounds": 1,
+QUICK = {"dataset": "digits", "model": "resnet", "levels": [0.5, 0.75], "seeds": [0], "epochs": 4, "method_epochs": 1,
+         "finetune_epochs": 1, "train_limit": 0, "latency_runs": 20, "latency_warmup": 5, "latency_rounds": 2,
          "taylor_samples": 128}
 
 
@@ -1133,7 +1187,9 @@ def make_parser(prog: str = "edgeprune compare") -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch threads for training (default 1: fastest on a shared 2-core host)")
     p.add_argument("--taylor-samples", type=int, help="training samples for tp-taylor's gradient (default 256)")
     p.add_argument("--groupnorm-reg", type=float, help="tp-groupnorm's group-sparsity coefficient (default 5e-4)")
-    p.add_argument("--groupnorm-sparse-epochs", type=int, help="tp-groupnorm's sparsity-training epochs (default 1)")
+    p.add_argument("--method-epochs", type=int,
+                   help="epochs of the methods' own training before pruning (pl-gates' gate training, "
+                        "tp-groupnorm's sparsity training; default: --epochs, as in the pipeline)")
     p.add_argument("--latency-runs", type=int, help="timed runs per latency measurement (default 50)")
     p.add_argument("--latency-warmup", type=int, help="warm-up runs (default 10)")
     p.add_argument("--latency-rounds", type=int, help="interleaved fresh-process rounds; median reported (default 3)")
@@ -1166,7 +1222,7 @@ def config_from_args(a: argparse.Namespace) -> CompareConfig:
     cfg = CompareConfig(**base)
     simple = ("dataset", "data_dir", "model", "model_options", "epochs", "finetune_epochs", "train_limit", "data_seed",
               "batch_size", "lr", "finetune_lr", "weight_decay", "width_multiple", "method_options", "threads",
-              "taylor_samples", "groupnorm_reg", "groupnorm_sparse_epochs", "latency_runs", "latency_warmup",
+              "taylor_samples", "groupnorm_reg", "method_epochs", "latency_runs", "latency_warmup",
               "latency_rounds", "out")
     for k in simple:
         v = getattr(a, k)

@@ -454,7 +454,12 @@ def test_bundle_android(exported, tmp_path):
     kt = (dist / "ModelRunner.kt").read_text()
     assert "import org.tensorflow.lite.Interpreter" in kt and f'MODEL_FILE = "{primary}"' in kt
     if primary == "model.int8.tflite":
-        assert repr(float(result["tflite-int8"]["quant"]["input_scale"])) in kt
+        import re
+
+        scale = float(re.search(r"const val IN_SCALE = ([0-9.eE+-]+)f", kt).group(1))
+        assert scale == pytest.approx(result["tflite-int8"]["quant"]["input_scale"], rel=1e-7)
+        zp = int(re.search(r"const val IN_ZERO_POINT = (-?[0-9]+)", kt).group(1))
+        assert zp == result["tflite-int8"]["quant"]["input_zero_point"]
     assert tmp_leftovers(tmp_path) == []
 
 

@@ -136,7 +136,8 @@ def package_bundle(
                 "normalization": {"mean": mean, "std": std, "formula": "x = (raw - mean[c]) / std[c]"},
                 "quantization": first.get("quant"),
             },
-            "output": {"shape": out_shape, "dtype": first.get("input_dtype", "float32")},
+            "output": {"shape": out_shape, "dtype": "int8" if first.get("quant") else "float32",
+                       "quantization": first.get("quant")},  # fmt: skip
             "class_names": class_names,
             "models": models,
             "skipped": skipped,
@@ -184,22 +185,31 @@ def _per_channel(value, channels: int, name: str) -> list[float]:
 
 
 def _write_snippets(build: Path, platform: str, meta: dict, chosen: list[str], names: dict[str, str]) -> list[str]:
+    """android: ModelRunner.kt; jetson: infer.py + build_engine.sh; rpi and others: infer.py."""
     files = []
-    if platform == "android" or (platform not in ("rpi", "jetson") and any(f.startswith("tflite") for f in chosen)):
+    if platform == "android":
         tfl = [f for f in chosen if f.startswith("tflite")]
-        if tfl:
-            (build / "ModelRunner.kt").write_text(_kotlin(meta, names[tfl[0]], _model_meta(meta, names[tfl[0]])))
+        kt_model = names[meta_primary_format(meta, chosen, names)] if tfl else None
+        if kt_model and kt_model.endswith(".tflite"):
+            (build / "ModelRunner.kt").write_text(_kotlin(meta, kt_model, _model_meta(meta, kt_model)))
             files.append("ModelRunner.kt")
-    if platform != "android":
-        (build / "infer.py").write_text(_INFER_PY)
-        files.append("infer.py")
-    if platform == "jetson" or (platform not in ("rpi", "android") and any(f.startswith("onnx") for f in chosen)):
-        onnx_files = [names[f] for f in chosen if f.startswith("onnx")]
-        if onnx_files:
-            (build / "build_engine.sh").write_text(_trtexec(onnx_files))
-            os.chmod(build / "build_engine.sh", 0o755)
-            files.append("build_engine.sh")
+        return files
+    (build / "infer.py").write_text(_INFER_PY)
+    files.append("infer.py")
+    onnx_files = [names[f] for f in chosen if f.startswith("onnx")]
+    if platform == "jetson" and onnx_files:
+        (build / "build_engine.sh").write_text(_trtexec(onnx_files))
+        os.chmod(build / "build_engine.sh", 0o755)
+        files.append("build_engine.sh")
     return files
+
+
+def meta_primary_format(meta: dict, chosen: list[str], names: dict[str, str]) -> str:
+    """The primary model's format if it is TFLite, else the first TFLite format shipped."""
+    for f in chosen:
+        if names[f] == meta["primary_model"] and f.startswith("tflite"):
+            return f
+    return next(f for f in chosen if f.startswith("tflite"))
 
 
 def _model_meta(meta: dict, file: str) -> dict:
@@ -324,6 +334,14 @@ if __name__ == "__main__":
 '''
 
 
+def _kt_float(v) -> str:
+    """A Kotlin Float literal that round-trips a float32 (9 significant digits)."""
+    text = f"{float(v):.9g}"
+    if not any(c in text for c in ".en"):
+        text += ".0"
+    return text + "f"
+
+
 def _kotlin(meta: dict, file: str, model: dict) -> str:
     shape = meta["input"]["shape"]
     n_in = 1
@@ -338,7 +356,7 @@ def _kotlin(meta: dict, file: str, model: dict) -> str:
     norm = meta["input"]["normalization"]
 
     def floats(vals):
-        return ", ".join(f"{float(v)!r}f" for v in vals)
+        return ", ".join(_kt_float(v) for v in vals)
 
     if int8:
         put = (
@@ -355,9 +373,9 @@ def _kotlin(meta: dict, file: str, model: dict) -> str:
         read = "        output.rewind()\n        return FloatArray(OUTPUT_SIZE) { output.getFloat() }"
         in_bytes, out_bytes = "4", "4"
     consts = (
-        f"        const val IN_SCALE = {float(q.get('input_scale', 1.0))!r}f\n"
+        f"        const val IN_SCALE = {_kt_float(q.get('input_scale', 1.0))}\n"
         f"        const val IN_ZERO_POINT = {int(q.get('input_zero_point', 0))}\n"
-        f"        const val OUT_SCALE = {float(q.get('output_scale', 1.0))!r}f\n"
+        f"        const val OUT_SCALE = {_kt_float(q.get('output_scale', 1.0))}\n"
         f"        const val OUT_ZERO_POINT = {int(q.get('output_zero_point', 0))}\n"
         if int8
         else ""

@@ -111,6 +111,10 @@ def export_all(
     out_dir.mkdir(parents=True, exist_ok=True)
     _files.remove_stale_tmp(out_dir)
 
+    if any(t.device.type != "cpu" for t in list(model.parameters()) + list(model.buffers())):
+        import copy
+
+        model = copy.deepcopy(model).cpu()  # export and parity run on the CPU
     was_training = model.training
     model.eval()
     scratch = _files.make_tmp_dir(out_dir)
@@ -390,16 +394,19 @@ class _TfliteChild:
         env.setdefault("PYTHONWARNINGS", "ignore")
         pkg_parent = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH")) if p)
-        with open(log, "ab") as logf:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "edgeprune.export.tflite_worker", str(scratch / "tflite_job.json")],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=logf,
-                env=env,
-                cwd=str(scratch),
-                text=True,
-            )
+        try:
+            with open(log, "ab") as logf:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "edgeprune.export.tflite_worker", str(scratch / "tflite_job.json")],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=logf,
+                    env=env,
+                    cwd=str(scratch),
+                    text=True,
+                )
+        except OSError as exc:
+            return cls(fmts, scratch, outs, error=f"could not start the TFLite converter process: {_files.one_line(exc)}")
         child = cls(fmts, scratch, outs, proc=proc, log=log)
 
         def _kill():
@@ -473,4 +480,6 @@ class _TfliteChild:
         if any_failed and self.log and self.log.exists():
             shutil.copyfile(self.log, self.scratch / (_files.TMP_PREFIX + TFLITE_LOG))
             _files.publish(self.scratch / (_files.TMP_PREFIX + TFLITE_LOG), ctx.out_dir / TFLITE_LOG)
+        elif not any_failed:
+            (ctx.out_dir / TFLITE_LOG).unlink(missing_ok=True)  # an older failure's log would mislead
         return results

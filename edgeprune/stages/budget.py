@@ -38,31 +38,18 @@ def choose_artifact(target, artifacts: dict) -> str | None:
 
 
 def evidence(b, fmt: str, exp: dict, bench: dict) -> dict:
-    """Latency and memory from the best source: the device > the cost model > this host."""
+    """All latency/memory evidence for the artifact; check_budget ranks device > predicted > host."""
+    from ..bench.budget import evidence_from
+
     art = exp["artifacts"][fmt]
     entry = bench["artifacts"].get(fmt, {})
-    if "device" in entry:
-        src, lat = f"measured on {entry['device'].get('where', 'device')}", entry["device"]
-        p50, p90, mem = lat["p50_ms"], lat["p90_ms"], lat.get("model_footprint_mb")
-    elif "predicted" in entry:
-        pred = entry["predicted"]
-        src = f"predicted ({pred.get('model', 'cost model')})"
-        p50 = p90 = pred["latency_ms"]
-        mem = pred.get("peak_memory_mb")
-    else:
-        host = entry["host"]
-        src = "measured on this host (no prediction available)"
-        p50, p90, mem = host["p50_ms"], host["p90_ms"], host.get("model_footprint_mb")
+    measured = [entry[k] for k in ("device", "host") if k in entry]
     train = read_json(b.run / "train.json")
-    return {
-        "artifact": fmt,
-        "latency_p50_ms": p50, "latency_p90_ms": p90, "peak_memory_mb": mem, "latency_source": src,
-        "memory_source": src,
-        "model_size_mb": art["size_bytes"] / 1e6,
-        "metric": art["metric"], "metric_name": art["metric_name"],
-        "dense_metric": train["test_metric"],
-        "macs": read_json(b.run / "compact.json")["macs"],
-    }
+    return evidence_from(
+        measured=measured, prediction=entry.get("predicted"), size_mb=art["size_bytes"] / 2**20,
+        metric=art["metric"], dense_metric=train["test_metric"], metric_name=art["metric_name"],
+        macs=read_json(b.run / "compact.json")["macs"], dense_macs=train["cost"]["macs"], artifact=fmt,
+    )
 
 
 def run(b) -> list[str]:

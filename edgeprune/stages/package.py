@@ -26,14 +26,15 @@ def run(b) -> list[str]:
     train = read_json(b.run / "train.json")
     verdict = read_json(b.run / f"budget/{b.target.name}.json")
     wanted = [f for f in b.target.artifacts if exp["artifacts"].get(f, {}).get("ok")]
-    artifacts = {f: dict(exp["artifacts"][f], source=str(b.run / exp["dir"] / exp["artifacts"][f]["path"])) for f in wanted}
+    artifacts = {f: exp["artifacts"][f] for f in wanted}
     d = train["dataset"]
     metadata = {
         "model": train["arch"]["model"],
         "task": train["task"],
         "input_shape": [1, *d["input_shape"]],
         "input_layout": "NCHW",
-        "normalization": d["normalization"],
+        "mean": d["normalization"]["mean"],
+        "std": d["normalization"]["std"],
         "class_names": d["classes"],
         "source_run": b.run.path.name,
         "target": b.target.name,
@@ -41,6 +42,7 @@ def run(b) -> list[str]:
         "budget_passed": verdict.get("passed"),
     }
     dist = b.run / f"dist/{b.target.name}"
-    package_bundle(dist, target_name=b.target.name, platform=b.target.platform, artifacts=artifacts, metadata=metadata)
+    package_bundle(dist, target_name=b.target.name, platform=b.target.platform, artifacts=artifacts, metadata=metadata,
+                   out_dir=b.run / exp["dir"], formats=wanted)
     b.ui.log(f"  bundle in {dist}")
     return [target_file(b)]

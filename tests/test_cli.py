@@ -1,0 +1,146 @@
+"""The real CLI in a subprocess: the embedded default build, resume, reruns, bad input."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgeprune.pipeline import EXIT_BAD_INPUT, EXIT_BUDGET_FAILED, EXIT_OK
+
+from .conftest import run_cli
+
+FAST = ["--epochs", "6", "--finetune-epochs", "2"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """`edgeprune build --target rpi4` on the embedded default (digits + cnn), through the CLI."""
+    out = tmp_path_factory.mktemp("runs")
+    p = run_cli("build", "--target", "rpi4", "--output", out)
+    assert p.returncode == EXIT_OK, p.stderr[-3000:]
+    return out / "rpi4-cnn-l1", p
+
+
+def test_default_build_leaves_a_complete_run_folder(built):
+    run, p = built
+    for f in ["config.json", "dense.pt", "plan.json", "compact.pt", "model.pt", "export.json", "bench/rpi4.json",
+              "budget/rpi4.json", "report.json", "report.html", "dist/rpi4/metadata.json"]:
+        assert (run / f).is_file(), f
+    exp = json.loads((run / "export.json").read_text())
+    assert exp["complete"] and set(exp["artifacts"]) == {"onnx", "onnx-int8", "tflite", "tflite-int8"}
+    report = json.loads((run / "report.json").read_text())
+    assert report["schema"] == "edgeprune-report/1"
+    assert report["budget"]["passed"] is True
+    # the compact model really is smaller and was verified against the masked model
+    assert report["model"]["compact"]["macs"] < report["model"]["dense"]["macs"] * 0.55
+    assert report["model"]["compact"]["verification"]["rel_diff"] <= 1e-5
+    assert report["model"]["compact"]["test_metric"] > 90.0
+    # every latency figure says where it comes from
+    for art in report["artifacts"]:
+        assert art["latency"]["host"]["source"] == "measured"
+        assert art["latency"]["predicted"]["source"] == "predicted"
+    assert "build complete" in p.stdout
+
+
+def test_model_files_load_with_weights_only(built):
+    import torch
+
+    run, _ = built
+    for name in ("dense.pt", "compact.pt", "model.pt"):
+        blob = torch.load(run / name, weights_only=True)
+        assert "state_dict" in blob and "arch" in blob
+
+
+def test_rerun_resumes_every_stage(built):
+    run, _ = built
+    p = run_cli("build", "--target", "rpi4", "--output", run.parent)
+    assert p.returncode == EXIT_OK, p.stderr[-2000:]
+    assert p.stderr.count("up to date (resumed)") == 9
+
+
+def test_same_seed_same_plan(built, tmp_path):
+    run, _ = built
+    p = run_cli("build", "--output", tmp_path, "--formats", "onnx", "--name", "again")
+    assert p.returncode == EXIT_OK, p.stderr[-2000:]
+    a = json.loads((run / "plan.json").read_text())
+    b = json.loads((tmp_path / "again" / "plan.json").read_text())
+    assert a["keep"] == b["keep"] and a["dropped"] == b["dropped"]
+
+
+def test_stage_rerun_on_existing_run_folder(built, tmp_path):
+    run, _ = built
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (copy / "report.html").unlink()
+    p = run_cli("report", copy, "-q")
+    assert p.returncode == EXIT_OK, p.stderr
+    assert (copy / "report.html").is_file()
+    p = run_cli("bench", copy, "--target", "rpi5")
+    assert p.returncode == EXIT_OK, p.stderr[-2000:]
+    bench = json.loads((copy / "bench" / "rpi5.json").read_text())
+    assert bench["target"] == "rpi5" and bench["artifacts"]["onnx"]["predicted"]["latency_ms"] > 0
+
+
+def test_budget_failure_has_its_own_exit_code(built, tmp_path):
+    run, _ = built
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    cfg["budget"]["model_size_mb"] = 0.001  # no artifact is that small
+    (copy / "config.json").write_text(json.dumps(cfg))
+    p = run_cli("budget", copy)
+    assert p.returncode == EXIT_BUDGET_FAILED, p.stderr[-2000:]
+    verdict = json.loads((copy / "budget" / "rpi4.json").read_text())
+    line = next(x for x in verdict["lines"] if x["name"] == "model_size_mb")
+    assert not line["passed"] and line["advice"]
+
+
+def test_corrupt_model_file_is_a_one_line_error(built, tmp_path):
+    run, _ = built
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (copy / "model.pt").write_bytes(b"\x00garbage")
+    p = run_cli("export", copy)
+    assert p.returncode == EXIT_BAD_INPUT
+    assert "corrupt" in p.stderr and "Traceback" not in p.stderr
+    errors = [line for line in p.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("edgeprune: error:")
+
+
+@pytest.mark.parametrize("args,config,match", [
+    (["--target", "rpi9"], None, "unknown target"),
+    ([], "model = \n", "malformed TOML"),
+    ([], "[train]\nepochz = 1\n", "unknown key 'train.epochz'"),
+    (["--dataset", "fashion-mnist", "--data-dir", "{tmp}/nowhere"], None, "apt-get install dataset-fashion-mnist"),
+    (["--model", "vgg99"], None, "unknown model"),
+    (["--method", "nope"], None, "unknown method"),
+])
+def test_bad_input_exit_2_one_line_no_run_folder(tmp_path, args, config, match):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    extra = []
+    if config is not None:
+        (tmp_path / "bad.toml").write_text(config)
+        extra = ["--config", tmp_path / "bad.toml"]
+    out = tmp_path / "runs"
+    p = run_cli("build", *args, *extra, "--output", out)
+    assert p.returncode == EXIT_BAD_INPUT, p.stderr
+    assert match.lower() in p.stderr.lower()
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir()), "a partial run folder was left behind"
+
+
+def test_targets_list_and_show():
+    p = run_cli("targets")
+    assert p.returncode == 0
+    for name in ["rpi4", "rpi5", "jetson-nano", "jetson-orin-nano", "android-mid", "android-flagship"]:
+        assert name in p.stdout
+    p = run_cli("targets", "show", "rpi5")
+    assert p.returncode == 0 and "Cortex-A76" in p.stdout and "budget" in p.stdout
+
+
+def test_help_explains_options():
+    p = run_cli("build", "--help")
+    assert p.returncode == 0
+    for opt in ["--target", "--config", "--flops-keep", "--seed", "--remote", "--force"]:
+        assert opt in p.stdout

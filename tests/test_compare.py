@@ -1,0 +1,101 @@
+"""The benchmark harness: `--quick` end to end on digits, plus its small pure helpers."""
+
+import csv
+import json
+import math
+
+import pytest
+
+from edgeprune import compare
+from edgeprune.compare import (
+    QUICK, TP_PEERS, available_methods, expand_methods, main, markdown_table, summarize, widths_str,
+)
+from edgeprune.errors import ConfigError
+from edgeprune.methods import list_methods
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare-quick")
+    code = main(["--quick", "--out", str(out), "--quiet"])
+    return code, out
+
+
+@pytest.mark.slow
+def test_quick_mode_runs_every_method_at_every_level(quick_run):
+    code, out = quick_run
+    for name in compare.RESULT_FILES:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    doc = json.loads((out / "results.json").read_text())
+    rows, summary = doc["rows"], doc["summary"]
+    failed = [(r["method"], r["level"], r["error"]) for r in rows if r.get("error")]
+    assert code == 0 and not failed, failed
+
+    expected = set(list_methods()) | set(TP_PEERS)  # every registered method, picked up automatically
+    assert expected == {m for m in available_methods()}
+    levels = QUICK["levels"]
+    by_key = {(s["method"], round(s["level"], 6)): s for s in summary}
+    for m in expected:
+        for lv in levels:
+            s = by_key.get((m, lv))
+            assert s is not None and s["n"] == 1, (m, lv)
+            # MACs counted on the compact model: within 5 percentage points of the request, never above it
+            assert abs(s["macs_kept"] - (1 - lv)) <= 0.05, (m, lv, s["macs_kept"])
+            assert s["macs_kept"] <= (1 - lv) + 1e-9, (m, lv, s["macs_kept"])
+            assert s["latency_ms"] > 0, (m, lv)
+            assert s["metric"] > 100 / 10 + 5, (m, lv, s["metric"])  # digits: well above 10% chance
+            assert s["prune_s"] >= 0 and s["train_s"] > 0
+
+    dense = [r for r in rows if r["method"] == "dense"]
+    assert len(dense) == 1 and dense[0]["metric"] > 80 and dense[0]["latency_ms"] > 0
+    ok = [r for r in rows if r["method"] != "dense"]
+    assert all(r["macs_check"] == "ok" for r in rows), [(r["method"], r["macs_check"]) for r in rows]
+    assert all(r["params"] < r["dense_params"] and r["macs"] < r["dense_macs"] for r in ok)
+    diffs = [r["onnx_max_abs_diff"] for r in rows if r["onnx_max_abs_diff"] is not None]  # one per architecture
+    assert diffs and all(d < 1e-3 for d in diffs)
+    assert len({r["arch"] for r in rows}) == len(diffs)
+
+    # the Markdown table has one line per (method, level), the CSV one row per (method, level, seed)
+    table = (out / "table.md").read_text().splitlines()
+    for m in expected:
+        for lv in levels:
+            assert sum(1 for line in table if line.startswith(f"| {m} | {lv:.0%} |")) == 1, (m, lv)
+    with (out / "results.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == len(expected) * len(levels) + 1
+    readme = (out / "README.md").read_text()
+    assert "--quick" in readme and "Model name" not in readme and "torch-pruning" in readme
+
+
+def test_method_names_and_groups():
+    assert [s.label for s in expand_methods("tp")] == list(TP_PEERS)
+    assert [s.label for s in expand_methods("all")] == available_methods()
+    s = expand_methods("l1@8,tp-l1@16")
+    assert [(x.name, x.width_multiple, x.kind) for x in s] == [("l1", 8, "edgeprune"), ("tp-l1", 16, "torch-pruning")]
+    with pytest.raises(ConfigError, match="unknown method"):
+        expand_methods("nope")
+    with pytest.raises(ConfigError, match="width multiple"):
+        expand_methods("l1@x")
+
+
+def test_bad_arguments_exit_2_before_any_training(tmp_path, capsys):
+    assert main(["--levels", "1.5", "--methods", "l1", "--out", str(tmp_path), "--no-latency"]) == 2
+    assert "level" in capsys.readouterr().err
+    assert main(["--methods", "magic", "--out", str(tmp_path)]) == 2
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_summary_table_and_widths_helpers():
+    assert widths_str([11, 11, 11, 22, 45, 45, 10]) == "11x3 22 45x2 10"
+    rows = [
+        {"method": "dense", "level": 0.0, "kind": "dense", "metric": 90.0, "macs_kept": 1.0, "params_kept": 1.0,
+         "latency_ms": 0.2, "speedup": 1.0, "prune_s": 0.0, "train_s": 10.0, "widths": "16x5"},
+        *[{"method": "l1", "level": 0.5, "kind": "edgeprune", "metric": m, "metric_before_ft": 10.0,
+           "macs_kept": 0.48, "params_kept": 0.49, "latency_ms": 0.15, "speedup": 1.3, "prune_s": 0.1,
+           "train_s": 5.0, "widths": "11x5"} for m in (80.0, 82.0)],
+        {"method": "l1", "level": 0.5, "kind": "edgeprune", "error": "RuntimeError: boom"},
+    ]
+    s = summarize(rows)
+    l1 = [x for x in s if x["method"] == "l1"][0]
+    assert l1["n"] == 2 and l1["failed"] == 1 and l1["metric"] == 81.0 and math.isclose(l1["metric_std"], math.sqrt(2))
+    md = markdown_table(s, "accuracy")
+    assert "| l1 | 50% | 81.00 ± 1.41 |" in md and "(1 failed)" in md and "| dense | dense | 90.00 |" in md
