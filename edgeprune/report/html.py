@@ -197,7 +197,10 @@ def _artifact_table(report) -> str:
     pred_note = next((a["latency"]["predicted"] for a in report["artifacts"] if a.get("latency", {}).get("predicted")), None)
     notes = []
     if host_note:
-        notes.append(f"Host figures: measured on this machine ({html.escape(str(host_note.get('machine') or 'host'))}), "
+        mach = host_note.get("machine") or {}
+        if isinstance(mach, dict):
+            mach = f"{mach.get('cpu', 'host')}, {mach.get('cores', '?')} cores, {mach.get('platform', '')}"
+        notes.append(f"Host figures: measured on this machine ({html.escape(str(mach))}), "
                      f"median of {host_note.get('repeats')} fresh processes × {host_note.get('runs')} timed runs, "
                      f"{host_note.get('threads')} thread(s), batch 1.")
     if pred_note:
