@@ -373,7 +373,7 @@ def prune_edgeprune(spec: MethodSpec, dense, data: Data, cfg: CompareConfig, see
         a["x_train"], a["y_train"], a["x_val"], a["y_val"], example, graph, data.task, keep, wm, seed,
         {"epochs": cfg.method_train_epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
          "seed": seed},
-        progress=None, log=lambda s: log(f"    {spec.name}: {s}"),
+        progress=None, log=lambda s: log(f"    {s.strip()}"),
     )
     seed_everything(seed)
     t0 = time.perf_counter()
@@ -446,7 +446,13 @@ def _tp_sparse_model(dense, data: Data, cfg: CompareConfig, seed: int, ignored_n
 
     class RegSGD(torch.optim.SGD):
         def step(self, closure=None):
-            pruner.regularize(model)  # adds the group-sparsity gradient, as in Torch-Pruning's examples
+            try:
+                pruner.regularize(model)  # adds the group-sparsity gradient, as in Torch-Pruning's examples
+            except IndexError as e:
+                transposed = [n for n, m in model.named_modules() if isinstance(m, torch.nn.modules.conv._ConvTransposeNd)]
+                hint = (f"; the model has ConvTranspose layers ({', '.join(transposed[:3])}), whose input channels "
+                        "GroupNormPruner.regularize indexes as if they were a Conv's") if transposed else ""
+                raise EdgepruneError(f"Torch-Pruning's GroupNormPruner.regularize failed: IndexError: {e}{hint}") from None
             return super().step(closure)
 
     opt = RegSGD(model.parameters(), lr=cfg.finetune_lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
@@ -1152,7 +1158,7 @@ def readme(meta: dict, cfg: CompareConfig, summary: list[dict], rows: list[dict]
 # --------------------------------------------------------------------------------------------- CLI
 
 QUICK = {"dataset": "digits", "model": "resnet", "levels": [0.5, 0.75], "seeds": [0], "epochs": 4, "method_epochs": 1,
-         "finetune_epochs": 1, "train_limit": 0, "latency_runs": 20, "latency_warmup": 5, "latency_rounds": 2,
+         "finetune_epochs": 1, "train_limit": 0, "latency_runs": 20, "latency_warmup": 5, "latency_rounds": 3,
          "taylor_samples": 128}
 
 

@@ -501,6 +501,12 @@ def test_bundle_skips_failed_and_refuses_nothing(exported, tmp_path):
     meta = json.loads((dist / "metadata.json").read_text())
     assert [m["file"] for m in meta["models"]] == ["model.tflite"]
     assert meta["skipped"] == [{"format": "tflite-int8", "error": "converter said no"}]
+    # the budget stage's choice wins, and an explicit format list is honoured
+    dist = package_bundle(tmp_path / "c", target_name="t", platform="rpi", artifacts=result, out_dir=d,
+                          metadata={"preferred_artifact": "tflite"}, formats=["tflite-int8", "tflite"])  # fmt: skip
+    meta = json.loads((dist / "metadata.json").read_text())
+    assert meta["primary_model"] == "model.tflite" and meta["preferred_artifact"] == "tflite"
+    assert sorted(p.name for p in dist.glob("model.*")) == ["model.int8.tflite", "model.tflite"]
     with pytest.raises(EdgepruneError):
         package_bundle(tmp_path / "b", target_name="t", platform="android",
                        artifacts={"onnx": result["onnx"]}, metadata={}, out_dir=d)  # fmt: skip

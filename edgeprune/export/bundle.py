@@ -65,8 +65,10 @@ def package_bundle(
 
     ``metadata`` keys that are interpreted: ``mean`` and ``std`` (scalar or per channel;
     the model's input is ``(raw - mean) / std``, default 0 and 1), ``class_names``,
-    ``input_shape`` (default from the entries), ``task``. Anything else (``source_run``,
-    ``budget``, dataset name, ...) is copied into metadata.json as given.
+    ``input_shape`` (default from the entries), ``task``, ``preferred_artifact`` (a format:
+    becomes ``primary_model`` when shipped; default: the first shipped format within its INT8
+    budget). Anything else (``source_run``, budget verdict, dataset name, ...) is copied into
+    metadata.json as given.
     An existing ``dist_dir`` is replaced.
     """
     dist_dir = Path(dist_dir)
@@ -97,8 +99,9 @@ def package_bundle(
         if src is None or not src.is_file():
             raise InputError(f"model file for {f} not found ({src or rel}); pass out_dir=<export directory>")
         sources[f] = src
+    preferred = metadata.get("preferred_artifact")
     within = [f for f in chosen if artifacts[f].get("within_tolerance", True)]
-    primary = (within or chosen)[0]
+    primary = preferred if preferred in chosen else (within or chosen)[0]
     first = artifacts[primary]
 
     task = metadata.get("task") or ("reconstruction" if first.get("metric_name") == "psnr" else "classification")

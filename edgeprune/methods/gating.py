@@ -120,16 +120,20 @@ class KappaEstimate:
                 "seconds": self.seconds, "rows": self.rows}
 
 
-def tangent_kernel(fn, params: dict[str, torch.Tensor]) -> torch.Tensor:
-    """``K = J Jᵀ`` with ``J = d fn(params) / d params`` (``fn`` returns a flat vector).
+def tangent_kernel(fn, params: dict[str, torch.Tensor], xs: torch.Tensor) -> torch.Tensor:
+    """Empirical tangent kernel ``K = J Jᵀ`` of ``fn`` on the samples ``xs``.
 
-    Uses :func:`torch.func.jacrev` (one vector-Jacobian product per output row, batched);
-    the result stays differentiable in every tensor ``fn`` closes over.
+    ``fn(params, x)`` maps the parameters and ONE sample ``x`` to a flat output vector
+    (``r`` entries); ``J`` stacks the per-sample Jacobians ``d fn(params, x_i) / d params``
+    into ``(len(xs) * r, #params)`` rows, ordered sample-major. Computed with
+    ``vmap(jacrev(fn))`` over the samples: each row costs one backward pass through one
+    sample's graph. The result stays differentiable in every tensor ``fn`` closes over
+    (the gates), so ``K`` can be back-propagated (double backward).
     """
-    jac = torch.func.jacrev(fn)(params)
+    jac = torch.func.vmap(torch.func.jacrev(fn), in_dims=(None, 0))(params, xs)
     k = None
     for j in jac.values():
-        j = j.reshape(j.shape[0], -1)
+        j = j.reshape(j.shape[0] * j.shape[1], -1)  # (samples * outputs, parameter entries)
         part = j @ j.T
         k = part if k is None else k + part
     return k
@@ -143,9 +147,9 @@ def kappa_from_kernel(k: torch.Tensor, eps: float = 1e-12) -> tuple[torch.Tensor
     return torch.sqrt(lam_max) / lam_min, lam_min, lam_max
 
 
-def timed_kappa(fn, params: dict[str, torch.Tensor]) -> KappaEstimate:
+def timed_kappa(fn, params: dict[str, torch.Tensor], xs: torch.Tensor) -> KappaEstimate:
     t0 = time.perf_counter()
-    k = tangent_kernel(fn, params)
+    k = tangent_kernel(fn, params, xs)
     kappa, lmin, lmax = kappa_from_kernel(k)
     return KappaEstimate(kappa, float(lmin.detach()), float(lmax.detach()), time.perf_counter() - t0, int(k.shape[0]))
 

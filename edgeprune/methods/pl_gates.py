@@ -55,7 +55,8 @@ OPTIONS: dict[str, tuple] = {
     "kappa_loss": ("log", ("log", "linear"), "term added to the loss: γ·log κ̂ (scale-free) or γ·κ̂ (the paper's form)"),
     "kappa_every": (20, "int>=0", "estimate κ̂ every k steps (0: never, not even for the log)"),
     "kappa_batch": (8, "int>=2", "samples in the κ̂ sub-batch"),
-    "kappa_outputs": (1, "int>=1", "output directions per sample in the tangent kernel (all outputs when the model has fewer)"),
+    "kappa_outputs": (10, "int>=1", "output directions per sample in the tangent kernel: all outputs when the model "
+                                    "has at most this many, else a fixed random orthonormal projection"),
     "epochs": (None, "int>=0", "epochs of joint gate + weight training (default: the run's train.epochs)"),
     "lr": (None, "float>0", "peak learning rate of the weights (default: the run's train.lr)"),
     "batch_size": (None, "int>=1", "mini-batch size (default: the run's train.batch_size)"),
@@ -165,16 +166,13 @@ class GatedNetwork(nn.Module):
         (sample, output direction).
         """
         params = {k: v.detach() for k, v in self.model.named_parameters()}
-        b = xs.shape[0]
 
-        def f(p):
-            out = self.run(xs, z, zb, p).reshape(b, -1)
-            if proj is not None:
-                out = out @ proj
-            return out.reshape(-1)
+        def f(p, x):  # one sample -> its (projected) outputs
+            out = self.run(x.unsqueeze(0), z, zb, p).reshape(-1)
+            return out @ proj if proj is not None else out
 
         with bn_eval(self.model):
-            return timed_kappa(f, params)
+            return timed_kappa(f, params, xs)
 
     def close(self) -> None:
         self.scales.remove()
@@ -208,6 +206,9 @@ class PLGates(PruningMethod):
         dense_macs = float(graph.dense_cost()["macs"])
         torch.manual_seed(ctx.seed)
         gen = torch.Generator().manual_seed(ctx.seed)
+        # κ̂ sub-batches come from their own stream: monitoring κ̂ (gamma = 0) leaves the
+        # training trajectory bit-for-bit unchanged
+        kgen = torch.Generator().manual_seed(ctx.seed + 7919)
 
         model = copy.deepcopy(model)
         if o["from_scratch"]:
@@ -263,7 +264,7 @@ class PLGates(PruningMethod):
                 tgt = target(step)
                 budget = o["budget_weight"] * (e_macs / tgt - 1.0) ** 2
                 if every and step % every == 0:
-                    sub = torch.randperm(len(xb), generator=gen)[: o["kappa_batch"]]
+                    sub = torch.randperm(len(xb), generator=kgen)[: o["kappa_batch"]]
                     if o["gamma"] > 0:
                         est = net.kappa(xb[sub], z, zb, proj)
                         term = o["gamma"] * (torch.log(est.kappa) if o["kappa_loss"] == "log" else est.kappa)
