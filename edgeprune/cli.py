@@ -31,10 +31,15 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to build")
     g.add_argument("--target", help="target profile name (see `edgeprune targets`) or path to a profile .toml [rpi4]")
     g.add_argument("--config", help="TOML config file [./edgeprune.toml if present]")
-    g.add_argument("--dataset", help="dataset name: digits (bundled) or fashion-mnist [digits]")
+    g.add_argument("--dataset", help="digits (bundled), fashion-mnist, a .npz file (x_train, y_train, x_test, y_test), "
+                                     "an image folder (one sub-folder per class) or file.py:function [digits]")
     g.add_argument("--data-dir", help="directory of the dataset files (fashion-mnist)")
     g.add_argument("--data-limit", type=int, help="use only the first N training samples (quick runs)")
-    g.add_argument("--model", help="built-in model (see `edgeprune models`) [cnn]")
+    g.add_argument("--model", help="built-in model (see `edgeprune models`) or your own: file.py:factory [cnn]")
+    g.add_argument("--weights", help="state_dict file (.pt) to start from (saved with torch.save(model.state_dict()))")
+    g.add_argument("--input-shape", help="model input shape, e.g. 1x3x32x32 [the dataset's]")
+    g.add_argument("--task", choices=["classification", "reconstruction"], help="task [the model's, else classification]")
+    g.add_argument("--metric", help="metric name (accuracy, psnr) or file.py:function [the task's]")
     g.add_argument("--method", help="pruning method (see `edgeprune methods`) [l1]")
     g.add_argument("--flops-keep", type=float, help="fraction of dense MACs to keep, overriding the target's budget (e.g. 0.5)")
     g.add_argument("--width-multiple", type=int, help="round kept channel widths up to this multiple [target's]")
@@ -51,7 +56,8 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
 
 def _overrides(a: argparse.Namespace) -> dict:
     top = {"target": a.target, "dataset": a.dataset, "data_dir": a.data_dir, "data_limit": a.data_limit,
-           "model": a.model, "seed": a.seed, "output": a.output, "name": a.name}
+           "model": a.model, "seed": a.seed, "output": a.output, "name": a.name, "weights": a.weights,
+           "input_shape": a.input_shape, "task": a.task, "metric": a.metric}
     ov = {k: v for k, v in top.items() if v is not None}
     sections = {
         "method": {"name": a.method, "flops_keep": a.flops_keep, "width_multiple": a.width_multiple},

@@ -18,10 +18,14 @@ from .errors import ConfigError
 SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, str]]] = {
     "": {
         "target": (str, "rpi4", "target profile name or path to a profile TOML"),
-        "dataset": (str, "digits", "dataset name (digits, fashion-mnist)"),
+        "dataset": (str, "digits", "dataset name (digits, fashion-mnist), a .npz file, an image folder, or file.py:function"),
         "data_dir": (str, "", "directory of the dataset files (fashion-mnist)"),
         "data_limit": (int, 0, "use only this many training samples (0 = all)"),
-        "model": (str, "cnn", "built-in model name (see `edgeprune models`)"),
+        "model": (str, "cnn", "built-in model name (see `edgeprune models`) or file.py:factory / module:factory"),
+        "weights": (str, "", "state_dict (.pt) to start from instead of random initialisation"),
+        "input_shape": (str, "", "input shape CxHxW or 1xCxHxW (user models and image folders); default: the data's"),
+        "task": (str, "", "classification or reconstruction; default: the model's (built-ins) or classification"),
+        "metric": (str, "", "metric name (accuracy, psnr) or file.py:function; default: the task's"),
         "seed": (int, 0, "seed for data split, initialisation and training"),
         "output": (str, "runs", "parent directory of run folders"),
         "name": (str, "", "run folder name (default: <target>-<model>-<method>)"),
@@ -147,6 +151,23 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"method.flops_keep must be in (0, 1], got {cfg['method']['flops_keep']}")
     if cfg["data_limit"] < 0:
         raise ConfigError("data_limit must be >= 0")
+    if cfg["task"] not in ("", "classification", "reconstruction"):
+        raise ConfigError(f"task must be classification or reconstruction, got {cfg['task']!r}")
+    if cfg["input_shape"]:
+        parse_shape(cfg["input_shape"])
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """'1x3x32x32' or '3x32x32' -> (3, 32, 32) (the batch dimension is dropped)."""
+    try:
+        dims = tuple(int(d) for d in str(text).lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"input_shape {text!r} is not like 1x3x32x32") from None
+    if len(dims) == 4:
+        dims = dims[1:]
+    if not dims or any(d <= 0 for d in dims):
+        raise ConfigError(f"input_shape {text!r} is not like 1x3x32x32")
+    return dims
 
 
 def reference_markdown() -> str:

@@ -74,13 +74,22 @@ def list_datasets() -> list[str]:
     return sorted(DATASETS)
 
 
-def load_dataset(name: str, *, seed: int = 0, data_dir: str | Path | None = None, limit: int | None = None) -> Dataset:
-    """Load a registered dataset. ``limit`` caps the training set (quick runs, tests)."""
-    try:
-        loader = DATASETS[name]
-    except KeyError:
-        raise ConfigError(f"unknown dataset {name!r}; choose one of {list_datasets()}") from None
-    ds = loader(seed=seed, data_dir=data_dir)
+def load_dataset(name: str, *, seed: int = 0, data_dir: str | Path | None = None, limit: int | None = None,
+                 input_shape=None) -> Dataset:
+    """Load a registered dataset or a user source (.npz, image folder, file.py:function).
+
+    ``limit`` caps the training set (quick runs, tests); ``input_shape`` (C, H, W) resizes
+    image folders.
+    """
+    from .userdata import is_user_source, load_user_dataset
+
+    if name in DATASETS:
+        ds = DATASETS[name](seed=seed, data_dir=data_dir)
+    elif is_user_source(name):
+        ds = load_user_dataset(name, seed=seed, input_shape=input_shape)
+    else:
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {list_datasets()}, a .npz file, "
+                          "an image folder or file.py:function")
     if limit:
         ds.x_train, ds.y_train = ds.x_train[:limit], ds.y_train[:limit]
     return ds

@@ -40,8 +40,13 @@ def psnr(outputs: np.ndarray, targets: np.ndarray, data_range: float | None = No
 
 
 def get_metric(name: str):
+    """A registered metric, or a user's ``file.py:function(outputs, targets) -> float`` (higher is better)."""
     from .errors import ConfigError
 
+    if ":" in name and name not in METRICS:
+        from .imports import load_callable
+
+        METRICS[name] = load_callable(name, what="metric")
     try:
         return METRICS[name]
     except KeyError:

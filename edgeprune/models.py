@@ -37,11 +37,46 @@ def list_models() -> list[str]:
     return sorted(MODELS)
 
 
+_INSTANCES: dict[str, nn.Module] = {}
+
+
+def register_instance(model: nn.Module) -> str:
+    """Make an in-memory module buildable by id (Python API); valid in this process only."""
+    import copy
+
+    key = f"memory:{type(model).__name__}-{id(model):x}"
+    _INSTANCES[key] = copy.deepcopy(model).cpu().eval()
+    return key
+
+
+def is_user_model(name: str) -> bool:
+    return ":" in name
+
+
 def build_model(name: str, input_shape, num_outputs: int = 10, **kwargs) -> nn.Module:
+    if name.startswith("memory:"):
+        import copy
+
+        if name not in _INSTANCES:
+            raise ConfigError(f"model {name} was passed in memory to another process; pass a factory "
+                              "(file.py:function) to make the run folder replayable")
+        return copy.deepcopy(_INSTANCES[name])
+    if is_user_model(name):
+        from .errors import InputError
+        from .imports import load_callable
+
+        factory = load_callable(name, what="model factory")
+        try:
+            model = factory(**kwargs)
+        except TypeError as e:
+            raise ConfigError(f"model factory {name}: bad [model_options] ({e})") from None
+        if not isinstance(model, nn.Module):
+            raise InputError(f"model factory {name} returned {type(model).__name__}, not a torch.nn.Module")
+        return model
     try:
         builder = MODELS[name]
     except KeyError:
-        raise ConfigError(f"unknown model {name!r}; choose one of {list_models()}") from None
+        raise ConfigError(f"unknown model {name!r}; choose one of {list_models()} or give file.py:factory") from None
     try:
         return builder(tuple(int(s) for s in input_shape), int(num_outputs), **kwargs)
     except TypeError as e:
@@ -248,3 +283,46 @@ def build_arch(arch: dict) -> nn.Module:
 def example_for(arch: dict) -> torch.Tensor:
     """A deterministic batch-1 input of the architecture's shape (for graph tracing)."""
     return torch.zeros(1, *arch["input_shape"])
+
+
+def check_input_shape(model: nn.Module, arch: dict) -> None:
+    """Run the model once on the architecture's input shape; a rejection names model and shape."""
+    from .errors import InputError
+
+    shape = "x".join(str(d) for d in [1, *arch["input_shape"]])
+    try:
+        with torch.no_grad():
+            model.eval()(example_for(arch))
+    except Exception as e:  # the user's model: show its own error
+        raise InputError(f"model {arch['model']} rejects input shape {shape}: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''} (set --input-shape)") from None
+
+
+def load_weights(model: nn.Module, path: str) -> None:
+    """Load a state_dict with weights_only=True; refuse pickled modules; name the first mismatch."""
+    from .errors import InputError
+
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"weights file {path} not found") from None
+    except Exception as e:
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise InputError(f"{path} holds a pickled model, not a state_dict: save it with "
+                             "torch.save(model.state_dict(), path)") from None
+        raise InputError(f"weights file {path} is corrupt or not a torch file ({type(e).__name__})") from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]  # an edgeprune checkpoint
+    if not isinstance(sd, dict):
+        raise InputError(f"{path} is not a state_dict (a dict of tensors): save it with torch.save(model.state_dict(), path)")
+    own = model.state_dict()
+    for k, v in own.items():
+        if k not in sd:
+            raise InputError(f"weights {path} do not fit the model: tensor {k} {tuple(v.shape)} is missing from the file")
+        if tuple(sd[k].shape) != tuple(v.shape):
+            raise InputError(f"weights {path} do not fit the model: tensor {k} is {tuple(sd[k].shape)} in the file, "
+                             f"{tuple(v.shape)} in the model")
+    extra = [k for k in sd if k not in own]
+    if extra:
+        raise InputError(f"weights {path} do not fit the model: the file has tensor {extra[0]} that the model lacks")
+    model.load_state_dict(sd)

@@ -50,7 +50,30 @@ class Build:
         from .data import load_dataset
 
         cfg = self.cfg
-        return load_dataset(cfg["dataset"], seed=cfg["seed"], data_dir=cfg["data_dir"] or None, limit=cfg["data_limit"] or None)
+        return load_dataset(cfg["dataset"], seed=cfg["seed"], data_dir=cfg["data_dir"] or None, limit=cfg["data_limit"] or None,
+                            input_shape=self.input_shape_override)
+
+    @property
+    def input_shape_override(self):
+        from .config import parse_shape
+
+        return parse_shape(self.cfg["input_shape"]) if self.cfg["input_shape"] else None
+
+    @cached_property
+    def arch(self) -> dict:
+        from .models import arch_spec
+
+        shape = self.input_shape_override or self.data.input_shape
+        return arch_spec(self.cfg["model"], shape, max(self.data.num_classes, 1), self.cfg["model_options"])
+
+    def check_model(self) -> None:
+        """Build the model once, run it on the input shape and load --weights: bad input fails here, early."""
+        from .models import build_arch, check_input_shape, load_weights
+
+        model = build_arch(self.arch)
+        if self.cfg["weights"]:
+            load_weights(model, self.cfg["weights"])
+        check_input_shape(model, self.arch)
 
     @cached_property
     def arrays(self) -> dict:
@@ -66,7 +89,11 @@ class Build:
     def task(self) -> str:
         from .models import model_task
 
-        return model_task(self.cfg["model"])
+        return self.cfg["task"] or model_task(self.cfg["model"])
+
+    @property
+    def metric(self) -> str | None:
+        return self.cfg["metric"] or None
 
     @property
     def flops_keep(self) -> float:
@@ -99,7 +126,8 @@ def default_run_name(cfg: dict) -> str:
     from .targets import load_target
 
     tname = Path(cfg["target"]).stem if cfg["target"].endswith(".toml") else load_target(cfg["target"]).name
-    return f"{tname}-{cfg['model']}-{cfg['method']['name']}"
+    model = cfg["model"].rpartition(":")[2] if ":" in cfg["model"] else cfg["model"]
+    return f"{tname}-{model}-{cfg['method']['name']}"
 
 
 def prepare_run(cfg: dict, run_dir: Path | None = None) -> RunFolder:
@@ -114,7 +142,7 @@ def prepare_run(cfg: dict, run_dir: Path | None = None) -> RunFolder:
         from .data import load_dataset
 
         load_dataset(cfg["dataset"])  # raises the one-line error
-    if cfg["model"] not in MODELS:
+    if cfg["model"] not in MODELS and ":" not in cfg["model"]:
         from .models import build_model
 
         build_model(cfg["model"], (1, 8, 8))  # raises the one-line error
@@ -133,6 +161,8 @@ def build(cfg: dict, run_dir: Path | None = None, *, ui: UI | None = None, force
         # load data and target before creating anything, so bad input leaves no folder behind
         b.target  # noqa: B018
         b.data  # noqa: B018
+        if created or "train" in (only or ["train"]):
+            b.check_model()
         run.path.mkdir(parents=True, exist_ok=True)
         write_json(run / CONFIG_FILE, cfg)
         fps = _stage_fingerprints(b)

@@ -46,9 +46,10 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarra
     return np.concatenate(outs) if outs else np.zeros((0,))
 
 
-def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray | None, task: str) -> float:
+def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray | None, task: str, metric: str | None = None) -> float:
+    """The task's metric (or ``metric``: a registered name or file.py:function) on (x, y)."""
     out = predict(model, x)
-    metric = get_metric(TASK_METRIC[task])
+    metric = get_metric(metric or TASK_METRIC[task])
     return metric(out, x if task == "reconstruction" else y)
 
 
@@ -64,6 +65,7 @@ def train(
     weight_decay: float = 5e-4,
     seed: int = 0,
     val: tuple[np.ndarray, np.ndarray] | None = None,
+    metric: str | None = None,
     extra_loss: Callable[[nn.Module, torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None,
     extra_params: list[nn.Parameter] | None = None,
     on_step: Callable[[int, int], None] | None = None,
@@ -113,7 +115,7 @@ def train(
             "seconds": time.perf_counter() - t0,
         }
         if val is not None:
-            rec["val_metric"] = evaluate(model, val[0], val[1], task)
+            rec["val_metric"] = evaluate(model, val[0], val[1], task, metric)
         hist.epochs.append(rec)
         if on_epoch:
             on_epoch(rec)

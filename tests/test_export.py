@@ -33,6 +33,8 @@ from edgeprune.export._files import TMP_PREFIX  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.slow  # ~1.5 min on an idle 2-core host (4 models x 4 formats, litert-torch)
+
 
 # --------------------------------------------------------------------------- models
 

@@ -107,7 +107,7 @@ def export_all(
     progress = progress or (lambda message: None)
     metric_name = TASK_METRICS[task]
     metric_fn = get_metric(metric_name)
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # the TFLite child runs with another cwd: relative paths would break
     out_dir.mkdir(parents=True, exist_ok=True)
     _files.remove_stale_tmp(out_dir)
 

@@ -27,7 +27,7 @@ def _quiet():
     stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
     stack.enter_context(warnings.catch_warnings())
     warnings.simplefilter("ignore")
-    for name in ("torch.onnx", "torch.export", "onnxscript", "onnx_ir", "root"):
+    for name in ("torch.onnx", "torch.export", "onnxscript", "onnx_ir"):
         lg = logging.getLogger(name)
         prev = lg.level
         lg.setLevel(logging.ERROR)

@@ -12,9 +12,11 @@ docs/methods/pl-gates.md for the split):
   static plan);
 * gates act where the channels are consumed (:class:`~edgeprune.surgery.masking.ChannelMasks`),
   so a gate of exactly 0 is exactly the removed channel;
-* loss = task + budget_weight · (E[MACs] / target(t) - 1)² + γ · log κ̂ (or γ · κ̂), where
-  E[MACs] is the exact expected cost of the compact model under the gates' keep
-  probabilities, the target decreases from 1 to ``flops_keep`` over the warm-up, and κ̂ is
+* loss = task + w·r² + λ·r + γ · log κ̂ (or γ · κ̂), with r = E[MACs] / target(t) - 1,
+  E[MACs] the exact expected cost of the compact model under the gates' keep
+  probabilities, the target decreasing from 1 to ``flops_keep`` over the warm-up, w a
+  fixed penalty weight and λ a multiplier raised by ascent on r after the warm-up (it
+  removes the residual error the penalty alone leaves; no wind-up during the ramp), and κ̂
   estimated every ``kappa_every`` steps on ``kappa_batch`` samples from the empirical
   tangent kernel of the masked network (gradient to the gate logits only);
 * at the end the gate logits rank the nodes, a global threshold plus a greedy fill meet the
@@ -60,11 +62,12 @@ OPTIONS: dict[str, tuple] = {
     "epochs": (None, "int>=0", "epochs of joint gate + weight training (default: the run's train.epochs)"),
     "lr": (None, "float>0", "peak learning rate of the weights (default: the run's train.lr)"),
     "batch_size": (None, "int>=1", "mini-batch size (default: the run's train.batch_size)"),
-    "gate_lr": (None, "float>0", "Adam learning rate of the gate logits (default: 10 / warm-up steps, "
-                                 "clipped to [0.01, 0.5], so that logits can travel ~10 units during the warm-up)"),
+    "gate_lr": (None, "float>0", "Adam learning rate of the gate logits (default: 15 / warm-up steps, "
+                                 "clipped to [0.01, 1], so that logits can cross the decision boundary during the warm-up)"),
     "temperature": (2.0 / 3.0, "float>0", "hard-concrete temperature β"),
     "gate_init": (3.0, "float", "initial gate logit (3.0: P(open) ≈ 0.99, test-time gate 1)"),
-    "budget_weight": (5.0, "float>=0", "weight of the squared relative excess of expected MACs over the target"),
+    "budget_weight": (5.0, "float>=0", "weight w of the penalty w·r² on r = E[MACs]/target - 1"),
+    "budget_lr": (1.0, "float>=0", "ascent rate of the multiplier λ of λ·r after the warm-up (0: penalty only)"),
     "warmup": (0.5, "fraction", "fraction of the steps over which the MACs target falls from 1 to flops_keep"),
     "branches": (True, "bool", "also gate whole droppable residual branches"),
     "calib_samples": (1024, "int>=1", "training samples used to re-estimate batch-norm statistics of the static network"),
@@ -225,7 +228,7 @@ class PLGates(PruningMethod):
         spe = max(1, math.ceil(n / bs))
         total = epochs * spe
         warm = max(1, int(round(o["warmup"] * total)))
-        gate_lr = o["gate_lr"] if o["gate_lr"] is not None else min(0.5, max(0.01, 10.0 / warm))
+        gate_lr = o["gate_lr"] if o["gate_lr"] is not None else min(1.0, max(0.01, 15.0 / warm))
         opt_g = torch.optim.Adam(net.gate_parameters(), lr=gate_lr)
         cosine = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / max(1, total)))  # noqa: E731
         scheds = [torch.optim.lr_scheduler.LambdaLR(opt, cosine) for opt in (opt_w, opt_g)]
@@ -246,6 +249,9 @@ class PLGates(PruningMethod):
         }
         every = o["kappa_every"]
         step = 0
+        lam = 0.0
+        gate_params = net.gate_parameters()
+        kappa_grads, kappa_term = None, 0.0
         for epoch in range(epochs):
             net.train()
             t0 = time.perf_counter()
@@ -262,18 +268,21 @@ class PLGates(PruningMethod):
                 loss = task_loss(ctx.task, out, xb, yb)
                 e_macs = net.expected_macs() / dense_macs
                 tgt = target(step)
-                budget = o["budget_weight"] * (e_macs / tgt - 1.0) ** 2
+                r = e_macs / tgt - 1.0
+                budget = o["budget_weight"] * r * r + lam * r
                 if every and step % every == 0:
                     sub = torch.randperm(len(xb), generator=kgen)[: o["kappa_batch"]]
                     if o["gamma"] > 0:
                         est = net.kappa(xb[sub], z, zb, proj)
                         term = o["gamma"] * (torch.log(est.kappa) if o["kappa_loss"] == "log" else est.kappa)
                         t_b = time.perf_counter()
-                        # backward of the κ̂ term on its own (it reaches only the gate logits: the
-                        # Jacobian is taken at detached weights), timed as part of κ̂'s cost
-                        term.backward(retain_graph=True)
+                        # gradient of the κ̂ term: it reaches only the gate logits (the Jacobian is
+                        # taken at detached weights); timed as part of κ̂'s cost
+                        kappa_grads = torch.autograd.grad(term, gate_params, retain_graph=True, allow_unused=True)
+                        kappa_grads = [torch.zeros_like(p) if g_ is None else g_.detach()
+                                       for p, g_ in zip(gate_params, kappa_grads)]
                         est.seconds += time.perf_counter() - t_b
-                        sums["kappa_loss"] += float(term.detach())
+                        kappa_term = float(term.detach())
                     else:  # monitoring only: the estimate never enters the loss
                         with torch.no_grad():
                             zd, zbd = z.detach(), zb.detach()
@@ -288,6 +297,14 @@ class PLGates(PruningMethod):
                     kap_vals.append(kv)
                     kap_s += est.seconds
                 (loss + budget).backward()
+                if kappa_grads is not None:
+                    # the latest κ̂ gradient is applied at every step until the next estimate
+                    # (κ̂ moves slowly; one k-times larger kick would upset Adam's scaling)
+                    for p, g_ in zip(gate_params, kappa_grads):
+                        p.grad = g_.clone() if p.grad is None else p.grad + g_
+                    sums["kappa_loss"] += kappa_term
+                if step >= warm:  # ascent on the multiplier once the target is fixed (no wind-up)
+                    lam += o["budget_lr"] * float(r.detach())
                 opt_w.step()
                 opt_g.step()
                 for s in scheds:
@@ -314,6 +331,7 @@ class PLGates(PruningMethod):
                 "kappa_loss": sums["kappa_loss"] / spe,
                 "expected_macs": float(net.expected_macs().detach() / dense_macs),
                 "macs_target": target(step),
+                "budget_multiplier": lam,
                 "kappa_mean": float(np.mean(kap_vals)) if kap_vals else None,
                 "kappa_estimates": len(kap_vals),
                 "kappa_seconds": kap_s,

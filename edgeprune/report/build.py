@@ -73,7 +73,7 @@ def build_report(run_dir: Path, target_name: str | None = None) -> dict:
         bt = read_json(run / "bench" / f"{t}.json")
         per_target[t] = {fmt: _latency_block(e) for fmt, e in bt["artifacts"].items()}
 
-    metric_name = "accuracy" if train["task"] == "classification" else "psnr"
+    metric_name = cfg.get("metric") or ("accuracy" if train["task"] == "classification" else "psnr")
     return {
         "schema": SCHEMA_VERSION,
         "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

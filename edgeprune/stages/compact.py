@@ -39,7 +39,7 @@ def run(b) -> list[str]:
         "dense": report["dense"],
         "macs_ratio": report["macs"] / report["dense"]["macs"] if report["dense"]["macs"] else 1.0,
         "params_ratio": report["params"] / report["dense"]["params"],
-        "test_metric_before_finetune": evaluate(small, a["x_test"], a["y_test"], b.task),
+        "test_metric_before_finetune": evaluate(small, a["x_test"], a["y_test"], b.task, b.metric),
     }
     write_json(b.run / summary_file, summary)
     b.outcome[name] = summary

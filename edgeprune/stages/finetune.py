@@ -25,16 +25,16 @@ def run(b) -> list[str]:
     ep = b.cfg["train"]["finetune_epochs"]
     opts = train_options(b)
     opts["lr"] = opts["lr"] * 0.5
-    before = evaluate(model, a["x_test"], a["y_test"], b.task)
-    hist = train(model, a["x_train"], a["y_train"], task=b.task, epochs=ep, val=(a["x_val"], a["y_val"]),
+    before = evaluate(model, a["x_test"], a["y_test"], b.task, b.metric)
+    hist = train(model, a["x_train"], a["y_train"], task=b.task, epochs=ep, val=(a["x_val"], a["y_val"]), metric=b.metric,
                  on_step=lambda s, t: b.ui.progress("fine-tuning", s, t), **opts)
     save_compact(b.run / "model.pt", arch, plan, model)
     summary = {
         "epochs": ep,
         "history": hist.to_list(),
         "test_metric_before": before,
-        "test_metric": evaluate(model, a["x_test"], a["y_test"], b.task),
-        "val_metric": evaluate(model, a["x_val"], a["y_val"], b.task),
+        "test_metric": evaluate(model, a["x_test"], a["y_test"], b.task, b.metric),
+        "val_metric": evaluate(model, a["x_val"], a["y_val"], b.task, b.metric),
     }
     write_json(b.run / summary_file, summary)
     b.outcome[name] = summary

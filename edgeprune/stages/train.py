@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..models import arch_spec, build_arch, example_for
+from ..models import build_arch, example_for, load_weights
 from ..runfolder import write_json
 from ..surgery import PruningPlan, analyze, save_compact
 from ..train import evaluate, seed_everything, train
@@ -14,7 +14,8 @@ summary_file = "train.json"
 
 def depends(b):
     c = b.cfg
-    return [c["dataset"], c["data_dir"], c["data_limit"], c["model"], c["model_options"], c["seed"],
+    return [c["dataset"], c["data_dir"], c["data_limit"], c["model"], c["model_options"], c["seed"], c["weights"],
+            c["input_shape"], c["task"], c["metric"],
             c["train"]["epochs"], c["train"]["batch_size"], c["train"]["lr"], c["train"]["weight_decay"]]
 
 
@@ -25,12 +26,14 @@ def describe(b):
 def run(b) -> list[str]:
     a = b.arrays
     d = b.data
-    arch = arch_spec(b.cfg["model"], d.input_shape, d.num_classes, b.cfg["model_options"])
+    arch = b.arch
     seed_everything(b.cfg["seed"])
     model = build_arch(arch)
+    if b.cfg["weights"]:
+        load_weights(model, b.cfg["weights"])
     ep = b.cfg["train"]["epochs"]
     hist = train(
-        model, a["x_train"], a["y_train"], task=b.task, epochs=ep, val=(a["x_val"], a["y_val"]),
+        model, a["x_train"], a["y_train"], task=b.task, epochs=ep, val=(a["x_val"], a["y_val"]), metric=b.metric,
         on_step=lambda s, t: b.ui.progress("training", s, t),
         on_epoch=lambda r: b.ui.log(f"  epoch {r['epoch']}/{ep}  loss {r['loss']:.4f}  val {r['val_metric']:.2f}"),
         **train_options(b),
@@ -42,8 +45,8 @@ def run(b) -> list[str]:
         "task": b.task,
         "dataset": d.describe(),
         "history": hist.to_list(),
-        "val_metric": evaluate(model, a["x_val"], a["y_val"], b.task),
-        "test_metric": evaluate(model, a["x_test"], a["y_test"], b.task),
+        "val_metric": evaluate(model, a["x_val"], a["y_val"], b.task, b.metric),
+        "test_metric": evaluate(model, a["x_test"], a["y_test"], b.task, b.metric),
         "cost": graph.dense_cost(),
         "graph": graph.summary(),
         "seconds": sum(r["seconds"] for r in hist.to_list()),
