@@ -258,7 +258,7 @@ def test_fit_gives_a_plan_that_compacts_and_meets_the_budget(trained, digits, na
     assert len(h["kappa"]) >= 2 and all(np.isfinite(h["kappa"]))
     assert h["kappa_in_loss"] is True and h["kappa_seconds_total"] > 0
     assert len(h["epochs"]) == 2 and set(h["gate_open_rate"]) == set(ctx.graph.groups)
-    assert h["expected_macs"][-1] < 0.9  # the gates did close towards the budget
+    assert h["expected_macs"][-1] < h["expected_macs"][0] - 0.1  # the gates closed towards the budget
     assert h["static_val_metric"] == pytest.approx(evaluate(small, digits["xv"][:100], digits["yv"][:100], "classification"))
 
 
