@@ -17,6 +17,11 @@ def run_cli(*args, cwd=None, timeout=900):
                           cwd=cwd, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
 
 
-@pytest.fixture
-def cli():
-    return run_cli
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """`edgeprune build --target rpi4` on the embedded default (digits + cnn), through the CLI,
+    exactly as the quickstart runs it: default (relative) output folder, from the working directory."""
+    cwd = tmp_path_factory.mktemp("work")
+    p = run_cli("build", "--target", "rpi4", cwd=cwd)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return cwd / "runs" / "rpi4-cnn-l1", p

@@ -13,16 +13,6 @@ from .conftest import run_cli
 FAST = ["--epochs", "6", "--finetune-epochs", "2"]
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """`edgeprune build --target rpi4` on the embedded default (digits + cnn), through the CLI,
-    exactly as the quickstart runs it: default (relative) output folder, from the working directory."""
-    cwd = tmp_path_factory.mktemp("work")
-    p = run_cli("build", "--target", "rpi4", cwd=cwd)
-    assert p.returncode == EXIT_OK, p.stderr[-3000:]
-    return cwd / "runs" / "rpi4-cnn-l1", p
-
-
 def test_default_build_leaves_a_complete_run_folder(built):
     run, p = built
     for f in ["config.json", "dense.pt", "plan.json", "compact.pt", "model.pt", "export.json", "bench/rpi4.json",

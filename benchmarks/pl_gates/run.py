@@ -196,6 +196,45 @@ def run_seed(seed: int, data: dict, args) -> dict:
     return out
 
 
+def overhead_bench(data: dict, args, rounds: int = 2, n: int = 1280) -> dict:
+    """Interleaved timing on the same batches: plain training steps vs pl-gates steps.
+
+    Load on a shared machine drifts over minutes, so the variants alternate within each
+    round (one epoch of ``n`` samples each, after a warm-up of every code path); the ratio
+    of mean epoch times is the per-epoch overhead of gate training.
+    """
+    ex = torch.zeros(1, *data["shape"])
+    seed_everything(0)
+    base = build_model("resnet", data["shape"], 10)
+    graph = analyze(base, ex)
+    sub = {k: data[k] for k in ("xv", "yv")}
+    xs, ys = data["xtr"][:n], data["ytr"][:n]
+    variants = {"pl-gates": {}, "pl-gates gamma=0 (κ̂ logged only)": {"gamma": 0.0},
+                "gates only (no κ̂)": {"gamma": 0.0, "kappa_every": 0}}
+    ctx = FitContext(xs, ys, sub["xv"][:0], sub["yv"][:0], ex, graph, TASK, 0.5, 1, 0,
+                     {"epochs": 1, "lr": args.lr, "batch_size": args.batch_size, "weight_decay": args.weight_decay},
+                     log=lambda s: None)
+    times: dict[str, list[float]] = {"plain": [], **{k: [] for k in variants}}
+    kappa_s: dict[str, list[float]] = {k: [] for k in variants}
+    for r in range(rounds + 1):  # round 0 warms every path up and is discarded
+        m = copy.deepcopy(base)
+        hist = train(m, xs, ys, task=TASK, epochs=1, batch_size=args.batch_size, lr=args.lr, seed=r)
+        if r:
+            times["plain"].append(hist.epochs[0]["seconds"])
+        for name, opts in variants.items():
+            res = get_method("pl-gates", dict(opts, epochs=1, eval_samples=0, calib_samples=64)).fit(copy.deepcopy(base), ctx)
+            if r:
+                times[name].append(res.history["epochs"][0]["seconds"])
+                kappa_s[name].append(res.history["epochs"][0]["kappa_seconds"])
+        log(f"overhead round {r}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in times.items() if v))
+    plain = float(np.mean(times["plain"]))
+    return {
+        "samples_per_epoch": n, "rounds": rounds, "epoch_seconds": times, "kappa_seconds": kappa_s,
+        "ratio": {k: float(np.mean(v)) / plain for k, v in times.items() if k != "plain"},
+        "kappa_share": {k: float(np.sum(kappa_s[k]) / np.sum(times[k])) for k in variants},
+    }
+
+
 def summarize(runs: list[dict], args) -> dict:
     table = {}
     for method in runs[0]["methods"]:
@@ -248,6 +287,14 @@ def write_markdown(result: dict, path: Path) -> None:
             ks = f"{s['kappa_seconds_mean']:.0f}" if s["kappa_seconds_mean"] is not None else "-"
             lines.append(f"| {float(key):.0%} | {m} | {s['test_acc_mean']:.2f} ± {s['test_acc_std']:.2f} | "
                          f"{s['macs_kept_mean']:.1%} | {ttt} | {s['reached']} | {ovh} | {ks} |")
+    ov = result.get("overhead")
+    if ov:
+        lines += ["", f"## Per-epoch wall time of gate training vs plain training (interleaved, {ov['rounds']} rounds of one "
+                  f"{ov['samples_per_epoch']}-sample epoch each, same model and batches; goal <= 1.5x)", "",
+                  "| variant | epoch seconds (mean) | ratio to plain | share of the epoch spent in κ̂ |", "|---|---:|---:|---:|",
+                  f"| plain training (`edgeprune.train.train`) | {np.mean(ov['epoch_seconds']['plain']):.1f} | 1.00x | - |"]
+        for k, r in ov["ratio"].items():
+            lines.append(f"| {k} | {np.mean(ov['epoch_seconds'][k]):.1f} | {r:.2f}x | {ov['kappa_share'][k]:.0%} |")
     pre = [r["pretrain"]["test_acc"] for r in result["runs"]]
     lines += ["", f"Dense model after the shared {a['dense_epochs']} epochs: {np.mean(pre):.2f} ± "
               f"{np.std(pre, ddof=1) if len(pre) > 1 else 0.0:.2f} % test accuracy.", ""]
@@ -273,6 +320,7 @@ def main(argv=None) -> None:
     p.add_argument("--target-acc", type=float, default=80.0)
     p.add_argument("--pl-options", type=json.loads, default={}, help="JSON dict of extra pl-gates options")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--overhead-rounds", type=int, default=2, help="interleaved timing rounds (0: skip)")
     p.add_argument("--out", type=Path, default=HERE)
     args = p.parse_args(argv)
     if not 0 <= args.gate_epochs <= args.method_epochs:
@@ -290,6 +338,7 @@ def main(argv=None) -> None:
     runs = []
     for seed in args.seeds:
         runs.append(run_seed(seed, data, args))
+    overhead = overhead_bench(data, args, rounds=args.overhead_rounds) if args.overhead_rounds else None
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -308,6 +357,7 @@ def main(argv=None) -> None:
         "load_end": [round(x, 2) for x in os.getloadavg()],
         "wall_seconds": time.perf_counter() - t_start,
         "summary": summarize(runs, args),
+        "overhead": overhead,
         "runs": runs,
     }
     args.out.mkdir(parents=True, exist_ok=True)
