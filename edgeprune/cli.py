@@ -117,6 +117,10 @@ def make_parser() -> argparse.ArgumentParser:
         if stage == "export":
             s.add_argument("--all", action="store_true", help="export every format, not only the target's")
 
+    cmp_ = sub.add_parser("compare", help="benchmark pruning methods side by side (Torch-Pruning peers included)",
+                          add_help=False)
+    cmp_.add_argument("args", nargs=argparse.REMAINDER, help="see `edgeprune compare --help`")
+
     c = sub.add_parser("calibrate", help="measure a real device over SSH and write a measured target profile")
     c.add_argument("--remote", required=True, help="user@host of the device")
     c.add_argument("--target", required=True, help="the spec profile the device belongs to (e.g. rpi5)")
@@ -232,6 +236,15 @@ def _cmd_calibrate(a) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["compare"]:  # the benchmark harness parses its own options
+        from .compare import main as compare_main
+
+        try:
+            return compare_main(argv[1:])
+        except EdgepruneError as e:
+            print(f"edgeprune: error: {e}", file=sys.stderr)
+            return e.exit_code
     parser = make_parser()
     a = parser.parse_args(argv)
     try:

@@ -207,7 +207,6 @@ class PLGates(PruningMethod):
         wd = float(tr.get("weight_decay", 5e-4))
         graph = ctx.graph
         dense_macs = float(graph.dense_cost()["macs"])
-        torch.manual_seed(ctx.seed)
         gen = torch.Generator().manual_seed(ctx.seed)
         # κ̂ sub-batches come from their own stream: monitoring κ̂ (gamma = 0) leaves the
         # training trajectory bit-for-bit unchanged
@@ -215,9 +214,11 @@ class PLGates(PruningMethod):
 
         model = copy.deepcopy(model)
         if o["from_scratch"]:
-            for m in model.modules():
-                if hasattr(m, "reset_parameters"):
-                    m.reset_parameters()
+            with torch.random.fork_rng():
+                torch.manual_seed(ctx.seed)
+                for m in model.modules():
+                    if hasattr(m, "reset_parameters"):
+                        m.reset_parameters()
         net = GatedNetwork(model, graph, branches=o["branches"], gate_init=o["gate_init"], temperature=o["temperature"])
         with torch.no_grad():
             n_out = int(model.eval()(torch.as_tensor(ctx.x_train[:1])).numel())

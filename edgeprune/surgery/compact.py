@@ -22,7 +22,7 @@ from torch import nn
 
 from ..errors import InputError, UnsupportedModelError, VerificationError
 from ..models import DroppedBranch, Residual
-from .graph import ModelGraph, analyze
+from .graph import ModelGraph, analyze, one_thread
 from .plan import PruningPlan
 
 REL_TOL = 1e-5
@@ -55,7 +55,8 @@ def compact(model: nn.Module, plan: PruningPlan, example: torch.Tensor, graph: M
     plan.validate(graph)
     removed = plan.removed(graph)
     if removed:
-        dg = tp.DependencyGraph().build_dependency(new, example_inputs=example, verbose=False)
+        with one_thread():
+            dg = tp.DependencyGraph().build_dependency(new, example_inputs=example, verbose=False)
         for g, idxs in removed.items():
             try:
                 group = _tp_group(graph, new, dg, g, idxs)
@@ -78,7 +79,8 @@ def masked(model: nn.Module, plan: PruningPlan, example: torch.Tensor, graph: Mo
     plan.validate(graph)
     removed = plan.removed(graph)
     if removed:
-        dg = tp.DependencyGraph().build_dependency(ref, example_inputs=example, verbose=False)
+        with one_thread():
+            dg = tp.DependencyGraph().build_dependency(ref, example_inputs=example, verbose=False)
         with torch.no_grad():
             for g, idxs in removed.items():
                 for dep, dep_idxs in _tp_group(graph, ref, dg, g, idxs):
@@ -148,6 +150,11 @@ def compact_and_verify(
     model: nn.Module, plan: PruningPlan, example: torch.Tensor, inputs: torch.Tensor, graph: ModelGraph | None = None
 ) -> tuple[nn.Module, dict]:
     """Compact, then check against the masked model and the plan's predicted parameter count."""
+    with one_thread():
+        return _compact_and_verify(model, plan, example, inputs, graph)
+
+
+def _compact_and_verify(model, plan, example, inputs, graph):
     graph = graph or analyze(model, example)
     small = compact(model, plan, example, graph)
     ref = masked(model, plan, example, graph)
