@@ -84,14 +84,15 @@ def main() -> None:
         rows.append({"model": n, "macs": macs, "params": params, "macs_speedup": macs_ratio, "p50_ms": lat[n]["p50_ms"],
                      "p50_spread_pct": lat[n].get("p50_spread_pct"), "speedup": speedup,
                      "realised_fraction": speedup / macs_ratio, **(extra or {})})
-    meta = {"date": date.today().isoformat(), "machine": f"{cpu_name()}, {__import__('os').cpu_count()} cores",
+    meta = {"load_average_1m": round(__import__("os").getloadavg()[0], 2),
+            "date": date.today().isoformat(), "machine": f"{cpu_name()}, {__import__('os').cpu_count()} cores",
             "torch": torch.__version__, "analyze_s": t_analyze, "command": "python benchmarks/surgery/bench_surgery.py "
             f"--repeats {a.repeats} --runs {a.runs}", "dense": dense}
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [
         "# Surgery benchmark: compaction time and realised speed-up", "",
-        f"- Command: `{meta['command']}`", f"- Date: {meta['date']}; machine: {meta['machine']} (shared, noisy VM); torch {meta['torch']}",
+        f"- Command: `{meta['command']}`", f"- Date: {meta['date']}; machine: {meta['machine']} (shared, noisy VM; 1-min load average at the end: {meta['load_average_1m']}); torch {meta['torch']}",
         "- Model: built-in `resnet`, widths 64/128/256/512, 2 basic blocks per stage, 3x32x32 input "
         f"({dense['params'] / 1e6:.1f} M params, {dense['macs'] / 1e6:.0f} M MACs). Plans: `l1` uniform widths.",
         f"- Latency: onnxruntime via edgeprune's runner, 1 thread, batch 1, median over {a.repeats} fresh processes x {a.runs} runs, measured side by side in one run.",

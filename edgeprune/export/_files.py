@@ -9,13 +9,12 @@ export never leaves a half-written model under a final name. Temporary names sta
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-TMP_PREFIX = ".edgeprune-tmp-"
+from ..runfolder import TMP_PREFIX, _umask, atomic_write_text, write_json
 
 
 def make_tmp_dir(parent: Path) -> Path:
@@ -24,12 +23,6 @@ def make_tmp_dir(parent: Path) -> Path:
     path = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=parent))
     path.chmod(0o755 & ~_umask())  # mkdtemp makes 0700; a bundle renamed from it must be readable
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def remove_stale_tmp(parent: Path) -> None:
@@ -52,38 +45,9 @@ def publish(src: Path, dst: Path) -> None:
     os.replace(src, dst)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def _json_default(o):
-    try:
-        import numpy as np
-
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+# one implementation of atomic writes for the whole package
+write_text_atomic = atomic_write_text
+write_json_atomic = write_json
 
 
 def sha256(path: Path) -> str:

@@ -284,11 +284,11 @@ class PLGates(PruningMethod):
                                        for p, g_ in zip(gate_params, kappa_grads)]
                         est.seconds += time.perf_counter() - t_b
                         kappa_term = float(term.detach())
+                        del term  # free the double-backward graph now
                     else:  # monitoring only: the estimate never enters the loss
-                        with torch.no_grad():
-                            zd, zbd = z.detach(), zb.detach()
-                        est = net.kappa(xb[sub], zd, zbd, proj)
-                    kv = float(est.kappa.detach())
+                        est = net.kappa(xb[sub], z.detach(), zb.detach(), proj)
+                    est.kappa = est.kappa.detach()
+                    kv = float(est.kappa)
                     hist["kappa"].append(kv)
                     hist["kappa_step"].append(step)
                     hist["kappa_lam_min"].append(est.lam_min)
