@@ -230,8 +230,8 @@ def _cmd_calibrate(a) -> int:
     from .targets import load_target
 
     t = load_target(a.target)
-    out = calibrate_remote(a.remote, target=t, port=a.port, identity=a.identity, out=a.out)
-    print(f"measured profile written to {out}")
+    result = calibrate_remote(a.remote, t, out_path=a.out, port=a.port, identity=a.identity)
+    print(f"measured profile written to {result['profile']}")
     return 0
 
 

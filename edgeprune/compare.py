@@ -69,6 +69,7 @@ TP_PEERS: dict[str, str] = {
 }
 
 LEVELS_DEFAULT = (0.5, 0.75, 0.9)
+DENSE_FT = "dense+ft"  # reference row: the dense model fine-tuned with the same budget as every pruned one
 RESULT_FILES = ("results.csv", "results.json", "table.md", "metric_vs_macs.png", "README.md")
 CSV_FIELDS = [
     "method", "base_method", "kind", "level", "requested_keep", "seed", "width_multiple", "task", "metric_name",
@@ -646,8 +647,9 @@ def _row_key(method: str, level: float, seed: int) -> str:
 def run_compare(cfg: CompareConfig, log: Callable[[str], None] = print) -> dict:
     """Run the comparison; return ``{"rows": [...], "meta": {...}}`` (files are written by :func:`write_outputs`).
 
-    Rows: one per (method, level, seed) plus one dense row per seed (method "dense", level 0); a row
-    whose method failed has ``error`` set and no measurements.
+    Rows: one per (method, level, seed) plus, per seed, the dense row (method "dense", level 0) and the
+    dense model after the same fine-tuning budget (method "dense+ft", level 0); a row whose method
+    failed has ``error`` set and no measurements.
     """
     import torch
 
@@ -700,6 +702,7 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
             if r.get("_fp") == row_fp and not r.get("error") and Path(r.get("_onnx", "")).is_file():
                 done[_row_key(r["method"], r["level"], r["seed"])] = r
         log(f"resuming: {len(done)} finished row(s) reused from {rows_file}")
+        meta["reused_rows"] = len(done)
     elif rows_file.exists():
         rows_file.unlink()
 
@@ -762,6 +765,25 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
         dense_row.update(dense_metric=dense_row["metric"], dense_macs=dmacs, dense_params=dparams,
                          macs_kept=1.0, params_kept=1.0, tp_ops_kept=1.0)
         rows.append(dense_row)
+        # ---------------- the unpruned model given the same fine-tuning budget: what the extra epochs alone give
+        if cfg.finetune_epochs > 0:
+            key = _row_key(DENSE_FT, 0.0, seed)
+            if key in done:
+                rows.append(done[key])
+            else:
+                m = copy.deepcopy(dense)
+                seed_everything(seed)
+                ft_s = _fit(m, a["x_train"], a["y_train"], task=data.task, epochs=cfg.finetune_epochs,
+                            lr=cfg.finetune_lr, cfg=cfg, seed=seed)
+                ft_row = {k: v for k, v in dense_row.items() if k not in ("latency_ms", "latency_spread_pct", "speedup",
+                                                                         "latency_per_round")}
+                ft_row.update(method=DENSE_FT, base_method=DENSE_FT, metric_before_ft=dense_row["metric"],
+                              metric=evaluate(m, a["x_test"], a["y_test"], data.task), train_s=ft_s,
+                              onnx_max_abs_diff=None)
+                record(ft_row)
+                rows.append(ft_row)
+                log(f"[{DENSE_FT} seed {seed}] {data.metric_name} {dense_row['metric']:.2f} -> {ft_row['metric']:.2f} "
+                    f"after the fine-tuning budget, train {ft_s:.1f}s")
 
         # ---------------- every method x level from that dense model
         for spec in specs:
@@ -935,7 +957,7 @@ def plot(summary: list[dict], metric_name: str, path: Path, title: str = "") -> 
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
     dense = [s for s in summary if s["level"] == 0]
-    methods = [m for m in dict.fromkeys(s["method"] for s in summary) if m != "dense"]
+    methods = [m for m in dict.fromkeys(s["method"] for s in summary if s["level"] > 0)]
     markers = "osD^v<>ph*Xd"
     for i, m in enumerate(methods):
         ss = sorted((s for s in summary if s["method"] == m and s["n"]), key=lambda s: s["macs_kept"])
@@ -949,9 +971,9 @@ def plot(summary: list[dict], metric_name: str, path: Path, title: str = "") -> 
         if not all(math.isnan(v) for v in sp):
             ax2.errorbar(x, sp, yerr=[s["speedup_std"] for s in ss], label=m, capsize=3,
                          marker=markers[i % len(markers)], linestyle=ls)
-    if dense:
-        d = dense[0]
-        ax1.axhline(d["metric"], color="k", linestyle=":", label=f"dense ({d['metric']:.2f})")
+    for d, style in zip(dense, (":", "-.")):
+        if d["n"]:
+            ax1.axhline(d["metric"], color="k", linestyle=style, label=f"{d['method']} ({d['metric']:.2f})")
     xs = np.linspace(5, 100, 100)
     ax2.plot(xs, 100 / xs, color="grey", linestyle=":", label="ideal (1 / MACs kept)")
     unit = {"accuracy": "test accuracy (%)", "psnr": "test PSNR (dB)"}.get(metric_name, metric_name)
@@ -1014,7 +1036,7 @@ def observations(rows: list[dict], summary: list[dict]) -> list[str]:
     bad = [r for r in ok if r.get("macs_check") not in (None, "ok")]
     obs.append(f"MACs/params cross-check (edgeprune graph on the compact model vs Torch-Pruning's counter): "
                f"{len(ok) - len(bad)}/{len(ok)} rows agree exactly" + (f"; disagreeing: {', '.join(r['method'] + '@' + str(r['level']) for r in bad[:5])}" if bad else "."))
-    req = [r for r in ok if r["method"] != "dense"]
+    req = [r for r in ok if r["level"] > 0]
     if req:
         gap = max(abs(r["macs_kept"] - r["requested_keep"]) for r in req)
         over = [r for r in req if r["macs_kept"] > r["requested_keep"] + 1e-9]
@@ -1069,7 +1091,9 @@ def readme(meta: dict, cfg: CompareConfig, summary: list[dict], rows: list[dict]
         "",
         f"- Command: `{meta['command']}`",
         f"- Date: {meta['started']} → {meta['finished']} (UTC); wall {meta['wall_s'] / 60:.1f} min "
-        f"({meta['compute_s'] / 60:.1f} min training/pruning/export, rest latency)",
+        f"({meta['compute_s'] / 60:.1f} min training/pruning/export, rest latency)"
+        + (f"; this invocation reused {meta['reused_rows']} finished rows of an earlier one (`--resume`), so its wall "
+           "time does not include them" if meta.get("reused_rows") else ""),
         f"- Machine: {m.get('Model name', '?')}, {m.get('CPU(s)', m.get('cpu_count'))} CPU(s) "
         f"({m.get('Core(s) per socket', '?')} core(s)/socket × {m.get('Thread(s) per core', '?')} thread(s)/core), "
         f"{m['platform']}; shared with other jobs: load average {meta.get('load_start')} at start, "
@@ -1096,7 +1120,8 @@ def readme(meta: dict, cfg: CompareConfig, summary: list[dict], rows: list[dict]
         "",
         table,
         "MACs and params are counted on the compact model after pruning (see protocol). *speed-up* = dense latency / "
-        "latency (same seed); *ideal* = 1 / MACs kept. *before FT* = test metric right after pruning.",
+        "latency (same seed); *ideal* = 1 / MACs kept. *before FT* = test metric right after pruning. "
+        f"*{DENSE_FT}* = the dense model given the same fine-tuning budget (what the extra epochs alone give).",
         "",
         "![metric vs MACs kept](metric_vs_macs.png)",
         "",

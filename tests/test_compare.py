@@ -48,7 +48,9 @@ def test_quick_mode_runs_every_method_at_every_level(quick_run):
 
     dense = [r for r in rows if r["method"] == "dense"]
     assert len(dense) == 1 and dense[0]["metric"] > 80 and dense[0]["latency_ms"] > 0
-    ok = [r for r in rows if r["method"] != "dense"]
+    ft = [r for r in rows if r["method"] == compare.DENSE_FT]
+    assert len(ft) == 1 and ft[0]["macs"] == dense[0]["macs"] and ft[0]["metric"] > 80
+    ok = [r for r in rows if r["level"] > 0]
     assert all(r["macs_check"] == "ok" for r in rows), [(r["method"], r["macs_check"]) for r in rows]
     assert all(r["params"] < r["dense_params"] and r["macs"] < r["dense_macs"] for r in ok)
     diffs = [r["onnx_max_abs_diff"] for r in rows if r["onnx_max_abs_diff"] is not None]  # one per architecture
@@ -61,7 +63,7 @@ def test_quick_mode_runs_every_method_at_every_level(quick_run):
         for lv in levels:
             assert sum(1 for line in table if line.startswith(f"| {m} | {lv:.0%} |")) == 1, (m, lv)
     with (out / "results.csv").open() as f:
-        assert len(list(csv.DictReader(f))) == len(expected) * len(levels) + 1
+        assert len(list(csv.DictReader(f))) == len(expected) * len(levels) + 2  # + dense, dense+ft
     readme = (out / "README.md").read_text()
     assert "--quick" in readme and "Model name" not in readme and "torch-pruning" in readme
 

@@ -18,7 +18,7 @@ from edgeprune.surgery import PruningPlan, analyze, compact, compact_and_verify,
 from edgeprune.surgery.masking import ChannelMasks
 from edgeprune.train import evaluate, seed_everything, train
 
-MODELS = [("mlp", (1, 8, 8)), ("cnn", (1, 8, 8)), ("resnet", (1, 12, 12)), ("mobilenetv2", (1, 12, 12)),
+MODELS = [("mlp", (1, 8, 8)), ("cnn", (1, 8, 8)), ("resnet", (1, 8, 8)), ("mobilenetv2", (1, 8, 8)),
           ("concat", (1, 8, 8)), ("autoencoder", (1, 8, 8)), ("conv1d", (1, 8, 8))]
 # tiny, fast settings for every fit in this file
 FAST = {"kappa_every": 4, "kappa_batch": 4, "eval_samples": 100, "calib_samples": 128}

@@ -185,11 +185,15 @@ def calibrate_remote(host: str, target, *, out_path=None, threads: Optional[int]
                                        runtime=f"{r0['runtime']} {r0['runtime_version']}", machine=r0["machine"])
     if out_path is None:
         src = Path(base.source_path)
-        folder = src.parent if src.is_file() else Path.cwd()
+        builtin = Path(__file__).resolve().parents[1] / "targets"
+        # next to a user's own profile; never into the installed package: the working directory
+        folder = src.parent if src.is_file() and src.resolve().parent != builtin else Path.cwd()
         out_path = folder / f"{prof.name}.toml"
     out_path = Path(out_path)
     text = microbench.target_to_toml(prof)
-    out_path.write_text(text)
+    from ..runfolder import atomic_write_text
+
+    atomic_write_text(out_path, text)
     load_target(out_path)  # the file must load: fail here, not later
     for r in results.values():
         r.pop("raw", None)

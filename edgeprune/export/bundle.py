@@ -23,6 +23,7 @@ from typing import Sequence
 
 from ..errors import EdgepruneError, InputError
 from . import _files
+from ..runfolder import json_default
 
 #: Formats a platform's bundle carries by default, best first; the first one that is ok and
 #: within its INT8 budget becomes ``primary_model``.
@@ -153,7 +154,7 @@ def package_bundle(
     try:
         for f in chosen:
             shutil.copyfile(sources[f], build / sources[f].name)
-        (build / "metadata.json").write_text(json.dumps(meta, indent=2, default=_files._json_default) + "\n")
+        (build / "metadata.json").write_text(json.dumps(meta, indent=2, default=json_default) + "\n")
         if class_names:
             (build / "labels.txt").write_text("".join(f"{c}\n" for c in class_names))
         files = _write_snippets(build, platform, meta, chosen, {f: sources[f].name for f in chosen})

@@ -415,8 +415,13 @@ class PLGates(PruningMethod):
         if len(xv):
             static = _StaticView(net, keep, keep_b).eval()
             info["static_val_metric"] = evaluate(static, xv, yv, ctx.task)
-        cost = plan.predicted_cost(graph)
+        cost = plan.predicted_cost(graph)  # exact (kept index sets), the figure the pipeline reports
         info["plan_macs_kept"] = cost["macs"] / graph.dense_cost()["macs"]
+        rel = cost["macs"] / budget["goal"] - 1 if budget["goal"] else 0.0
+        budget.update({"macs": int(cost["macs"]), "rel_error": float(rel), "within_tol": bool(abs(rel) <= 0.05)})
+        if not budget["within_tol"]:
+            ctx.log(f"  pl-gates: the plan keeps {info['plan_macs_kept']:.1%} of MACs, more than 5% away from the "
+                    f"requested {ctx.flops_keep:.0%} (width multiple / minimum widths)")
         ctx.log(
             f"  pl-gates plan: {info['nodes_removed_by_plan']} nodes removed ({info['nodes_closed_by_gates']} closed by gates), "
             f"{len(dropped)} branch(es) dropped, MACs kept {info['plan_macs_kept']:.1%} (asked {ctx.flops_keep:.0%})"
