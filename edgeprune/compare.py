@@ -398,8 +398,8 @@ class _TPState:
     """Per-seed Torch-Pruning inputs reused across levels: Taylor gradients, the group-sparse model."""
 
     def __init__(self):
-        self.grads: dict[int, list] = {}
-        self.sparse: dict[int, tuple[object, float]] = {}
+        self.grads: dict[int, tuple[list, float]] = {}  # seed -> (gradients, seconds to compute them)
+        self.sparse: dict[int, tuple[object, float]] = {}  # seed -> (group-sparse model, seconds of training)
 
 
 def _tp_make_pruner(name: str, model, example, ratio: float, ignored: list, round_to: int | None, cfg):
@@ -479,22 +479,26 @@ def prune_tp(spec: MethodSpec, dense, data: Data, cfg: CompareConfig, seed: int,
     import torch_pruning as tp
 
     example = _example(data)
-    t0 = time.perf_counter()
     base = copy.deepcopy(dense).eval()
     names = {m: n for n, m in base.named_modules()}
     ignored_names = [names[m] for m in _ignored_modules(base, example)]
+    # per-seed preparation shared by the levels (Taylor gradients, group-sparsity training): computed once,
+    # its time charged in full to every level's prune_s (what one run at that level would cost)
     extra_s = 0.0
     grads = None
     if spec.name == "tp-taylor":
         if seed not in state.grads:
-            state.grads[seed] = _tp_taylor_grads(base, data, cfg, seed)
-        grads = state.grads[seed]
+            t1 = time.perf_counter()
+            g = _tp_taylor_grads(base, data, cfg, seed)
+            state.grads[seed] = (g, time.perf_counter() - t1)
+        grads, extra_s = state.grads[seed]
     if spec.name == "tp-groupnorm":
         if seed not in state.sparse:
             log(f"    tp-groupnorm: {cfg.method_train_epochs} epoch(s) of group-sparsity training (reg "
                 f"{cfg.groupnorm_reg}), shared by every level of seed {seed}")
             state.sparse[seed] = _tp_sparse_model(dense, data, cfg, seed, ignored_names)
         base, extra_s = copy.deepcopy(state.sparse[seed][0]), state.sparse[seed][1]
+    t0 = time.perf_counter()  # the pruning itself (bisection included), after the shared preparation
     dense_macs = tp_counts(base, example)["weight_macs"]
     round_to = spec.width_multiple or cfg.width_multiple
     cache: dict[float, tuple[object, float]] = {}
@@ -539,7 +543,7 @@ def prune_tp(spec: MethodSpec, dense, data: Data, cfg: CompareConfig, seed: int,
         p.requires_grad_(True)
     info = {
         "prune_s": time.perf_counter() - t0 + extra_s, "pruning_ratio": hi, "bisection_steps": steps,
-        "tp_macs_kept": kept, "width_multiple": round_to, "sparse_train_s": extra_s or None,
+        "tp_macs_kept": kept, "width_multiple": round_to, "prep_s": extra_s or None,
     }
     return model.eval(), info
 
@@ -1041,25 +1045,38 @@ def observations(rows: list[dict], summary: list[dict]) -> list[str]:
         gap = max(abs(r["macs_kept"] - r["requested_keep"]) for r in req)
         over = [r for r in req if r["macs_kept"] > r["requested_keep"] + 1e-9]
         obs.append(f"MACs kept vs requested: largest gap {100 * gap:.1f} points; rows above the request: {len(over)}.")
-    eff = [(s, s["speedup"] * s["macs_kept"]) for s in summary
-           if s["level"] > 0 and s["n"] and not math.isnan(s["speedup"])]
+    eff: dict[tuple, list[str]] = {}
+    for s in summary:
+        if s["level"] > 0 and s["n"] and not math.isnan(s["speedup"]):
+            k = (s["level"], f"{s['speedup']:.2f}", f"{1 / s['macs_kept']:.2f}", f"{s['speedup'] * s['macs_kept']:.2f}")
+            eff.setdefault(k, []).append(s["method"])
     if eff:
-        lines = ", ".join(f"{s['method']} −{s['level']:.0%}: {s['speedup']:.2f}× of ideal {1 / s['macs_kept']:.2f}× "
-                          f"({e:.2f})" for s, e in eff)
-        obs.append("Realised latency speed-up as a fraction of the MACs ratio (speed-up × MACs kept): " + lines + ".")
-    failed = [r for r in rows if r.get("error")]
-    if failed:
-        obs.append("Failed rows: " + "; ".join(f"{r['method']} −{r['level']:.0%} seed {r['seed']}: {r['error']}"
-                                              for r in failed[:10]) + ".")
+        lines = "; ".join(f"−{lv:.0%} {', '.join(ms)}: {sp}× of ideal {ideal}× ({frac})"
+                          for (lv, sp, ideal, frac), ms in eff.items())
+        obs.append("Realised latency speed-up vs the MACs ratio, as speed-up × MACs kept in parentheses (1.00 = "
+                   "latency fell as much as MACs): " + lines + ".")
+    by_error: dict[str, list[dict]] = {}
+    for r in rows:
+        if r.get("error"):
+            by_error.setdefault(r["error"], []).append(r)
+    for err, rs in by_error.items():
+        where = ", ".join(f"{r['method']} −{r['level']:.0%} seed {r['seed']}" for r in rs)
+        obs.append(f"Failed ({len(rs)} row(s): {where}): {err}")
     return obs
 
 
-def write_outputs(result: dict, cfg: CompareConfig, command: str) -> dict[str, Path]:
+def write_outputs(result: dict, cfg: CompareConfig, command: str | None = None) -> dict[str, Path]:
+    """Write results.csv/json, table.md, the plot and README.md into ``cfg.out``.
+
+    ``command`` set: a fresh run (machine and versions are read now); ``None``: a rebuild that keeps
+    the command, machine and versions stored in ``result["meta"]``.
+    """
     rows, meta = result["rows"], result["meta"]
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(rows)
-    meta = dict(meta, command=command, machine=machine_info(), versions=versions())
+    if command is not None:
+        meta = dict(meta, command=command, machine=machine_info(), versions=versions())
     public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     paths = {name: out / name for name in RESULT_FILES}
 
@@ -1077,6 +1094,20 @@ def write_outputs(result: dict, cfg: CompareConfig, command: str) -> dict[str, P
     plot(summary, meta["metric"], paths["metric_vs_macs.png"], title)
     paths["README.md"].write_text(readme(meta, cfg, summary, rows, table))
     return paths
+
+
+def rebuild_outputs(out: str | Path) -> dict[str, Path]:
+    """Rewrite table.md, the plot and README.md (and the CSV) of a results folder from its results.json,
+    e.g. after editing ``notes.md``; nothing is trained or measured."""
+    out = Path(out)
+    path = out / "results.json"
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: --rebuild needs the results folder of an earlier run")
+    doc = json.loads(path.read_text())
+    fields = set(CompareConfig.__dataclass_fields__)
+    cfg = CompareConfig(**{k: v for k, v in doc["meta"]["config"].items() if k in fields})
+    cfg.out = str(out)
+    return write_outputs({"rows": doc["rows"], "meta": doc["meta"]}, cfg, None)
 
 
 def readme(meta: dict, cfg: CompareConfig, summary: list[dict], rows: list[dict], table: str) -> str:
@@ -1150,14 +1181,16 @@ def readme(meta: dict, cfg: CompareConfig, summary: list[dict], rows: list[dict]
         "`GroupNormPruner` (the DepGraph group-norm method; Torch-Pruning 1.6 has no `GroupNormImportance` class, its "
         "group-norm criterion is `GroupMagnitudeImportance(p=2)`, which ranks exactly like `MagnitudeImportance(p=2)` "
         f"under local pruning) with {cfg.method_train_epochs} epoch(s) of group-sparsity training "
-        f"(`pruner.regularize`, reg {cfg.groupnorm_reg}) before pruning; that extra training is counted in its "
-        "*prune s* and is shared by the levels of a seed. The level is hit by bisecting `r` to 1e-3 in [0, 1 - 1/(smallest group)] (above it TP skips "
+        f"(`pruner.regularize`, reg {cfg.groupnorm_reg}) before pruning; that training runs once per seed, is shared "
+        "by its levels and is counted in full in each level's *prune s* (as are tp-taylor's gradients). The level is hit by bisecting `r` to 1e-3 in [0, 1 - 1/(smallest group)] (above it TP skips "
         "groups that would be left empty, so kept ops stop falling monotonically): "
         "the smallest `r` whose pruned copy keeps at most `1 - level` of the dense MACs by TP's own counter "
         "(`tp.utils.count_ops_and_params(layer_wise=True)`, conv/linear entries without their bias term, i.e. the "
         "same MACs every row reports; TP's total also counts BN/ReLU/pool element ops, which shrink only linearly "
         "with width, and bisecting on it undershot the budget, e.g. 7.6% instead of <= 10% kept at -90%); "
-        "*prune s* includes the bisection (~10 pruned copies).",
+        "*prune s* includes the bisection (~10 pruned copies). A method written `NAME@N` rounds widths to multiples "
+        "of N: edgeprune's `width_multiple=N` (rounds each kept width up, then lowers the uniform ratio to stay in "
+        "budget), TP's `round_to=N` (rounds the remaining width down).",
         "4. Everyone is then fine-tuned with the same budget, lr and seed-fixed batch order; the metric is on the "
         "test split.",
         "5. MACs/params: `edgeprune.surgery.analyze(compact_model).dense_cost()` (conv/linear weight MACs); "
@@ -1229,6 +1262,9 @@ def make_parser(prog: str = "edgeprune compare") -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="reuse dense models and finished rows from <out>/cache")
     p.add_argument("--quick", action="store_true",
                    help="digits, resnet, levels 0.5,0.75, seed 0, 4+1 epochs, short latency: a few minutes")
+    p.add_argument("--rebuild", action="store_true",
+                   help="only rewrite table.md, the plot and README.md of --out from its results.json "
+                        "(e.g. after editing <out>/notes.md, which README.md includes)")
     p.add_argument("--list-methods", action="store_true", help="list the methods that can be compared and exit")
     p.add_argument("--quiet", action="store_true", help="only print the final table")
     return p
@@ -1285,6 +1321,12 @@ def main(argv: list[str] | None = None, prog: str = "edgeprune compare") -> int:
         if a.list_methods:
             for s in expand_methods("all"):
                 print(f"{s.label:14s} {s.kind:13s} {_method_summary(s)}")
+            return 0
+        if a.rebuild:
+            if not a.out:
+                raise ConfigError("--rebuild needs --out <results folder>")
+            paths = rebuild_outputs(a.out)
+            print(f"rebuilt {', '.join(p.name for p in paths.values())} in {a.out}/")
             return 0
         cfg = config_from_args(a)
         log = (lambda s: None) if a.quiet else (lambda s: print(s, flush=True))

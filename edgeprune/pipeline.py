@@ -50,8 +50,12 @@ class Build:
         from .data import load_dataset
 
         cfg = self.cfg
-        return load_dataset(cfg["dataset"], seed=cfg["seed"], data_dir=cfg["data_dir"] or None, limit=cfg["data_limit"] or None,
-                            input_shape=self.input_shape_override)
+        d = load_dataset(cfg["dataset"], seed=cfg["seed"], data_dir=cfg["data_dir"] or None, limit=cfg["data_limit"] or None,
+                         input_shape=self.input_shape_override)
+        if self.task == "reconstruction":
+            # the model reproduces its input: a sigmoid output cannot reach normalized (negative) targets
+            d.mean, d.std = 0.0, 1.0
+        return d
 
     @property
     def input_shape_override(self):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -42,6 +43,7 @@ import torch
 
 from edgeprune.data import load_dataset
 from edgeprune.methods import FitContext, get_method
+from edgeprune.methods.base import uniform_widths
 from edgeprune.models import build_model
 from edgeprune.surgery import analyze, compact_and_verify
 from edgeprune.train import evaluate, seed_everything, train
@@ -128,15 +130,16 @@ def run_seed(seed: int, data: dict, args) -> dict:
                        "test_acc": evaluate(dense, data["xte"], data["yte"], TASK)}
     log(f"seed {seed}: dense pretrain {out['pretrain']['test_acc']:.2f}% ({sum(dense_secs):.0f}s)")
 
-    # dense baseline: the same extra epochs, unpruned
-    m = copy.deepcopy(dense)
-    curve = Curve()
-    secs = finetune(m, data, args.method_epochs, args, curve, seed)
-    out["methods"]["dense"] = {"1.0": {"test_acc": evaluate(m, data["xte"], data["yte"], TASK), "macs_kept": 1.0,
-                                       "curve": curve.points, "epoch_seconds": secs,
-                                       "time_to_target": curve.time_to(args.target_acc)}}
-    plain_epoch = float(np.mean(secs)) if secs else None
-    log(f"seed {seed}: dense {out['methods']['dense']['1.0']['test_acc']:.2f}%")
+    plain_epoch = None
+    if "dense" in args.methods:  # dense baseline: the same extra epochs, unpruned
+        m = copy.deepcopy(dense)
+        curve = Curve()
+        secs = finetune(m, data, args.method_epochs, args, curve, seed)
+        out["methods"]["dense"] = {"1.0": {"test_acc": evaluate(m, data["xte"], data["yte"], TASK), "macs_kept": 1.0,
+                                           "curve": curve.points, "epoch_seconds": secs,
+                                           "time_to_target": curve.time_to(args.target_acc)}}
+        plain_epoch = float(np.mean(secs)) if secs else None
+        log(f"seed {seed}: dense {out['methods']['dense']['1.0']['test_acc']:.2f}%")
 
     graph = analyze(dense, ex)
     for removed in args.removed:
@@ -146,54 +149,83 @@ def run_seed(seed: int, data: dict, args) -> dict:
                          {"epochs": args.gate_epochs, "lr": args.lr, "batch_size": args.batch_size,
                           "weight_decay": args.weight_decay}, log=lambda s: log(s.strip()))
         # ---- l1 + fine-tune
-        curve = Curve()
-        t0 = time.perf_counter()
-        res = get_method("l1").fit(copy.deepcopy(dense), ctx)
-        small, rep = compact_and_verify(res.model, res.plan, ex, torch.from_numpy(data["xv"][:64]), graph)
-        curve.add(time.perf_counter() - t0, evaluate(small, data["xv"], data["yv"], TASK))
-        secs = finetune(small, data, args.method_epochs, args, curve, seed)
-        out["methods"].setdefault("l1", {})[key] = {
-            "test_acc": evaluate(small, data["xte"], data["yte"], TASK), "macs_kept": rep["macs"] / dense_macs,
-            "curve": curve.points, "epoch_seconds": secs, "time_to_target": curve.time_to(args.target_acc)}
-        log(f"seed {seed} keep {fk:.2f}: l1 {out['methods']['l1'][key]['test_acc']:.2f}%")
-
-        # ---- Torch-Pruning group-norm + fine-tune
-        curve = Curve()
-        t0 = time.perf_counter()
-        small, ratio = tp_groupnorm_prune(dense, ex, fk)
-        curve.add(time.perf_counter() - t0, evaluate(small, data["xv"], data["yv"], TASK))
-        secs = finetune(small, data, args.method_epochs, args, curve, seed)
-        out["methods"].setdefault("tp-groupnorm", {})[key] = {
-            "test_acc": evaluate(small, data["xte"], data["yte"], TASK), "macs_kept": macs_of(small, ex) / dense_macs,
-            "pruning_ratio": ratio, "curve": curve.points, "epoch_seconds": secs,
-            "time_to_target": curve.time_to(args.target_acc)}
-        log(f"seed {seed} keep {fk:.2f}: tp-groupnorm {out['methods']['tp-groupnorm'][key]['test_acc']:.2f}%")
-
-        # ---- pl-gates (+ ablation gamma = 0)
-        for name, opts in (("pl-gates", {}), ("pl-gates gamma=0", {"gamma": 0.0})):
-            curve = Curve()
-            t0 = time.perf_counter()
-            res = get_method("pl-gates", dict(opts, epochs=args.gate_epochs, **args.pl_options)).fit(copy.deepcopy(dense), ctx)
-            gate_secs = time.perf_counter() - t0
-            small, rep = compact_and_verify(res.model, res.plan, ex, torch.from_numpy(data["xv"][:64]), graph)
-            curve.add(gate_secs, evaluate(small, data["xv"], data["yv"], TASK))
-            secs = finetune(small, data, args.method_epochs - args.gate_epochs, args, curve, seed)
-            h = res.history
-            gated_epochs = [e["seconds"] for e in h["epochs"]]
-            out["methods"].setdefault(name, {})[key] = {
-                "test_acc": evaluate(small, data["xte"], data["yte"], TASK), "macs_kept": rep["macs"] / dense_macs,
-                "curve": curve.points, "epoch_seconds": secs, "time_to_target": curve.time_to(args.target_acc),
-                "gate_epoch_seconds": gated_epochs, "kappa_seconds": h["kappa_seconds_total"],
-                "fit_seconds": gate_secs,
-                "overhead_vs_plain_epoch": (float(np.mean(gated_epochs)) / plain_epoch) if (gated_epochs and plain_epoch) else None,
-                "kappa": h["kappa"], "kappa_step": h["kappa_step"], "expected_macs": h["expected_macs"],
-                "gate_open_rate": h["gate_open_rate"], "dropped_branches": h["dropped_branches"],
-                "gated_val_metric": h.get("gated_val_metric"), "static_val_metric": h.get("static_val_metric"),
-                "nodes_closed_by_gates": h["nodes_closed_by_gates"], "nodes_removed_by_plan": h["nodes_removed_by_plan"],
-            }
-            log(f"seed {seed} keep {fk:.2f}: {name} {out['methods'][name][key]['test_acc']:.2f}%")
+        if "l1" in args.methods:
+            run_l1(out, key, dense, ctx, data, args, seed, dense_macs)
+        if "tp-groupnorm" in args.methods:
+            run_tp(out, key, dense, fk, data, args, seed, dense_macs)
+        for name, opts in PL_VARIANTS.items():
+            if name in args.methods:
+                run_pl(out, key, name, opts, dense, ctx, data, args, seed, dense_macs, plain_epoch)
     out["plain_epoch_seconds"] = plain_epoch
     return out
+
+
+def run_l1(out, key, dense, ctx, data, args, seed, dense_macs):
+    ex, graph, fk = ctx.example, ctx.graph, ctx.flops_keep
+    curve = Curve()
+    t0 = time.perf_counter()
+    res = get_method("l1").fit(copy.deepcopy(dense), ctx)
+    small, rep = compact_and_verify(res.model, res.plan, ex, torch.from_numpy(data["xv"][:64]), graph)
+    curve.add(time.perf_counter() - t0, evaluate(small, data["xv"], data["yv"], TASK))
+    secs = finetune(small, data, args.method_epochs, args, curve, seed)
+    out["methods"].setdefault("l1", {})[key] = {
+        "test_acc": evaluate(small, data["xte"], data["yte"], TASK), "macs_kept": rep["macs"] / dense_macs,
+        "curve": curve.points, "epoch_seconds": secs, "time_to_target": curve.time_to(args.target_acc)}
+    log(f"seed {seed} keep {fk:.2f}: l1 {out['methods']['l1'][key]['test_acc']:.2f}%")
+
+
+def run_tp(out, key, dense, fk, data, args, seed, dense_macs):
+    ex = torch.zeros(1, *data["shape"])
+    # Torch-Pruning group-norm + fine-tune
+    curve = Curve()
+    t0 = time.perf_counter()
+    small, ratio = tp_groupnorm_prune(dense, ex, fk)
+    curve.add(time.perf_counter() - t0, evaluate(small, data["xv"], data["yv"], TASK))
+    secs = finetune(small, data, args.method_epochs, args, curve, seed)
+    out["methods"].setdefault("tp-groupnorm", {})[key] = {
+        "test_acc": evaluate(small, data["xte"], data["yte"], TASK), "macs_kept": macs_of(small, ex) / dense_macs,
+        "pruning_ratio": ratio, "curve": curve.points, "epoch_seconds": secs,
+        "time_to_target": curve.time_to(args.target_acc)}
+    log(f"seed {seed} keep {fk:.2f}: tp-groupnorm {out['methods']['tp-groupnorm'][key]['test_acc']:.2f}%")
+
+
+# pl-gates variants: the method, the ablation gamma = 0, and two supplementary runs (see notes.md)
+PL_VARIANTS = {
+    "pl-gates": {},
+    "pl-gates gamma=0": {"gamma": 0.0},
+    "pl-gates @ l1 MACs": {"_match_l1": True},  # budget = the MACs l1's uniform widths actually keep
+    "pl-gates no branch gates": {"branches": False},
+}
+
+
+def run_pl(out, key, name, opts, dense, ctx, data, args, seed, dense_macs, plain_epoch):
+    ex, graph = ctx.example, ctx.graph
+    opts = dict(opts)
+    if opts.pop("_match_l1", False):
+        widths = uniform_widths(graph, ctx.flops_keep, ctx.width_multiple)
+        ctx = dataclasses.replace(ctx, flops_keep=graph.cost(widths)["macs"] / dense_macs)
+    fk = ctx.flops_keep
+    curve = Curve()
+    t0 = time.perf_counter()
+    res = get_method("pl-gates", dict(opts, epochs=args.gate_epochs, **args.pl_options)).fit(copy.deepcopy(dense), ctx)
+    gate_secs = time.perf_counter() - t0
+    small, rep = compact_and_verify(res.model, res.plan, ex, torch.from_numpy(data["xv"][:64]), graph)
+    curve.add(gate_secs, evaluate(small, data["xv"], data["yv"], TASK))
+    secs = finetune(small, data, args.method_epochs - args.gate_epochs, args, curve, seed)
+    h = res.history
+    gated_epochs = [e["seconds"] for e in h["epochs"]]
+    out["methods"].setdefault(name, {})[key] = {
+        "test_acc": evaluate(small, data["xte"], data["yte"], TASK), "macs_kept": rep["macs"] / dense_macs,
+        "curve": curve.points, "epoch_seconds": secs, "time_to_target": curve.time_to(args.target_acc),
+        "gate_epoch_seconds": gated_epochs, "kappa_seconds": h["kappa_seconds_total"],
+        "fit_seconds": gate_secs,
+        "overhead_vs_plain_epoch": (float(np.mean(gated_epochs)) / plain_epoch) if (gated_epochs and plain_epoch) else None,
+        "kappa": h["kappa"], "kappa_step": h["kappa_step"], "expected_macs": h["expected_macs"],
+        "gate_open_rate": h["gate_open_rate"], "dropped_branches": h["dropped_branches"],
+        "gated_val_metric": h.get("gated_val_metric"), "static_val_metric": h.get("static_val_metric"),
+        "nodes_closed_by_gates": h["nodes_closed_by_gates"], "nodes_removed_by_plan": h["nodes_removed_by_plan"],
+    }
+    log(f"seed {seed} keep {fk:.3f}: {name} {out['methods'][name][key]['test_acc']:.2f}%")
 
 
 def overhead_bench(data: dict, args, rounds: int = 2, n: int = 1280) -> dict:
@@ -257,6 +289,21 @@ def summarize(runs: list[dict], args) -> dict:
     return table
 
 
+def table_lines(summary: dict) -> list[str]:
+    lines = ["| MACs kept (asked) | method | test acc % (mean ± std) | MACs kept (actual) | time to target (s) | reached | "
+             "gate-epoch time / plain epoch | κ̂ seconds |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for key, methods in summary.items():
+        for m, s in methods.items():
+            ttt = f"{s['time_to_target_mean']:.0f}" if s["time_to_target_mean"] is not None else "-"
+            ovh = (f"{s['overhead_mean']:.2f}x" + (f" ± {s['overhead_std']:.2f}" if s["overhead_std"] is not None else "")
+                   if s["overhead_mean"] is not None else "-")
+            ks = f"{s['kappa_seconds_mean']:.0f}" if s["kappa_seconds_mean"] is not None else "-"
+            lines.append(f"| {float(key):.0%} | {m} | {s['test_acc_mean']:.2f} ± {s['test_acc_std']:.2f} | "
+                         f"{s['macs_kept_mean']:.1%} | {ttt} | {s['reached']} | {ovh} | {ks} |")
+    return lines
+
+
 def write_markdown(result: dict, path: Path) -> None:
     a = result["args"]
     lines = [
@@ -275,18 +322,8 @@ def write_markdown(result: dict, path: Path) -> None:
         f"- Time to target: training seconds after the shared dense phase until the deployable model reaches "
         f"{a['target_acc']}% validation accuracy (mean over the seeds that reached it).",
         "",
-        "| MACs kept | method | test acc % (mean ± std) | MACs kept (actual) | time to target (s) | reached | "
-        "gate-epoch time / plain epoch | κ̂ seconds |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for key, methods in result["summary"].items():
-        for m, s in methods.items():
-            ttt = f"{s['time_to_target_mean']:.0f}" if s["time_to_target_mean"] is not None else "-"
-            ovh = (f"{s['overhead_mean']:.2f}x" + (f" ± {s['overhead_std']:.2f}" if s["overhead_std"] is not None else "")
-                   if s["overhead_mean"] is not None else "-")
-            ks = f"{s['kappa_seconds_mean']:.0f}" if s["kappa_seconds_mean"] is not None else "-"
-            lines.append(f"| {float(key):.0%} | {m} | {s['test_acc_mean']:.2f} ± {s['test_acc_std']:.2f} | "
-                         f"{s['macs_kept_mean']:.1%} | {ttt} | {s['reached']} | {ovh} | {ks} |")
+    lines += table_lines(result["summary"])
     ov = result.get("overhead")
     if ov:
         lines += ["", f"## Per-epoch wall time of gate training vs plain training (interleaved, {ov['rounds']} rounds of one "
@@ -298,8 +335,19 @@ def write_markdown(result: dict, path: Path) -> None:
     pre = [r["pretrain"]["test_acc"] for r in result["runs"]]
     lines += ["", f"Dense model after the shared {a['dense_epochs']} epochs: {np.mean(pre):.2f} ± "
               f"{np.std(pre, ddof=1) if len(pre) > 1 else 0.0:.2f} % test accuracy.", ""]
+    extra_path = path.parent / "results_extra.json"
+    if path.name == "results.md" and extra_path.exists():
+        extra = json.loads(extra_path.read_text())
+        ea = extra["args"]
+        lines += ["## Supplementary pl-gates variants (separate run, same protocol, same seeds)", "",
+                  f"- Date: {extra['date']}; command: `{extra['command']}` (wall {extra['wall_seconds'] / 60:.1f} min); "
+                  f"load average at start / end: {extra['load_start']} / {extra['load_end']}",
+                  f"- Dense pretraining is re-run with the same seeds and code (test accuracy "
+                  f"{np.mean([r['pretrain']['test_acc'] for r in extra['runs']]):.2f} % on average; "
+                  f"main run {np.mean(pre):.2f} %).", ""]
+        lines += table_lines(extra["summary"]) + [""]
     notes = HERE / "notes.md"
-    if notes.exists():
+    if path.name == "results.md" and notes.exists():
         lines += [notes.read_text().rstrip(), ""]
     path.write_text("\n".join(lines))
 
@@ -321,8 +369,18 @@ def main(argv=None) -> None:
     p.add_argument("--pl-options", type=json.loads, default={}, help="JSON dict of extra pl-gates options")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--overhead-rounds", type=int, default=2, help="interleaved timing rounds (0: skip)")
+    p.add_argument("--methods", nargs="+", default=["dense", "l1", "tp-groupnorm", "pl-gates", "pl-gates gamma=0"],
+                   help=f"methods to run; pl-gates variants: {list(PL_VARIANTS)}")
+    p.add_argument("--name", default="results", help="output basename (results.json / results.md)")
+    p.add_argument("--rewrite-md", action="store_true", help="only rewrite the markdown from the existing json")
     p.add_argument("--out", type=Path, default=HERE)
     args = p.parse_args(argv)
+    if args.rewrite_md:
+        write_markdown(json.loads((args.out / f"{args.name}.json").read_text()), args.out / f"{args.name}.md")
+        return
+    unknown = set(args.methods) - {"dense", "l1", "tp-groupnorm", *PL_VARIANTS}
+    if unknown:
+        p.error(f"unknown methods {sorted(unknown)}")
     if not 0 <= args.gate_epochs <= args.method_epochs:
         p.error("--gate-epochs must be between 0 and --method-epochs")
     torch.set_num_threads(args.threads)
@@ -361,9 +419,9 @@ def main(argv=None) -> None:
         "runs": runs,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(result, indent=1))
-    write_markdown(result, args.out / "results.md")
-    log(f"done in {result['wall_seconds'] / 60:.1f} min -> {args.out / 'results.md'}")
+    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=1))
+    write_markdown(result, args.out / f"{args.name}.md")
+    log(f"done in {result['wall_seconds'] / 60:.1f} min -> {args.out / (args.name + '.md')}")
 
 
 if __name__ == "__main__":
