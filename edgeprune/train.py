@@ -1,9 +1,8 @@
 """Training and evaluation loops shared by the pipeline and the pruning methods.
 
 Tasks: ``classification`` (cross-entropy, metric accuracy %) and ``reconstruction``
-(MSE to the input, metric PSNR dB). Training uses SGD with momentum and a cosine
-schedule, channels-last memory layout for 4-D convs (measured ~5x faster on this CPU
-class, see docs/toolchain.md) and a deterministic shuffle from the seed.
+(MSE to the input, metric PSNR dB). Training uses SGD with momentum (Nesterov), a cosine
+schedule and a deterministic shuffle from the seed.
 """
 
 from __future__ import annotations
