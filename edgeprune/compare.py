@@ -55,6 +55,7 @@ from typing import Callable
 
 import numpy as np
 
+from .runfolder import json_default
 from .errors import ConfigError, EdgepruneError
 
 # --------------------------------------------------------------------------------------------- peers
@@ -265,24 +266,13 @@ def tp_counts(model, example) -> dict:
     model.eval()
     with contextlib.redirect_stdout(io.StringIO()):
         ops, params, layer_flops, _ = tp.utils.count_ops_and_params(model, example, layer_wise=True)
-    layers = [m for m in model.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
-    shapes: dict[nn.Module, tuple] = {}
+    from .surgery.graph import record_shapes
 
-    def hook(mod, i, o) -> None:  # must return None (a value would replace the output)
-        shapes.setdefault(mod, (tuple(i[0].shape), tuple(o.shape)))
-
-    hooks = [m.register_forward_hook(hook) for m in layers]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in hooks:
-            h.remove()
+    named = record_shapes(model, example, (nn.modules.conv._ConvNd, nn.Linear))
+    modules = dict(model.named_modules())
     weight_macs = 0
-    for m in layers:
-        if m not in shapes:
-            continue  # not run in forward
-        ishape, oshape = shapes[m]
+    for name, (ishape, oshape) in named.items():  # layers not run in forward are absent
+        m = modules[name]
         f = float(layer_flops.get(m) or 0)
         if getattr(m, "bias", None) is not None:
             f -= m.out_features if isinstance(m, nn.Linear) else int(np.prod(oshape[1:]))
@@ -712,7 +702,7 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
 
     def record(row: dict) -> None:
         with rows_file.open("a") as f:
-            f.write(json.dumps(row, default=_json_default) + "\n")
+            f.write(json.dumps(row, default=json_default) + "\n")
 
     # latency depends on the architecture, not on the weights: one ONNX file per distinct compact
     # architecture (its module tree with every layer's shape), shared by the rows that have it
@@ -872,14 +862,6 @@ def _method_summary(spec: MethodSpec) -> str:
     from .methods import METHODS
 
     return getattr(METHODS[spec.name], "summary", "")
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(type(o).__name__)
 
 
 def _loadavg() -> list[float] | None:
@@ -1081,7 +1063,7 @@ def write_outputs(result: dict, cfg: CompareConfig, command: str | None = None) 
     paths = {name: out / name for name in RESULT_FILES}
 
     (paths["results.json"]).write_text(json.dumps({"meta": meta, "rows": public, "summary": summary}, indent=1,
-                                                  default=_json_default) + "\n")
+                                                  default=json_default) + "\n")
     with paths["results.csv"].open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
         w.writeheader()

@@ -194,7 +194,8 @@ def _output_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
     return order[-1:] if order else []
 
 
-def _record_shapes(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[tuple, tuple]]:
+def record_shapes(model: nn.Module, example: torch.Tensor, types: tuple = MODELLED) -> dict[str, tuple[tuple, tuple]]:
+    """Module name -> (input shape, output shape) of its first call, for modules of ``types``."""
     shapes: dict[str, tuple[tuple, tuple]] = {}
 
     def hook(n):
@@ -206,7 +207,7 @@ def _record_shapes(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[t
     hooks = [
         m.register_forward_hook(hook(n))
         for n, m in model.named_modules()
-        if isinstance(m, MODELLED)
+        if isinstance(m, types)
     ]
     try:
         with torch.no_grad():
@@ -268,7 +269,7 @@ def _analyze(model, example, ignored_layers, strict) -> ModelGraph:
     for n, m in modules.items():
         if isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and not (m.groups == m.in_channels == m.out_channels):
             ignored.append(n)
-    shapes = _record_shapes(model, example)
+    shapes = record_shapes(model, example)
     # ignored layers only stop groups from being rooted there; passing them to
     # build_dependency would also freeze their *input* channels and break coupling.
     dg = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
