@@ -28,7 +28,7 @@ th,td{border-bottom:1px solid #e4e6ee;padding:.35rem .5rem;text-align:right}
 th:first-child,td:first-child{text-align:left}th{background:#f6f7fb}
 .ok{color:#17803d;font-weight:600}.bad{color:#c0392b;font-weight:600}
 .note{color:#667;font-size:.85rem}.grid{display:grid;grid-template-columns:1fr 1fr;gap:1rem}
-figure{margin:0}figcaption{color:#667;font-size:.82rem}
+figure{margin:0}figure svg{max-width:100%;height:auto}figcaption{color:#667;font-size:.82rem}
 .cards{display:grid;grid-template-columns:repeat(4,1fr);gap:.8rem}
 .card{background:#f6f7fb;border-radius:8px;padding:.7rem .9rem}.card b{display:block;font-size:1.3rem}
 """
@@ -82,15 +82,41 @@ def _plot_training(report) -> str | None:
     if ft:
         off = len(dense)
         ax.plot([off + r["epoch"] for r in ft], [r.get("val_metric") for r in ft], "o-", label="fine-tune (compact)", color="#2f6fb3")
-    hist = (report.get("method") or {}).get("history") or {}
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"validation {report['metric_name']}")
     ax.set_title("Validation metric over training (measured)", fontsize=10)
     ax.legend(fontsize=8)
-    if hist.get("kappa"):
-        ax2 = ax.twinx()
-        ax2.plot(range(1, len(hist["kappa"]) + 1), hist["kappa"], color="#d35400", alpha=0.6, label="κ̂")
-        ax2.set_ylabel("κ̂ (condition number estimate)")
+    return _svg(fig)
+
+
+def _plot_kappa(report) -> str | None:
+    """The method's training curves: κ̂, expected MACs vs the annealed target, gate-open rates (pl-gates)."""
+    h = (report.get("method") or {}).get("history") or {}
+    if not h.get("kappa"):
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(12.4, 3.0))
+    ax = axes[0]
+    ax.plot(h.get("kappa_step") or range(len(h["kappa"])), h["kappa"], color="#d35400")
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_title("κ̂ = L̂/μ̂ of the masked network", fontsize=9)
+    ax = axes[1]
+    if h.get("expected_macs"):
+        steps = h.get("expected_macs_step") or range(len(h["expected_macs"]))
+        ax.plot(steps, h["expected_macs"], label="expected MACs kept", color="#2f6fb3")
+        if h.get("macs_target") and len(h["macs_target"]) == len(h["expected_macs"]):
+            ax.plot(steps, h["macs_target"], "--", label="budget (annealed)", color="#8a94ad")
+        ax.legend(fontsize=7)
+    ax.set_xlabel("training step")
+    ax.set_title("Budget term: expected fraction of MACs", fontsize=9)
+    ax = axes[2]
+    for name, rates in (h.get("gate_open_rate") or {}).items():
+        ax.plot(range(1, len(rates) + 1), rates, label=name, linewidth=1)
+    ax.set_xlabel("record")
+    ax.set_title("Mean gate-open rate per group", fontsize=9)
+    if len(h.get("gate_open_rate") or {}) <= 8:
+        ax.legend(fontsize=6)
+    fig.suptitle("Gate training (measured during the prune stage)", fontsize=10)
     return _svg(fig)
 
 
@@ -220,6 +246,9 @@ def render_html(report: dict) -> str:
     ver = comp.get("verification") or {}
     plots = [p for p in (_plot_widths(report), _plot_training(report), _plot_tradeoff(report), _plot_latency(report)) if p]
     figs = "".join(f"<figure>{p}</figure>" for p in plots)
+    wide = _plot_kappa(report)
+    if wide:
+        figs += f'</div><div><figure class="wide">{wide}</figure>'  # full width below the grid
     method = report.get("method") or {}
     cards = [
         ("MACs kept", _fmt((comp["macs"] or 0) / dense["macs"] if dense["macs"] else None, ".1%")),
