@@ -10,8 +10,10 @@ removed), several seeds. Every method gets the same total epoch budget:
   - tp-groupnorm: Torch-Pruning ``MetaPruner`` + ``GroupMagnitudeImportance(p=2)`` (the
     group-norm importance; ``GroupNormImportance`` in older releases) through its own API,
     the pruning ratio bisected to the same MACs budget, fine-tune all epochs;
-  - pl-gates (and the ablation gamma=0): ``--gate-epochs`` epochs of joint gate training,
-    compact, fine-tune the remaining epochs.
+  - pl-gates: ``--gate-epochs`` epochs of joint gate training, compact, fine-tune the
+    remaining epochs; variants: ``gamma=0`` (the ablation), ``@ l1 MACs`` (budget set to
+    the MACs the uniform baselines actually reach, for a same-MACs comparison) and
+    ``no branch gates`` (opt-in via ``--methods``).
 
 MACs are counted with edgeprune's exact cost table for every method (conv/linear MACs).
 Timing: per-epoch training seconds (evaluation excluded); "time to target" is the training
@@ -50,6 +52,14 @@ from edgeprune.train import evaluate, seed_everything, train
 
 HERE = Path(__file__).resolve().parent
 TASK = "classification"
+
+
+def _rel(path: Path) -> str:
+    """A path relative to the repository when it is inside it (no machine-specific absolute paths in results)."""
+    try:
+        return str(path.resolve().relative_to(HERE.parents[1]))
+    except ValueError:
+        return path.name
 
 
 def log(msg: str) -> None:
@@ -189,7 +199,8 @@ def run_tp(out, key, dense, fk, data, args, seed, dense_macs):
     log(f"seed {seed} keep {fk:.2f}: tp-groupnorm {out['methods']['tp-groupnorm'][key]['test_acc']:.2f}%")
 
 
-# pl-gates variants: the method, the ablation gamma = 0, and two supplementary runs (see notes.md)
+# pl-gates variants: the method, the ablation gamma = 0, the method at the MACs the uniform baselines
+# actually reach (their uniform widths land below the budget), and without branch gates
 PL_VARIANTS = {
     "pl-gates": {},
     "pl-gates gamma=0": {"gamma": 0.0},
@@ -335,17 +346,6 @@ def write_markdown(result: dict, path: Path) -> None:
     pre = [r["pretrain"]["test_acc"] for r in result["runs"]]
     lines += ["", f"Dense model after the shared {a['dense_epochs']} epochs: {np.mean(pre):.2f} ± "
               f"{np.std(pre, ddof=1) if len(pre) > 1 else 0.0:.2f} % test accuracy.", ""]
-    extra_path = path.parent / "results_extra.json"
-    if path.name == "results.md" and extra_path.exists():
-        extra = json.loads(extra_path.read_text())
-        ea = extra["args"]
-        lines += ["## Supplementary pl-gates variants (separate run, same protocol, same seeds)", "",
-                  f"- Date: {extra['date']}; command: `{extra['command']}` (wall {extra['wall_seconds'] / 60:.1f} min); "
-                  f"load average at start / end: {extra['load_start']} / {extra['load_end']}",
-                  f"- Dense pretraining is re-run with the same seeds and code (test accuracy "
-                  f"{np.mean([r['pretrain']['test_acc'] for r in extra['runs']]):.2f} % on average; "
-                  f"main run {np.mean(pre):.2f} %).", ""]
-        lines += table_lines(extra["summary"]) + [""]
     notes = HERE / "notes.md"
     if path.name == "results.md" and notes.exists():
         lines += [notes.read_text().rstrip(), ""]
@@ -354,8 +354,8 @@ def write_markdown(result: dict, path: Path) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n-train", type=int, default=3000)
-    p.add_argument("--n-val", type=int, default=1000)
+    p.add_argument("--n-train", type=int, default=10000)
+    p.add_argument("--n-val", type=int, default=2000)
     p.add_argument("--n-test", type=int, default=10000)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--removed", type=float, nargs="+", default=[0.5, 0.75], help="fractions of MACs removed")
@@ -365,11 +365,13 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--target-acc", type=float, default=80.0)
+    p.add_argument("--target-acc", type=float, default=85.0)
     p.add_argument("--pl-options", type=json.loads, default={}, help="JSON dict of extra pl-gates options")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--overhead-rounds", type=int, default=2, help="interleaved timing rounds (0: skip)")
-    p.add_argument("--methods", nargs="+", default=["dense", "l1", "tp-groupnorm", "pl-gates", "pl-gates gamma=0"],
+    p.add_argument("--overhead-rounds", type=int, default=3, help="interleaved timing rounds (0: skip)")
+    p.add_argument("--overhead-samples", type=int, default=2560, help="samples per timed epoch")
+    p.add_argument("--methods", nargs="+",
+                   default=["dense", "l1", "tp-groupnorm", "pl-gates", "pl-gates gamma=0", "pl-gates @ l1 MACs"],
                    help=f"methods to run; pl-gates variants: {list(PL_VARIANTS)}")
     p.add_argument("--name", default="results", help="output basename (results.json / results.md)")
     p.add_argument("--rewrite-md", action="store_true", help="only rewrite the markdown from the existing json")
@@ -396,7 +398,7 @@ def main(argv=None) -> None:
     runs = []
     for seed in args.seeds:
         runs.append(run_seed(seed, data, args))
-    overhead = overhead_bench(data, args, rounds=args.overhead_rounds) if args.overhead_rounds else None
+    overhead = overhead_bench(data, args, rounds=args.overhead_rounds, n=args.overhead_samples) if args.overhead_rounds else None
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -410,7 +412,7 @@ def main(argv=None) -> None:
         "machine": f"{cpu}, {os.cpu_count()} cores (shared), {platform.platform()}, python {platform.python_version()}, "
                    f"torch {torch.__version__}, {args.threads} threads",
         "command": "python benchmarks/pl_gates/run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "args": {k: (_rel(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "load_start": load_start,
         "load_end": [round(x, 2) for x in os.getloadavg()],
         "wall_seconds": time.perf_counter() - t_start,

@@ -202,8 +202,9 @@ def widths_to_budget(
     (at least one, rounded up to ``width_multiple``) -- for the most channels within the
     budget. Step 2: greedy fill -- repeatedly add one width step to the group whose next
     channels score highest among the steps that still fit the budget. Step 3: when the
-    result is still more than ``tol`` below the budget (coarse width multiples), take the
-    single step that lands closest to the budget if it stays within ``+tol``. Groups whose
+    result is still more than ``tol`` away from the budget (coarse width multiples), a local
+    search over single and paired width steps (one group up, another down) looks for widths
+    within ``±tol`` -- preferring at most the budget, then the best-scored channels. Groups whose
     producers are all inside dropped branches cost nothing and stay at full width.
 
     Returns ``(widths, info)`` with ``info = {"macs", "goal", "rel_error", "within_tol"}``.
@@ -249,6 +250,16 @@ def widths_to_budget(
         size = graph.groups[g].size
         return min(size, round_width(w[g] + 1, width_multiple, size))
 
+    # allowed widths per group, and the value of keeping the top-n channels (shifted scores:
+    # every channel is worth something, better-scored channels more)
+    grids = {g: sorted({round_width(n, width_multiple, graph.groups[g].size) for n in range(1, graph.groups[g].size + 1)})
+             for g in active}
+    low = min((float(sorted_scores[g].min()) for g in active), default=0.0)
+    prefix = {g: np.concatenate([[0.0], np.cumsum(sorted_scores[g] - low + 1.0)]) for g in active}
+
+    def value(w: dict[str, int]) -> float:
+        return float(sum(prefix[g][w[g]] for g in active))
+
     # greedy fill under the budget, best next channels first
     while True:
         best, best_score = None, -np.inf
@@ -266,19 +277,39 @@ def widths_to_budget(
             break
         w = best
     m = macs(w)
-    if m < (1 - tol) * goal:  # coarse multiples: one step over may land closer
-        options = []
-        for g in active:
-            n = step(g, w)
-            if n > w[g]:
-                trial = dict(w, **{g: n})
-                mt = macs(trial)
-                if mt <= (1 + tol) * goal:
-                    options.append((abs(mt - goal), g, trial))
-        if options:
-            options.sort(key=lambda o: (o[0], o[1]))
-            if options[0][0] < abs(m - goal):
-                w = options[0][2]
-                m = macs(w)
+    if abs(m / goal - 1) > tol if goal else False:
+        w = _repair(w, active, grids, macs, value, goal, tol)
+        m = macs(w)
     rel = (m - goal) / goal if goal else 0.0
     return w, {"macs": int(m), "goal": float(goal), "rel_error": float(rel), "within_tol": bool(abs(rel) <= tol)}
+
+
+def _repair(w, active, grids, macs, value, goal, tol, max_iter: int = 500):
+    """Hill-climb on width steps to bring MACs within ``±tol`` of ``goal`` (see :func:`widths_to_budget`)."""
+
+    def key(x):
+        m = macs(x)
+        return (max(0.0, abs(m / goal - 1) - tol), m > goal, -value(x))
+
+    def moves(x):
+        for g in active:
+            i = grids[g].index(x[g])
+            for j in (i - 1, i + 1):
+                if 0 <= j < len(grids[g]):
+                    yield {g: grids[g][j]}
+        for g in active:
+            i = grids[g].index(x[g])
+            if i + 1 >= len(grids[g]):
+                continue
+            for h in active:
+                k = grids[h].index(x[h])
+                if h != g and k > 0:
+                    yield {g: grids[g][i + 1], h: grids[h][k - 1]}
+
+    best, best_key = w, key(w)
+    for _ in range(max_iter):
+        cand = min(((key(t), t) for t in (dict(best, **mv) for mv in moves(best))), key=lambda kt: kt[0], default=None)
+        if cand is None or not cand[0] < best_key:
+            break
+        best_key, best = cand
+    return best
