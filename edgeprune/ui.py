@@ -22,7 +22,8 @@ class UI:
         self._task = None
 
     def log(self, msg: str) -> None:
-        self.console.print(msg)
+        # soft_wrap: a log line piped to a file or CI stays one line (no hard breaks at 80 columns)
+        self.console.print(msg, soft_wrap=True)
 
     def warn(self, msg: str) -> None:
         Console(stderr=True, highlight=False).print(f"[yellow]warning:[/] {msg}")

@@ -208,6 +208,13 @@ def evidence_from(*, measured: Optional[list] = None, prediction: Optional[dict]
             ev["model_size_mb"] = m["model_size_mb"]
     if prediction:
         p50.append({"value": prediction["latency_ms"], "source": "predicted"})
+        # the cost model predicts a typical (p50) latency; the tail is carried over from a measurement of
+        # the same artifact (device first, else host) as the ratio p90 / p50, so p90 >= p50 always holds
+        tails = [m for m in measured or [] if m.get("p50_ms") and m.get("p90_ms")]
+        if tails:
+            ratio = max(1.0, tails[0]["p90_ms"] / tails[0]["p50_ms"])
+            p90.append({"value": prediction["latency_ms"] * ratio, "source": "predicted",
+                        "how": f"predicted p50 x measured p90/p50 ratio {ratio:.2f} ({tails[0].get('where', 'host')})"})
         # the calibrated footprint is the quantity the runner measures (model_footprint_mb); the tensor-only
         # figure (weights + activation liveness peak) is a lower bound used when no calibration has it
         fp = prediction.get("model_footprint_mb")

@@ -52,6 +52,10 @@ def evidence(b, fmt: str, exp: dict, bench: dict) -> dict:
     )
 
 
+def _num(x) -> str:
+    return "n/a" if x is None else f"{x:.3g}"
+
+
 def run(b) -> list[str]:
     from ..bench.budget import check_budget
 
@@ -71,7 +75,8 @@ def run(b) -> list[str]:
     b.outcome[name] = verdict
     for line in verdict.get("lines", []):
         mark = "[green]pass[/]" if line["passed"] else "[red]FAIL[/]"
-        b.ui.log(f"  {mark} {line['name']}: {line.get('value')} vs budget {line.get('budget')}"
+        b.ui.log(f"  {mark} {line['name']}: {_num(line.get('value'))} vs budget {_num(line.get('budget'))}"
+                 + (f" ({line['source']})" if line.get("source") else "")
                  + (f" — {line['advice']}" if not line["passed"] and line.get("advice") else ""))
     b.ui.log(f"  budget on {b.target.name}: {'PASSED' if verdict['passed'] else 'FAILED'} (artifact {fmt})")
     return [target_file(b)]
