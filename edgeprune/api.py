@@ -2,10 +2,10 @@
 
     import edgeprune
     result = edgeprune.build("my_models.py:make_net", train=(x_train, y_train), test=(x_test, y_test),
-                             target="rpi5", method="l1", weights="net.pt")
+                             target="rpi5", weights="net.pt")
     result.passed, result.report["artifacts"], result.run_dir
 
-Each stage is callable on its own too: :func:`compact` (surgery), :func:`export`
+Each stage is callable on its own too: :func:`compact` (surgery, verified), :func:`export`
 (artifacts + parity) and :func:`bench` (host measurement).
 """
 
@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from . import config as _config
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 
 
 @dataclass
@@ -45,41 +45,97 @@ class BuildResult:
 
 
 def _arrays(part, name: str) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(part, tuple) and len(part) == 2:
+    """(x, y) of an API data argument: an ``(x, y)`` pair of arrays/tensors or a torch Dataset."""
+    if isinstance(part, (tuple, list)) and len(part) == 2:
         return np.asarray(part[0]), np.asarray(part[1])
-    from .userdata import _dataset_to_arrays
+    from .userdata import dataset_to_arrays
 
-    return _dataset_to_arrays(part, name)
+    return dataset_to_arrays(part, f"{name}=")
 
 
-def _save_data(output: Path, train, val, test) -> str:
-    """Write in-memory data to ``<output>/.data/<hash>.npz`` so the run folder stays replayable."""
+def _collect_data(train, val, test, options: dict) -> dict:
+    """The in-memory splits as arrays, validated (lengths, shapes, dtypes) before anything is written."""
+    from .userdata import ARRAY_KEYS, from_arrays
+
+    renamed = [k for k in ARRAY_KEYS if k in options]
+    if renamed:
+        raise ConfigError(f"{renamed[0]}= names an array of a .npz dataset; with train=/test= data leave it out")
     arrays = {}
     for part, data in (("train", train), ("val", val), ("test", test)):
         if data is not None:
             arrays[f"x_{part}"], arrays[f"y_{part}"] = _arrays(data, part)
+    from_arrays("train=/val=/test=", arrays, classes=options.get("classes"))  # the one-line error on bad data
+    return arrays
+
+
+def _data_path(output: Path, arrays: dict) -> Path:
+    """``<output>/.data/<hash of the arrays>.npz``: the same data always maps to the same file."""
     h = hashlib.sha256()
     for k in sorted(arrays):
         h.update(k.encode())
+        h.update(str(arrays[k].dtype).encode() + str(arrays[k].shape).encode())
         h.update(np.ascontiguousarray(arrays[k]).tobytes())
-    path = Path(output) / ".data" / f"{h.hexdigest()[:16]}.npz"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
-    return str(path)
+    return Path(output) / ".data" / f"{h.hexdigest()[:16]}.npz"
+
+
+def _save_data(path: Path, arrays: dict) -> bool:
+    """Write the arrays to ``path`` atomically (so the run folder stays replayable); False if already there."""
+    from .runfolder import TMP_PREFIX
+
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(TMP_PREFIX + path.name)
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+    return True
+
+
+def _remove_data(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    if path.parent.is_dir() and not any(path.parent.iterdir()):
+        path.parent.rmdir()
+
+
+def _run_uses(cfg: dict, data_file: Path) -> bool:
+    """Whether the run folder of ``cfg`` exists and was built from ``data_file`` (so the file must stay)."""
+    from .pipeline import CONFIG_FILE, default_run_name
+    from .runfolder import read_json
+
+    try:
+        run = Path(cfg["output"]) / (cfg["name"] or default_run_name(cfg))
+        return read_json(run / CONFIG_FILE).get("dataset") == str(data_file)
+    except Exception:  # no folder, no config, bad target name: nothing refers to the file
+        return False
+
+
+def _input_shape(example_input) -> str:
+    shape = tuple(getattr(example_input, "shape", ()))
+    if len(shape) < 2 or shape[0] != 1:
+        raise ConfigError(f"example_input must be a batch-1 tensor such as torch.zeros(1, 3, 32, 32), got shape {shape}")
+    return "x".join(str(int(d)) for d in shape[1:])
 
 
 def build(model, *, train=None, test=None, val=None, dataset: str | None = None, target: str = "rpi4",
-          method: str = "l1", metric: str | Callable | None = None, example_input=None, task: str | None = None,
+          method: str | None = None, metric: str | Callable | None = None, example_input=None, task: str | None = None,
           weights: str | None = None, output: str | Path = "runs", name: str | None = None, quiet: bool = True,
           force: bool = False, **options) -> BuildResult:
-    """Run the whole pipeline. ``model``: a built-in name, ``"file.py:factory"``, a zero-argument
-    callable returning an ``nn.Module``, or an ``nn.Module`` (then the run folder can only be
-    resumed in this process). Data: ``train``/``test`` (and optional ``val``) as ``(x, y)``
-    arrays or torch Datasets, or ``dataset=`` any CLI dataset source. ``options`` are config
-    keys (``epochs=...`` goes to ``[train]``, ``flops_keep=...`` to ``[method]``, ...)."""
+    """Run the whole pipeline, as ``edgeprune build`` does; return the run's :class:`BuildResult`.
+
+    ``model``: a built-in name, ``"file.py:factory"``, a zero-argument callable returning an
+    ``nn.Module``, or an ``nn.Module`` (then the run folder can only be resumed in this
+    process). Data: ``train``/``test`` (and optional ``val``) as ``(x, y)`` arrays or torch
+    Datasets (validated, then saved to ``<output>/.data/<hash>.npz`` so the run replays), or
+    ``dataset=`` any CLI dataset source. ``method=None`` is the config's default method.
+    ``metric``: a name, ``"file.py:function"`` or a callable ``(outputs, targets) -> float``
+    (higher is better) used for the dense model, the compact model and the artifacts; a
+    callable lives in this process only (a later CLI stage on the run folder says so).
+    ``example_input``: a batch-1 tensor giving the input shape (default: the data's).
+    ``weights``: a state_dict file; then ``epochs`` defaults to 0 (the pretrained model is
+    the dense model). ``options`` are config keys (``epochs=...`` goes to ``[train]``,
+    ``flops_keep=...`` to ``[method]``, ``x_train="images"`` to ``[data]``, ...).
+    Bad input raises an :class:`~edgeprune.errors.EdgepruneError` and leaves no files behind.
+    """
     import torch
 
     from .models import register_instance
@@ -87,7 +143,9 @@ def build(model, *, train=None, test=None, val=None, dataset: str | None = None,
     from .report import build_report
     from .ui import UI
 
-    cfg_over: dict = {"target": target, "output": str(output), "method": {"name": method}}
+    cfg_over: dict = {"target": target, "output": str(output)}
+    if method:
+        cfg_over["method"] = {"name": method}
     if name:
         cfg_over["name"] = name
     if isinstance(model, torch.nn.Module):
@@ -98,25 +156,27 @@ def build(model, *, train=None, test=None, val=None, dataset: str | None = None,
         cfg_over["model"] = register_instance(model())
     else:
         raise ConfigError("model must be a built-in name, 'file.py:factory', a factory callable or an nn.Module")
+    arrays = None
     if dataset is not None:
-        cfg_over["dataset"] = dataset
+        if train is not None or test is not None:
+            raise ConfigError("give either dataset= or train=/test= data, not both")
+        cfg_over["dataset"] = str(dataset)
     elif train is not None and test is not None:
-        cfg_over["dataset"] = _save_data(Path(output), train, val, test)
+        arrays = _collect_data(train, val, test, options)
+        cfg_over["dataset"] = str(_data_path(Path(output), arrays))
     else:
         raise ConfigError("give train= and test= data, or dataset=")
     if example_input is not None:
-        cfg_over["input_shape"] = "x".join(str(d) for d in tuple(example_input.shape))
+        cfg_over["input_shape"] = _input_shape(example_input)
     if task:
         cfg_over["task"] = task
     if weights:
         cfg_over["weights"] = str(weights)
     if metric is not None:
         if callable(metric):
-            from .metrics import METRICS
+            from .metrics import register_in_process
 
-            key = f"api:{getattr(metric, '__name__', 'metric')}"
-            METRICS[key] = metric
-            metric = key
+            metric = register_in_process(metric)
         cfg_over["metric"] = metric
     for key, value in options.items():
         section = next((s for s, keys in _config.SCHEMA.items() if key in keys), None)
@@ -127,29 +187,95 @@ def build(model, *, train=None, test=None, val=None, dataset: str | None = None,
         else:
             cfg_over.setdefault(section, {})[key] = value
     cfg = _config.resolve(None, cfg_over)
-    code, b = _build(cfg, ui=UI(quiet=quiet), force=force)
+    wrote = arrays is not None and _save_data(Path(cfg["dataset"]), arrays)
+    try:
+        code, b = _build(cfg, ui=UI(quiet=quiet), force=force, via_api=True)
+    except BaseException:
+        if wrote and not _run_uses(cfg, Path(cfg["dataset"])):
+            _remove_data(Path(cfg["dataset"]))
+        raise
     return BuildResult(b.run.path, code, build_report(b.run.path, b.target.name))
 
 
-def compact(model, plan, example_input, inputs=None):
-    """Surgery alone: the compact model of ``model`` under ``plan`` (verified when ``inputs`` are given)."""
-    from .surgery import compact as _compact, compact_and_verify
+N_RANDOM_VERIFY = 32  # random inputs compact() compares on when it is given none
 
+
+def _load_plan(plan):
+    """(PruningPlan, run folder or None) from a plan, its dict, or a plan.json path."""
+    from .surgery import PruningPlan
+
+    if isinstance(plan, PruningPlan):
+        return plan, None
+    if isinstance(plan, dict):
+        return PruningPlan.from_dict(plan), None
+    if isinstance(plan, (str, Path)):
+        path = Path(plan)
+        return PruningPlan.load(path), path.parent
+    raise InputError(f"plan must be a PruningPlan, its dict or a plan.json path, got {type(plan).__name__}")
+
+
+def _example_for(plan, run_dir, example_input, inputs):
+    """The batch-1 example: given, else the first of ``inputs``, else the shape the plan or its run recorded."""
+    import torch
+
+    if example_input is not None:
+        return torch.as_tensor(example_input, dtype=torch.float32)
+    if inputs is not None:
+        return torch.as_tensor(inputs[:1], dtype=torch.float32)
+    shape = plan.meta.get("input_shape")
+    if shape is None and run_dir is not None and (run_dir / "train.json").is_file():
+        from .runfolder import read_json
+
+        shape = read_json(run_dir / "train.json")["arch"]["input_shape"]
+    if shape is None:
+        raise InputError("compact cannot tell the model's input shape: pass example_input=torch.zeros(1, C, H, W) "
+                         "(or inputs=, or the plan.json of a run folder)")
+    return torch.zeros(1, *shape)
+
+
+def compact(model, plan, example_input=None, inputs=None):
+    """Surgery alone: the compact model of ``model`` under ``plan``, verified against the masked model.
+
+    ``plan``: a :class:`~edgeprune.surgery.PruningPlan`, its dict, or a ``plan.json`` path.
+    ``example_input`` (batch-1 tensor, for the dependency analysis) defaults to ``inputs[:1]``,
+    else to the input shape of the plan's run folder (``train.json`` beside ``plan.json``).
+    Every compaction is verified: on ``inputs`` (pass real inputs to check on the data's
+    distribution), or, when none are given, on 32 random normal inputs of the example's
+    shape (seed 0). A mismatch raises :class:`~edgeprune.errors.VerificationError`.
+    """
+    import torch
+
+    from .surgery import compact_and_verify
+
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    plan, run_dir = _load_plan(plan)
+    example = _example_for(plan, run_dir, example_input, inputs)
     if inputs is None:
-        return _compact(model, plan, example_input)
-    return compact_and_verify(model, plan, example_input, inputs)[0]
+        g = torch.Generator().manual_seed(0)
+        inputs = torch.randn(N_RANDOM_VERIFY, *example.shape[1:], generator=g)
+    return compact_and_verify(model, plan, example, torch.as_tensor(inputs, dtype=torch.float32))[0]
 
 
-def export(model, example_input, *, test_x, test_y, out_dir, formats=None, calib=None, task="classification"):
-    """Export alone: ONNX / TFLite artifacts with parity checks (see :func:`edgeprune.export.export_all`)."""
+def export(model, example_input=None, *, test_x, test_y, out_dir, formats=None, calib=None, task="classification"):
+    """Export alone: ONNX / TFLite artifacts with parity checks (see :func:`edgeprune.export.export_all`).
+
+    ``test_x`` are inputs as the model sees them (normalized); ``example_input`` defaults to
+    ``test_x[:1]`` and ``calib`` (INT8 calibration) to ``test_x[:128]``.
+    """
+    import torch
+
     from .export import FORMATS, export_all
 
-    return export_all(model, example_input, calib=calib if calib is not None else test_x[:128], test_x=test_x,
+    test_x = np.ascontiguousarray(test_x, dtype=np.float32)
+    example = example_input if example_input is not None else torch.from_numpy(test_x[:1])
+    return export_all(model, example, calib=calib if calib is not None else test_x[:128], test_x=test_x,
                       test_y=test_y, out_dir=Path(out_dir), formats=list(formats or FORMATS), task=task)
 
 
-def bench(path, *, threads: int = 1, runs: int = 50, repeats: int = 3) -> dict:
-    """Benchmark alone: fresh-process latency and memory of an .onnx/.tflite file on this host."""
+def bench(path, *, threads: int = 1, runs: int = 50, warmup: int = 10, repeats: int = 3) -> dict:
+    """Benchmark alone: latency and memory of an .onnx/.tflite file measured on this host, in
+    ``repeats`` fresh processes of ``runs`` timed inferences each (medians; raw runs included)."""
     from .bench.host import measure_host
 
-    return measure_host(path, threads=threads, runs=runs, repeats=repeats)
+    return measure_host(path, threads=threads, runs=runs, warmup=warmup, repeats=repeats)

@@ -10,7 +10,8 @@ For a dataset, a built-in model, FLOPs-removal levels, methods and seeds, :func:
                    on a copy, pruning ratio bisected until TP's own op counter keeps <= 1 - level
         count      params and MACs counted on the COMPACT model (edgeprune's graph cost of the compact
                    model, cross-checked against ``tp.utils.count_ops_and_params``)
-        fine-tune  the same budget for everyone (epochs, lr, batch, seed-fixed batch order)
+        fine-tune  the same total epoch budget for everyone (``--epoch-budget``: a method's own training
+                   before pruning counts against it), same lr, batch and seed-fixed batch order
         evaluate   test metric: accuracy (%) or PSNR (dB) for reconstruction models
         export     ONNX (dynamo exporter), parity-checked against torch
     latency        at the end, every ONNX file in interleaved rounds of fresh single-thread
@@ -24,7 +25,8 @@ Intermediate files (dense checkpoints, ONNX files, finished rows for ``--resume`
 
 Method names: every method in the registry (``edgeprune methods``) plus the Torch-Pruning peers in
 :data:`TP_PEERS`. ``NAME@N`` rounds kept widths to multiples of N for that method (edgeprune's
-``width_multiple`` / TP's ``round_to``).
+``width_multiple`` / TP's ``round_to``); ``NAME[key=value,...]`` passes options to a registry method
+(``pl-gates[gamma=0]`` is the ablation without the condition-number term).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ import statistics
 import subprocess
 import sys
 import time
+import tomllib
 import traceback
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -76,7 +79,7 @@ CSV_FIELDS = [
     "method", "base_method", "kind", "level", "requested_keep", "seed", "width_multiple", "task", "metric_name",
     "metric", "metric_before_ft", "dense_metric", "macs", "params", "dense_macs", "dense_params", "macs_kept",
     "params_kept", "tp_ops", "tp_ops_kept", "macs_check", "latency_ms", "latency_spread_pct", "speedup",
-    "prune_s", "train_s", "onnx_max_abs_diff", "arch", "widths", "error",
+    "prune_s", "train_s", "own_epochs", "finetune_epochs", "onnx_max_abs_diff", "arch", "widths", "error",
 ]
 
 
@@ -89,34 +92,75 @@ def available_methods() -> list[str]:
 
 @dataclass(frozen=True)
 class MethodSpec:
-    label: str  # as given: "l1", "tp-l2@8"
+    label: str  # as given: "l1", "tp-l2@8", "pl-gates[gamma=0]"
     name: str  # registry / peer name
     width_multiple: int | None  # None: the run's default
+    options: tuple = ()  # ((key, value), ...) from NAME[key=value,...]: the method's own options
 
     @property
     def kind(self) -> str:
         return "torch-pruning" if self.name in TP_PEERS else "edgeprune"
 
 
+_SPEC = re.compile(r"^(?P<name>[^\[\]@]+)(?:\[(?P<opts>[^\]]*)\])?(?:@(?P<mult>.*))?$")
+
+
+def _option_value(text: str):
+    """``0`` -> 0, ``0.5`` -> 0.5, ``true`` -> True, ``"x"``/``x`` -> "x" (TOML literals, else a string)."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
 def parse_method(spec: str) -> MethodSpec:
+    """``NAME``, ``NAME@N`` (width multiple) or ``NAME[key=value,...]`` (method options), e.g. ``pl-gates[gamma=0]@8``."""
     spec = spec.strip()
-    name, _, mult = spec.partition("@")
+    m = _SPEC.match(spec)
+    name = m.group("name").strip() if m else spec
     known = available_methods()
-    if name not in known:
+    if not m or name not in known:
         raise ConfigError(f"unknown method {name!r}; choose from {', '.join(known)} (or 'all', 'edgeprune', 'tp')")
     wm = None
-    if mult:
+    mult = m.group("mult")
+    if mult is not None:
         if not mult.isdigit() or int(mult) < 1:
             raise ConfigError(f"method {spec!r}: the part after '@' must be a width multiple >= 1, e.g. l1@8")
         wm = int(mult)
-    return MethodSpec(spec, name, wm)
+    options: dict = {}
+    for item in filter(None, (s.strip() for s in (m.group("opts") or "").split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"method {spec!r}: options are written key=value, e.g. pl-gates[gamma=0]")
+        options[key.strip()] = _option_value(value.strip())
+    if options:
+        if name in TP_PEERS:
+            raise ConfigError(f"method {spec!r}: Torch-Pruning peers take no options here")
+        from .methods import get_method
+
+        get_method(name, options)  # unknown options or bad values fail now, before any training
+    return MethodSpec(spec, name, wm, tuple(sorted(options.items())))
+
+
+def split_methods(text: str) -> list[str]:
+    """A comma list of method specs; commas inside ``[...]`` belong to the spec's options."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    out.append(cur)
+    return [s.strip() for s in out if s.strip()]
 
 
 def expand_methods(text: str | list[str] | None) -> list[MethodSpec]:
-    """``"all"`` (default), ``"edgeprune"``, ``"tp"`` or a comma list of names (``NAME@N`` allowed)."""
+    """``"all"`` (default), ``"edgeprune"``, ``"tp"`` or a comma list of specs (``NAME@N``, ``NAME[k=v,...]``)."""
     from .methods import list_methods
 
-    items = text if isinstance(text, list) else [s for s in (text or "all").split(",") if s.strip()]
+    items = text if isinstance(text, list) else split_methods(text or "all")
     out: list[str] = []
     for it in items:
         it = it.strip()
@@ -147,6 +191,12 @@ class CompareConfig:
     epochs: int = 3  # dense training
     method_epochs: int | None = None  # training inside methods that train before pruning (None: = epochs)
     finetune_epochs: int = 1
+    # "equal-total": every method gets method_epochs + finetune_epochs epochs after the dense phase, whatever
+    # it spends them on (a method's own training counts; one that trains none fine-tunes them all);
+    # "equal-finetune": every method fine-tunes finetune_epochs, methods that train get method_epochs on top
+    epoch_budget: str = "equal-total"
+    target_metric: float | None = None  # time to reach this validation metric is reported (None: not)
+    val_samples: int = 2000  # validation samples for the per-epoch curves
     train_limit: int = 0  # 0 = the whole training split
     data_seed: int = 0  # the data split/subset is the same for every seed
     data_dir: str = ""
@@ -174,11 +224,43 @@ class CompareConfig:
     DENSE_KEYS = ("dataset", "model", "model_options", "epochs", "train_limit", "data_seed", "data_dir",
                   "batch_size", "lr", "weight_decay")
     ROW_KEYS = DENSE_KEYS + ("finetune_epochs", "finetune_lr", "width_multiple", "method_options",
-                             "method_epochs", "taylor_samples", "groupnorm_reg")
+                             "method_epochs", "taylor_samples", "groupnorm_reg", "epoch_budget", "val_samples")
 
     @property
     def method_train_epochs(self) -> int:
         return self.epochs if self.method_epochs is None else self.method_epochs
+
+    @property
+    def post_dense_epochs(self) -> int:
+        """Epochs each method gets after the shared dense phase under ``equal-total``."""
+        return self.method_train_epochs + self.finetune_epochs
+
+
+EPOCH_BUDGETS = ("equal-total", "equal-finetune")
+
+
+def method_options(spec: "MethodSpec", cfg: CompareConfig) -> dict:
+    """A registry method's options: ``--method-options`` for its name, overridden by the spec's ``[k=v]``."""
+    return {**cfg.method_options.get(spec.name, {}), **dict(spec.options)}
+
+
+def epoch_plan(spec: "MethodSpec", cfg: CompareConfig) -> dict:
+    """How many epochs a method trains on its own (before pruning) and fine-tunes (after), and whether it
+    starts from scratch (then the dense phase's epochs are part of its budget too)."""
+    scratch, own = False, 0
+    if spec.kind == "torch-pruning":
+        own = cfg.method_train_epochs if spec.name == "tp-groupnorm" else 0
+    else:
+        from .methods import get_method
+
+        m = get_method(spec.name, method_options(spec, cfg))
+        own = m.own_epochs({"epochs": cfg.method_train_epochs, "finetune_epochs": cfg.finetune_epochs})
+        scratch = bool(getattr(m, "trains_from_scratch", False))
+    if cfg.epoch_budget == "equal-finetune":
+        ft = cfg.finetune_epochs
+    else:
+        ft = max(0, cfg.post_dense_epochs + (cfg.epochs if scratch else 0) - own)
+    return {"own_epochs": own, "finetune_epochs": ft, "from_scratch": scratch}
 
 
 # --------------------------------------------------------------------------------------------- data / training
@@ -218,22 +300,36 @@ def load_data(cfg: CompareConfig) -> Data:
     return Data(ds.name, task, arrays, desc, ds.input_shape, ds.num_classes, TASK_METRIC[task], chance)
 
 
-def _fit(model, x, y, *, task: str, epochs: int, lr: float, cfg: CompareConfig, seed: int, optimizer=None) -> float:
-    """edgeprune's ``train`` in channels-last layout (several times faster here); returns wall seconds."""
+def _fit(model, x, y, *, task: str, epochs: int, lr: float, cfg: CompareConfig, seed: int, optimizer=None,
+         val=None) -> tuple[float, list[dict]]:
+    """edgeprune's ``train`` in channels-last layout (several times faster here).
+
+    Returns (training seconds, per-epoch records); with ``val`` the records carry ``val_metric``, and the
+    seconds exclude the time spent evaluating it."""
     import torch
 
     from .train import train
 
     t0 = time.perf_counter()
+    epochs_log: list[dict] = []
     if epochs > 0:
         model.to(memory_format=torch.channels_last)
         try:
-            train(model, x, y, task=task, epochs=epochs, batch_size=cfg.batch_size, lr=lr,
-                  weight_decay=cfg.weight_decay, seed=seed, optimizer=optimizer)
+            epochs_log = train(model, x, y, task=task, epochs=epochs, batch_size=cfg.batch_size, lr=lr,
+                               weight_decay=cfg.weight_decay, seed=seed, optimizer=optimizer, val=val).epochs
         finally:
             model.to(memory_format=torch.contiguous_format)
     model.eval()
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    return (sum(e["seconds"] for e in epochs_log) if val is not None else wall), epochs_log
+
+
+def time_to_target(curve: list | None, target: float | None, index: int = 0) -> float | None:
+    """The first time at which a ``[[seconds, val_metric, epochs], ...]`` curve reaches ``target``:
+    in seconds (``index=0``) or in epochs trained (``index=2``)."""
+    if not curve or target is None:
+        return None
+    return next((float(p[index]) for p in curve if p[1] is not None and p[1] >= target), None)
 
 
 def _example(data: Data):
@@ -356,7 +452,7 @@ def prune_edgeprune(spec: MethodSpec, dense, data: Data, cfg: CompareConfig, see
 
     a = data.arrays
     example = _example(data)
-    method = get_method(spec.name, cfg.method_options.get(spec.name))
+    method = get_method(spec.name, method_options(spec, cfg))
     model = copy.deepcopy(dense).eval()
     graph = analyze(model, example)
     wm = spec.width_multiple or cfg.width_multiple
@@ -449,8 +545,8 @@ def _tp_sparse_model(dense, data: Data, cfg: CompareConfig, seed: int, ignored_n
     opt = RegSGD(model.parameters(), lr=cfg.finetune_lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
     seed_everything(seed)
     a = data.arrays
-    seconds = _fit(model, a["x_train"], a["y_train"], task=data.task, epochs=cfg.method_train_epochs,
-                   lr=cfg.finetune_lr, cfg=cfg, seed=seed, optimizer=opt)
+    seconds, _ = _fit(model, a["x_train"], a["y_train"], task=data.task, epochs=cfg.method_train_epochs,
+                      lr=cfg.finetune_lr, cfg=cfg, seed=seed, optimizer=opt)
     return model.eval(), seconds
 
 
@@ -670,20 +766,32 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
     specs = expand_methods(cfg.methods)
     out = Path(cfg.out)
     cache = out / "cache"
-    (cache / "onnx").mkdir(parents=True, exist_ok=True)
-    (cache / ".gitignore").write_text("*\n")
     t_start = time.perf_counter()
     meta = {"started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "config": asdict(cfg),
             "methods": [{"label": s.label, "name": s.name, "kind": s.kind, "width_multiple": s.width_multiple,
-                         "summary": _method_summary(s)} for s in specs],
+                         "options": dict(s.options), "summary": _method_summary(s)} for s in specs],
             "load_start": _loadavg()}
 
-    data = load_data(cfg)
+    data = load_data(cfg)  # bad input (a missing dataset) fails here, before anything is written
+    (cache / "onnx").mkdir(parents=True, exist_ok=True)
+    (cache / ".gitignore").write_text("*\n")
     meta["data"] = data.describe
     meta["task"], meta["metric"] = data.task, data.metric_name
     a = data.arrays
     example = _example(data)
     check = torch.from_numpy(a["x_test"][:1])
+    val = (a["x_val"][: cfg.val_samples], a["y_val"][: cfg.val_samples])
+
+    def curve_of(epochs_log: list[dict], start: float, first: float | None = None,
+                 start_epochs: int = 0) -> list[list[float]]:
+        """[[seconds, val metric, epochs], ...] counted from the start of training from scratch: the time
+        (wall seconds, evaluation excluded; load-dependent) and the epochs trained (load-independent)."""
+        pts = [[round(start, 3), first, start_epochs]] if first is not None else []
+        t = start
+        for i, e in enumerate(epochs_log, 1):
+            t += e["seconds"]
+            pts.append([round(t, 3), e.get("val_metric"), start_epochs + i])
+        return pts
     dense_fp, row_fp = cfg.fingerprint(*cfg.DENSE_KEYS), cfg.fingerprint(*cfg.ROW_KEYS)
     rows_file = cache / "rows.jsonl"
     done: dict[str, dict] = {}
@@ -738,8 +846,8 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
             seed_everything(seed)
             dense = _build(cfg, data)
             log(f"[dense seed {seed}] training {cfg.epochs} epoch(s) on {len(a['x_train'])} samples ...")
-            train_s = _fit(dense, a["x_train"], a["y_train"], task=data.task, epochs=cfg.epochs, lr=cfg.lr,
-                           cfg=cfg, seed=seed)
+            train_s, dlog = _fit(dense, a["x_train"], a["y_train"], task=data.task, epochs=cfg.epochs, lr=cfg.lr,
+                                 cfg=cfg, seed=seed, val=val)
             torch.save({"fp": dense_fp, "state_dict": dense.state_dict()}, ckpt)
             cnt = count_compact(dense, example)
             arch, onnx_path, diff = export_shared(dense, f"dense-s{seed}")
@@ -750,6 +858,7 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
                 "macs": cnt["macs"], "params": cnt["params"], "tp_ops": cnt["tp_ops"], "macs_check": cnt["macs_check"],
                 "widths": widths_str(cnt["widths"]), "prune_s": 0.0, "train_s": train_s, "onnx_max_abs_diff": diff,
                 "arch": arch, "error": None, "_onnx": str(onnx_path), "_fp": row_fp,
+                "curve": curve_of(dlog, 0.0), "finetune_epochs": 0, "own_epochs": cfg.epochs,
             }
             record(dense_row)
             log(f"[dense seed {seed}] {data.metric_name} {dense_row['metric']:.2f}, {cnt['macs']:,} MACs, "
@@ -759,21 +868,25 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
         dense_row.update(dense_metric=dense_row["metric"], dense_macs=dmacs, dense_params=dparams,
                          macs_kept=1.0, params_kept=1.0, tp_ops_kept=1.0)
         rows.append(dense_row)
-        # ---------------- the unpruned model given the same fine-tuning budget: what the extra epochs alone give
-        if cfg.finetune_epochs > 0:
+        dense_end = dense_row["curve"][-1][0] if dense_row.get("curve") else dense_row["train_s"]
+        dense_val = dense_row["curve"][-1][1] if dense_row.get("curve") else None
+        # ---------------- the unpruned model given the same post-dense budget: what the extra epochs alone give
+        ft_epochs = cfg.finetune_epochs if cfg.epoch_budget == "equal-finetune" else cfg.post_dense_epochs
+        if ft_epochs > 0:
             key = _row_key(DENSE_FT, 0.0, seed)
             if key in done:
                 rows.append(done[key])
             else:
                 m = copy.deepcopy(dense)
                 seed_everything(seed)
-                ft_s = _fit(m, a["x_train"], a["y_train"], task=data.task, epochs=cfg.finetune_epochs,
-                            lr=cfg.finetune_lr, cfg=cfg, seed=seed)
+                ft_s, flog = _fit(m, a["x_train"], a["y_train"], task=data.task, epochs=ft_epochs,
+                                  lr=cfg.finetune_lr, cfg=cfg, seed=seed, val=val)
                 ft_row = {k: v for k, v in dense_row.items() if k not in ("latency_ms", "latency_spread_pct", "speedup",
                                                                          "latency_per_round")}
                 ft_row.update(method=DENSE_FT, base_method=DENSE_FT, metric_before_ft=dense_row["metric"],
                               metric=evaluate(m, a["x_test"], a["y_test"], data.task), train_s=ft_s,
-                              onnx_max_abs_diff=None)
+                              onnx_max_abs_diff=None, curve=curve_of(flog, dense_end, dense_val, cfg.epochs),
+                              finetune_epochs=ft_epochs, own_epochs=0)
                 record(ft_row)
                 rows.append(ft_row)
                 log(f"[{DENSE_FT} seed {seed}] {data.metric_name} {dense_row['metric']:.2f} -> {ft_row['metric']:.2f} "
@@ -795,6 +908,7 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
                        "dense_metric": dense_row["metric"], "dense_macs": dmacs, "dense_params": dparams,
                        "error": None, "_fp": row_fp}
                 try:
+                    plan = epoch_plan(spec, cfg)
                     seed_everything(seed)
                     if spec.kind == "torch-pruning":
                         small, info = prune_tp(spec, dense, data, cfg, seed, keep, tp_state, log)
@@ -806,10 +920,13 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
                         cnt["macs_check"] += f"; plan predicted {info['predicted_macs']} MACs / " \
                                              f"{info['predicted_params']} params"
                     before = evaluate(small, a["x_test"], a["y_test"], data.task)
+                    before_val = evaluate(small, val[0], val[1], data.task)
                     seed_everything(seed)
-                    train_s = _fit(small, a["x_train"], a["y_train"], task=data.task, epochs=cfg.finetune_epochs,
-                                   lr=cfg.finetune_lr, cfg=cfg, seed=seed)
+                    train_s, flog = _fit(small, a["x_train"], a["y_train"], task=data.task,
+                                         epochs=plan["finetune_epochs"], lr=cfg.finetune_lr, cfg=cfg, seed=seed, val=val)
                     metric = evaluate(small, a["x_test"], a["y_test"], data.task)
+                    # the clock starts at zero for a method that trains from scratch, else after the dense phase
+                    start = (0.0 if plan["from_scratch"] else dense_end) + info["prune_s"]
                     arch, onnx_path, diff = export_shared(small, f"{_safe(spec.label)}-l{level:g}-s{seed}")
                     row.update(
                         width_multiple=info.get("width_multiple"), metric=metric, metric_before_ft=before,
@@ -818,7 +935,9 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
                         macs_check=cnt["macs_check"], widths=widths_str(cnt["widths"]),
                         prune_s=info["prune_s"], train_s=train_s, onnx_max_abs_diff=diff,
                         details={k: v for k, v in info.items() if k not in ("prune_s", "width_multiple")},
-                        arch=arch, _onnx=str(onnx_path),
+                        arch=arch, _onnx=str(onnx_path), **plan,
+                        curve=curve_of(flog, start, before_val,
+                                       (0 if plan["from_scratch"] else cfg.epochs) + plan["own_epochs"]),
                     )
                     log(f"{tag} MACs kept {row['macs_kept']:.1%} params {row['params_kept']:.1%} "
                         f"{data.metric_name} {before:.2f} -> {metric:.2f}  prune {info['prune_s']:.1f}s "
@@ -881,11 +1000,14 @@ def _ms(vals: list[float]) -> tuple[float, float]:
 
 
 SUMMARY_STATS = ("metric", "metric_before_ft", "macs_kept", "params_kept", "latency_ms", "speedup", "prune_s",
-                 "train_s", "tp_ops_kept")
+                 "train_s", "tp_ops_kept", "own_epochs", "finetune_epochs")
 
 
-def summarize(rows: list[dict]) -> list[dict]:
-    """Mean and std over seeds per (method, level), in first-seen order; failed rows are counted apart."""
+def summarize(rows: list[dict], target_metric: float | None = None) -> list[dict]:
+    """Mean and std over seeds per (method, level), in first-seen order; failed rows are counted apart.
+
+    With ``target_metric``: ``time_to_target_s`` (mean over the seeds that reached it) and ``reached``
+    ("k/n") from each row's validation curve."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["method"], float(r["level"])), []).append(r)
@@ -896,6 +1018,13 @@ def summarize(rows: list[dict]) -> list[dict]:
              "requested_keep": 1.0 - level, "widths": ok[0].get("widths") if ok else None}
         for k in SUMMARY_STATS:
             s[k], s[k + "_std"] = _ms([r.get(k) for r in ok])
+        if target_metric is not None:
+            times = [time_to_target(r.get("curve"), target_metric) for r in ok]
+            hit = [t for t in times if t is not None]
+            s["time_to_target_s"], s["time_to_target_s_std"] = _ms(hit)
+            s["epochs_to_target"], s["epochs_to_target_std"] = _ms(
+                [e for e in (time_to_target(r.get("curve"), target_metric, 2) for r in ok) if e is not None])
+            s["reached"] = f"{len(hit)}/{len(ok)}"
         out.append(s)
     return out
 
@@ -908,11 +1037,13 @@ def _fmt(m: float, s: float, digits: int = 2, scale: float = 1.0) -> str:
     return f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}"
 
 
-def markdown_table(summary: list[dict], metric_name: str) -> str:
+def markdown_table(summary: list[dict], metric_name: str, target_metric: float | None = None) -> str:
     unit = {"accuracy": "acc. %", "psnr": "PSNR dB"}.get(metric_name, metric_name)
+    ttt = target_metric is not None
     head = (f"| method | FLOPs removal | {unit} | {unit} before FT | MACs kept % | params kept % | latency ms | "
-            f"speed-up × | ideal × | prune s | train s | n |")
-    lines = [head, "|" + "---|" * 12]
+            f"speed-up × | ideal × | epochs (own + FT) | prune s | train s |"
+            + (f" time to {target_metric:g} s | epochs to {target_metric:g} | reached |" if ttt else "") + " n |")
+    lines = [head, "|" + "---|" * (16 if ttt else 13)]
     for s in summary:
         ideal = 1.0 / s["macs_kept"] if s["macs_kept"] and not math.isnan(s["macs_kept"]) else float("nan")
         lines.append("| " + " | ".join([
@@ -920,11 +1051,20 @@ def markdown_table(summary: list[dict], metric_name: str) -> str:
             _fmt(s["metric"], s["metric_std"]), _fmt(s["metric_before_ft"], s["metric_before_ft_std"]),
             _fmt(s["macs_kept"], s["macs_kept_std"], 1, 100), _fmt(s["params_kept"], s["params_kept_std"], 1, 100),
             _fmt(s["latency_ms"], s["latency_ms_std"], 3), _fmt(s["speedup"], s["speedup_std"]),
-            "–" if math.isnan(ideal) else f"{ideal:.2f}",
+            "–" if math.isnan(ideal) else f"{ideal:.2f}", _epochs(s),
             _fmt(s["prune_s"], s["prune_s_std"], 1), _fmt(s["train_s"], s["train_s_std"], 1),
+            *([_fmt(s["time_to_target_s"], s["time_to_target_s_std"], 0),
+               _fmt(s["epochs_to_target"], s["epochs_to_target_std"], 1), s["reached"]] if ttt else []),
             str(s["n"]) + (f" ({s['failed']} failed)" if s["failed"] else ""),
         ]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _epochs(s: dict) -> str:
+    own, ft = s.get("own_epochs"), s.get("finetune_epochs")
+    if own is None or ft is None or math.isnan(own) or math.isnan(ft):
+        return "–"
+    return f"{own:g} + {ft:g}"
 
 
 def widths_table(summary: list[dict]) -> str:
@@ -1056,7 +1196,7 @@ def write_outputs(result: dict, cfg: CompareConfig, command: str | None = None) 
     rows, meta = result["rows"], result["meta"]
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarize(rows)
+    summary = summarize(rows, cfg.target_metric)
     if command is not None:
         meta = dict(meta, command=command, machine=machine_info(), versions=versions())
     public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
@@ -1070,9 +1210,9 @@ def write_outputs(result: dict, cfg: CompareConfig, command: str | None = None) 
         for r in public:
             w.writerow({k: ("" if r.get(k) is None else (f"{r[k]:.6g}" if isinstance(r.get(k), float) else r[k]))
                         for k in CSV_FIELDS})
-    table = markdown_table(summary, meta["metric"])
+    table = markdown_table(summary, meta["metric"], cfg.target_metric)
     paths["table.md"].write_text(table)
-    title = f"{cfg.model} on {meta['data']['name']} ({len(cfg.seeds)} seed(s); FT {cfg.finetune_epochs} epoch(s))"
+    title = f"{cfg.model} on {meta['data']['name']} ({len(cfg.seeds)} seed(s); {_budget_phrase(cfg)})"
     plot(summary, meta["metric"], paths["metric_vs_macs.png"], title)
     paths["README.md"].write_text(readme(meta, cfg, summary, rows, table))
     return paths
@@ -1087,9 +1227,31 @@ def rebuild_outputs(out: str | Path) -> dict[str, Path]:
         raise ConfigError(f"{path} not found: --rebuild needs the results folder of an earlier run")
     doc = json.loads(path.read_text())
     fields = set(CompareConfig.__dataclass_fields__)
-    cfg = CompareConfig(**{k: v for k, v in doc["meta"]["config"].items() if k in fields})
+    stored = dict(doc["meta"]["config"])
+    stored.setdefault("epoch_budget", "equal-finetune")  # results written before the option existed
+    cfg = CompareConfig(**{k: v for k, v in stored.items() if k in fields})
     cfg.out = str(out)
     return write_outputs({"rows": doc["rows"], "meta": doc["meta"]}, cfg, None)
+
+
+def _budget_phrase(cfg: CompareConfig) -> str:
+    if cfg.epoch_budget == "equal-finetune":
+        return f"FT {cfg.finetune_epochs} epoch(s)"
+    return f"{cfg.post_dense_epochs} epoch(s) per method after the dense phase"
+
+
+def budget_text(cfg: CompareConfig) -> str:
+    """The epoch budget of a comparison, in words (README's Budget line)."""
+    common = f"dense {cfg.epochs} epoch(s) per seed (shared by every method); "
+    if cfg.epoch_budget == "equal-finetune":
+        return common + (f"fine-tuning {cfg.finetune_epochs} epoch(s) for every method; methods that train before "
+                         f"pruning (pl-gates' gates, tp-groupnorm's sparsity) get {cfg.method_train_epochs} epoch(s) of "
+                         "their own training on top, counted in *prune s* (`--epoch-budget equal-finetune`)")
+    return common + (f"then the same **{cfg.post_dense_epochs} epoch(s) for every method** (`--epoch-budget "
+                     f"equal-total`): a method that trains before pruning (pl-gates' gates, tp-groupnorm's sparsity "
+                     f"training, {cfg.method_train_epochs} epoch(s) by default) spends part of them on its own "
+                     "training (counted in *prune s*) and fine-tunes the rest, the others fine-tune them all; a method "
+                     "that trains from scratch also gets the dense phase's epochs; *epochs (own + FT)* shows the split")
 
 
 def readme(meta: dict, cfg: CompareConfig, summary: list[dict], rows: list[dict], table: str) -> str:
@@ -1118,9 +1280,7 @@ def readme(meta: dict, cfg: CompareConfig, summary: list[dict], rows: list[dict]
         + ("normalised" if d.get("normalized_inputs") else "raw pixels in [0, 1] (sigmoid autoencoder)"),
         f"- Model: `{cfg.model}` {cfg.model_options or ''} ({meta['task']}, metric {meta['metric']}); "
         f"dense {rows[0]['macs']:,} MACs, {rows[0]['params']:,} params",
-        f"- Budget: dense {cfg.epochs} epoch(s) per seed (shared by every method); fine-tuning {cfg.finetune_epochs} "
-        f"epoch(s) for every method; methods that train before pruning (pl-gates' gates, tp-groupnorm's sparsity) "
-        f"get {cfg.method_train_epochs} epoch(s) of their own training, counted in *prune s*; SGD momentum 0.9 nesterov, cosine, batch {cfg.batch_size}, lr {cfg.lr} "
+        f"- Budget: {budget_text(cfg)}; SGD momentum 0.9 nesterov, cosine, batch {cfg.batch_size}, lr {cfg.lr} "
         f"(fine-tune {cfg.finetune_lr}), weight decay {cfg.weight_decay}; torch threads {cfg.threads}; "
         f"seeds {', '.join(map(str, cfg.seeds))}; FLOPs-removal levels {', '.join(f'{x:g}' for x in cfg.levels)}",
         f"- Methods: edgeprune {', '.join(ep_methods) or '(none)'}; Torch-Pruning {', '.join(tp_methods) or '(none)'}",
@@ -1134,7 +1294,13 @@ def readme(meta: dict, cfg: CompareConfig, summary: list[dict], rows: list[dict]
         table,
         "MACs and params are counted on the compact model after pruning (see protocol). *speed-up* = dense latency / "
         "latency (same seed); *ideal* = 1 / MACs kept. *before FT* = test metric right after pruning. "
-        f"*{DENSE_FT}* = the dense model given the same fine-tuning budget (what the extra epochs alone give).",
+        f"*{DENSE_FT}* = the dense model given the same post-dense budget (what the extra epochs alone give)."
+        + (f" *time to {cfg.target_metric:g}* = training seconds from scratch (the shared dense phase included, for "
+           f"methods that start from it) until the deployable model first reaches {cfg.target_metric:g} on "
+           f"{cfg.val_samples} validation samples (checked after pruning and after every fine-tuning epoch; evaluation "
+           "time excluded), mean over the seeds that reached it; *epochs to* counts the epochs trained instead "
+           "(the dense phase's included; a pl-gates epoch costs more than a plain one, see its overhead benchmark)."
+           if cfg.target_metric is not None else ""),
         "",
         "![metric vs MACs kept](metric_vs_macs.png)",
         "",
@@ -1173,8 +1339,9 @@ def readme(meta: dict, cfg: CompareConfig, summary: list[dict], rows: list[dict]
         "*prune s* includes the bisection (~10 pruned copies). A method written `NAME@N` rounds widths to multiples "
         "of N: edgeprune's `width_multiple=N` (rounds each kept width up, then lowers the uniform ratio to stay in "
         "budget), TP's `round_to=N` (rounds the remaining width down).",
-        "4. Everyone is then fine-tuned with the same budget, lr and seed-fixed batch order; the metric is on the "
-        "test split.",
+        "4. Everyone is then fine-tuned with the lr and seed-fixed batch order, for the epochs the budget line gives; "
+        "the metric is on the test split. A method written `NAME[key=value,...]` runs with those options (e.g. "
+        "`pl-gates[gamma=0]`, the ablation without the condition-number term).",
         "5. MACs/params: `edgeprune.surgery.analyze(compact_model).dense_cost()` (conv/linear weight MACs); "
         "cross-checked against the sum of `tp.utils.count_ops_and_params(layer_wise=True)`'s conv/linear entries minus their bias term "
         "(TP also counts BN/ReLU/pool element ops, reported as `tp_ops`, and counts ConvTranspose at output "
@@ -1233,6 +1400,13 @@ def make_parser(prog: str = "edgeprune compare") -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch threads for training (default 1: fastest on a shared 2-core host)")
     p.add_argument("--taylor-samples", type=int, help="training samples for tp-taylor's gradient (default 256)")
     p.add_argument("--groupnorm-reg", type=float, help="tp-groupnorm's group-sparsity coefficient (default 5e-4)")
+    p.add_argument("--epoch-budget", choices=EPOCH_BUDGETS,
+                   help="equal-total (default): every method gets --method-epochs + --finetune-epochs epochs after the "
+                        "dense phase, its own training included; equal-finetune: every method fine-tunes "
+                        "--finetune-epochs and methods that train get --method-epochs on top")
+    p.add_argument("--target-metric", type=float,
+                   help="report the training time until the deployable model first reaches this validation metric")
+    p.add_argument("--val-samples", type=int, help="validation samples for the per-epoch curves (default 2000)")
     p.add_argument("--method-epochs", type=int,
                    help="epochs of the methods' own training before pruning (pl-gates' gate training, "
                         "tp-groupnorm's sparsity training; default: --epochs, as in the pipeline)")
@@ -1272,7 +1446,7 @@ def config_from_args(a: argparse.Namespace) -> CompareConfig:
     simple = ("dataset", "data_dir", "model", "model_options", "epochs", "finetune_epochs", "train_limit", "data_seed",
               "batch_size", "lr", "finetune_lr", "weight_decay", "width_multiple", "method_options", "threads",
               "taylor_samples", "groupnorm_reg", "method_epochs", "latency_runs", "latency_warmup",
-              "latency_rounds", "out")
+              "latency_rounds", "out", "epoch_budget", "target_metric", "val_samples")
     for k in simple:
         v = getattr(a, k)
         if v is not None:
@@ -1282,7 +1456,7 @@ def config_from_args(a: argparse.Namespace) -> CompareConfig:
     if a.seeds is not None:
         cfg.seeds = _ints(a.seeds, "seeds")
     if a.methods is not None:
-        cfg.methods = [s.strip() for s in a.methods.split(",") if s.strip()]
+        cfg.methods = split_methods(a.methods)
     cfg.latency = not a.no_latency
     cfg.resume = a.resume
     if a.out is None:

@@ -22,24 +22,36 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, str]]] = {
         "data_dir": (str, "", "directory of the dataset files (fashion-mnist)"),
         "data_limit": (int, 0, "use only this many training samples (0 = all)"),
         "model": (str, "cnn", "built-in model name (see `edgeprune models`) or file.py:factory / module:factory"),
-        "weights": (str, "", "state_dict (.pt) to start from instead of random initialisation"),
+        "weights": (str, "", "state_dict (.pt) to start from instead of random initialisation; with it, train.epochs "
+                             "defaults to 0 (the given model is the dense model)"),
         "input_shape": (str, "", "input shape CxHxW or 1xCxHxW (user models and image folders); default: the data's"),
         "task": (str, "", "classification or reconstruction; default: the model's (built-ins) or classification"),
-        "metric": (str, "", "metric name (accuracy, psnr) or file.py:function; default: the task's"),
+        "metric": (str, "", "metric name (accuracy, psnr) or file.py:function(outputs, targets) -> float, higher is "
+                            "better; used for the dense model, the compact model and every artifact; default: the task's"),
         "seed": (int, 0, "seed for data split, initialisation and training"),
         "output": (str, "runs", "parent directory of run folders"),
         "name": (str, "", "run folder name (default: <target>-<model>-<method>)"),
     },
+    "data": {
+        "x_train": (str, "x_train", "name of the training inputs in a .npz (or dict) dataset"),
+        "y_train": (str, "y_train", "name of the training labels"),
+        "x_val": (str, "x_val", "name of the validation inputs (optional: else 15% of the training split)"),
+        "y_val": (str, "y_val", "name of the validation labels (optional)"),
+        "x_test": (str, "x_test", "name of the test inputs"),
+        "y_test": (str, "y_test", "name of the test labels"),
+        "classes": (list, [], "class names in label order; default: the .npz's `classes` array, the image folder's "
+                              "sub-folder names, or 0..N-1"),
+    },
     "model_options": {},  # free-form keyword arguments for the model builder
     "train": {
-        "epochs": (int, 12, "epochs of dense training"),
+        "epochs": (int, 12, "epochs of dense training; 0 (no retraining) by default when `weights` is given"),
         "finetune_epochs": (int, 6, "epochs of recovery training after compaction (0 = none)"),
         "batch_size": (int, 64, "mini-batch size"),
         "lr": (float, 0.01, "peak learning rate (SGD with momentum, cosine schedule)"),
         "weight_decay": (float, 5e-4, "L2 weight decay"),
     },
     "method": {
-        "name": (str, "l1", "pruning method (see `edgeprune methods`)"),
+        "name": (str, "pl-gates", "pruning method (see `edgeprune methods`)"),
         "flops_keep": (float, 0.0, "fraction of dense MACs to keep; 0 = the target's budget"),
         "width_multiple": (int, 0, "round kept widths up to this multiple; 0 = the target's"),
     },
@@ -49,12 +61,13 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, str]]] = {
         "latency_p90_ms": (float, None, "override the target's p90 latency budget"),
         "peak_memory_mb": (float, None, "override the target's peak memory budget"),
         "model_size_mb": (float, None, "override the target's model file size budget"),
-        "max_accuracy_drop": (float, None, "override the allowed metric drop vs the dense model"),
+        "max_accuracy_drop": (float, None, "override the allowed metric drop vs the dense model, in the metric's own "
+                                           "units (accuracy: points, PSNR: dB, a user metric: its own scale)"),
     },
     "export": {
         "formats": (list, [], "artifacts to export; empty = the target's list"),
         "calib_samples": (int, 256, "training samples used for INT8 calibration"),
-        "int8_tolerance": (float, 1.0, "INT8 metric drop (points) above which the build flags it"),
+        "int8_tolerance": (float, 1.0, "INT8 metric drop (in the metric's units) above which the build flags it"),
     },
     "bench": {
         "runs": (int, 50, "timed inferences per measurement"),
@@ -128,14 +141,23 @@ def load_file(path: str | Path) -> dict:
 
 
 def resolve(config_file: str | Path | None = None, overrides: dict | None = None) -> dict:
-    """defaults < ``config_file`` (or ./edgeprune.toml if present) < ``overrides``."""
+    """defaults < ``config_file`` (or ./edgeprune.toml if present) < ``overrides``.
+
+    Given ``weights`` and no explicit ``train.epochs``, the epochs default to 0: a pretrained
+    model is the dense model as it is, and the method prunes and fine-tunes it.
+    """
     cfg = defaults()
+    layers = []
     if config_file is None and Path("edgeprune.toml").is_file():
         config_file = "edgeprune.toml"
     if config_file is not None:
-        cfg = merge(cfg, load_file(config_file), str(config_file))
+        layers.append(load_file(config_file))
+        cfg = merge(cfg, layers[-1], str(config_file))
     if overrides:
+        layers.append(overrides)
         cfg = merge(cfg, overrides, "command line")
+    if cfg["weights"] and not any("epochs" in (layer.get("train") or {}) for layer in layers):
+        cfg["train"]["epochs"] = 0
     validate(cfg)
     return cfg
 
@@ -155,6 +177,9 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"task must be classification or reconstruction, got {cfg['task']!r}")
     if cfg["input_shape"]:
         parse_shape(cfg["input_shape"])
+    names = [cfg["data"][k] for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")]
+    if any(not n for n in names) or len(set(names)) != len(names):
+        raise ConfigError(f"[data] array names must be distinct and non-empty, got {names}")
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

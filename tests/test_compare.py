@@ -8,7 +8,8 @@ import pytest
 
 from edgeprune import compare
 from edgeprune.compare import (
-    QUICK, TP_PEERS, available_methods, expand_methods, main, markdown_table, summarize, widths_str,
+    QUICK, TP_PEERS, CompareConfig, available_methods, epoch_plan, expand_methods, main, markdown_table, summarize,
+    time_to_target, widths_str,
 )
 from edgeprune.errors import ConfigError
 from edgeprune.methods import list_methods
@@ -46,6 +47,19 @@ def test_quick_mode_runs_every_method_at_every_level(quick_run):
             assert s["metric"] > 100 / 10 + 5, (m, lv, s["metric"])  # digits: well above 10% chance
             assert s["prune_s"] >= 0 and s["train_s"] > 0
 
+    # one total epoch budget: a method's own training before pruning counts against its fine-tuning
+    budget = QUICK["method_epochs"] + QUICK["finetune_epochs"]
+    for r in rows:
+        if r["method"] != "dense":
+            assert r["own_epochs"] + r["finetune_epochs"] == budget, (r["method"], r["own_epochs"], r["finetune_epochs"])
+    assert {r["own_epochs"] for r in rows if r["method"] in ("pl-gates", "tp-groupnorm")} == {QUICK["method_epochs"]}
+    assert {r["own_epochs"] for r in rows if r["method"] in ("l1", "tp-l1")} == {0}
+    # every row has a validation curve over time that ends with its last fine-tuning epoch
+    for r in rows:
+        c = r["curve"]
+        assert c and all(b[0] >= a[0] and b[2] == a[2] + 1 for a, b in zip(c, c[1:])), (r["method"], c)
+        assert c[-1][2] == (QUICK["epochs"] if r["method"] == "dense" else QUICK["epochs"] + budget), (r["method"], c)
+
     dense = [r for r in rows if r["method"] == "dense"]
     assert len(dense) == 1 and dense[0]["metric"] > 80 and dense[0]["latency_ms"] > 0
     ft = [r for r in rows if r["method"] == compare.DENSE_FT]
@@ -79,11 +93,53 @@ def test_method_names_and_groups():
         expand_methods("l1@x")
 
 
+def test_method_options_in_specs():
+    s = expand_methods("pl-gates[gamma=0,kappa_every=40]@8,l1,pl-gates")
+    assert [x.label for x in s] == ["pl-gates[gamma=0,kappa_every=40]@8", "l1", "pl-gates"]
+    assert dict(s[0].options) == {"gamma": 0, "kappa_every": 40} and s[0].width_multiple == 8 and s[0].name == "pl-gates"
+    assert s[2].options == ()
+    with pytest.raises(ConfigError, match="no option"):
+        expand_methods("pl-gates[nonsense=1]")
+    with pytest.raises(ConfigError, match="take no options"):
+        expand_methods("tp-l1[p=1]")
+    with pytest.raises(ConfigError, match="key=value"):
+        expand_methods("pl-gates[gamma]")
+
+
+def test_epoch_plan_gives_every_method_the_same_total():
+    cfg = CompareConfig(epochs=3, method_epochs=1, finetune_epochs=1)
+    plans = {m: epoch_plan(expand_methods(m)[0], cfg) for m in
+             ("l1", "tp-taylor", "tp-groupnorm", "pl-gates", "pl-gates[epochs=2]", "pl-gates[from_scratch=true,epochs=4]")}
+    assert plans["l1"] == {"own_epochs": 0, "finetune_epochs": 2, "from_scratch": False}
+    assert plans["tp-taylor"]["finetune_epochs"] == 2
+    assert plans["tp-groupnorm"] == {"own_epochs": 1, "finetune_epochs": 1, "from_scratch": False}
+    assert plans["pl-gates"] == {"own_epochs": 1, "finetune_epochs": 1, "from_scratch": False}
+    assert plans["pl-gates[epochs=2]"] == {"own_epochs": 2, "finetune_epochs": 0, "from_scratch": False}
+    # from scratch: the dense phase's 3 epochs are its budget too (3 + 2 = 4 own + 1 FT)
+    assert plans["pl-gates[from_scratch=true,epochs=4]"] == {"own_epochs": 4, "finetune_epochs": 1, "from_scratch": True}
+    legacy = CompareConfig(epochs=3, method_epochs=1, finetune_epochs=1, epoch_budget="equal-finetune")
+    assert epoch_plan(expand_methods("l1")[0], legacy)["finetune_epochs"] == 1
+    assert epoch_plan(expand_methods("pl-gates")[0], legacy) == {"own_epochs": 1, "finetune_epochs": 1,
+                                                                 "from_scratch": False}
+
+
+def test_time_to_target():
+    curve = [[10.0, 50.0, 3], [12.5, 84.9, 4], [15.0, 85.0, 5], [17.0, 90.0, 6]]
+    assert time_to_target(curve, 85.0) == 15.0 and time_to_target(curve, 85.0, 2) == 5
+    assert time_to_target(curve, 95.0) is None
+    assert time_to_target(curve, None) is None and time_to_target([], 1.0) is None
+
+
 def test_bad_arguments_exit_2_before_any_training(tmp_path, capsys):
     assert main(["--levels", "1.5", "--methods", "l1", "--out", str(tmp_path), "--no-latency"]) == 2
     assert "level" in capsys.readouterr().err
     assert main(["--methods", "magic", "--out", str(tmp_path)]) == 2
     assert not (tmp_path / "results.json").exists()
+    # a missing dataset fails before the results folder gets anything (no cache/ left behind)
+    out = tmp_path / "fm"
+    assert main(["--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "nowhere"), "--methods", "l1",
+                 "--out", str(out), "--no-latency"]) == 2
+    assert not out.exists()
 
 
 def test_summary_table_and_widths_helpers():

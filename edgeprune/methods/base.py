@@ -81,6 +81,12 @@ class PruningMethod:
     def fit(self, model: nn.Module, ctx: FitContext) -> MethodResult:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def own_epochs(self, train_options: dict) -> int:
+        """Epochs of training the method itself runs in :meth:`fit` (0: it only scores the given weights).
+
+        Benchmarks use it to give every method the same total epoch budget."""
+        return 0
+
 
 def uniform_widths(graph: ModelGraph, flops_keep: float, width_multiple: int, dropped=()) -> dict[str, int]:
     """Largest uniform keep-ratio whose rounded widths keep at most ``flops_keep`` of dense MACs.

@@ -59,7 +59,8 @@ OPTIONS: dict[str, tuple] = {
     "kappa_batch": (8, "int>=2", "samples in the κ̂ sub-batch"),
     "kappa_outputs": (10, "int>=1", "output directions per sample in the tangent kernel: all outputs when the model "
                                     "has at most this many, else a fixed random orthonormal projection"),
-    "epochs": (None, "int>=0", "epochs of joint gate + weight training (default: the run's train.epochs)"),
+    "epochs": (None, "int>=0", "epochs of joint gate + weight training (default: the run's train.epochs, or "
+                               "train.finetune_epochs (at least 1) when train.epochs is 0)"),
     "lr": (None, "float>0", "peak learning rate of the weights (default: the run's train.lr)"),
     "batch_size": (None, "int>=1", "mini-batch size (default: the run's train.batch_size)"),
     "gate_lr": (None, "float>0", "Adam learning rate of the gate logits (default: 15 / warm-up steps, "
@@ -196,12 +197,20 @@ class PLGates(PruningMethod):
             self.options[k] = _check(k, v, OPTIONS[k][1])
         self.trains_from_scratch = bool(self.options["from_scratch"])
 
+    def own_epochs(self, train_options: dict) -> int:
+        """Gate epochs: the ``epochs`` option, else as many as the run trains its dense model; a run that
+        trains none (pretrained ``--weights`` with ``--epochs 0``) still needs trained gates: it gets its
+        fine-tuning epochs (at least one)."""
+        if self.options["epochs"] is not None:
+            return int(self.options["epochs"])
+        return int(train_options.get("epochs", 10)) or max(1, int(train_options.get("finetune_epochs") or 1))
+
     # ---------------------------------------------------------------- fit
     def fit(self, model: nn.Module, ctx: FitContext) -> MethodResult:
         o = dict(self.options)
         t_start = time.perf_counter()
         tr = ctx.train_options
-        epochs = o["epochs"] if o["epochs"] is not None else int(tr.get("epochs", 10))
+        epochs = self.own_epochs(tr)
         lr = o["lr"] if o["lr"] is not None else float(tr.get("lr", 0.01))
         bs = o["batch_size"] if o["batch_size"] is not None else int(tr.get("batch_size", 64))
         wd = float(tr.get("weight_decay", 5e-4))
