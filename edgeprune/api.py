@@ -133,7 +133,8 @@ def build(model, *, train=None, test=None, val=None, dataset: str | None = None,
     ``example_input``: a batch-1 tensor giving the input shape (default: the data's).
     ``weights``: a state_dict file; then ``epochs`` defaults to 0 (the pretrained model is
     the dense model). ``options`` are config keys (``epochs=...`` goes to ``[train]``,
-    ``flops_keep=...`` to ``[method]``, ``x_train="images"`` to ``[data]``, ...).
+    ``flops_keep=...`` to ``[method]``, ``x_train="images"`` to ``[data]``, ...) or whole
+    sections (``model_options={"width": 16}``).
     Bad input raises an :class:`~edgeprune.errors.EdgepruneError` and leaves no files behind.
     """
     import torch
@@ -179,6 +180,9 @@ def build(model, *, train=None, test=None, val=None, dataset: str | None = None,
             metric = register_in_process(metric)
         cfg_over["metric"] = metric
     for key, value in options.items():
+        if key in _config.SCHEMA and key:  # a whole section: model_options={...}, budget={...}
+            cfg_over[key] = value
+            continue
         section = next((s for s, keys in _config.SCHEMA.items() if key in keys), None)
         if section is None:
             raise ConfigError(f"unknown option {key!r}; see the README's config reference")
@@ -233,7 +237,7 @@ def _example_for(plan, run_dir, example_input, inputs):
     return torch.zeros(1, *shape)
 
 
-def compact(model, plan, example_input=None, inputs=None):
+def compact(model, plan, example_input=None, inputs=None, *, report: bool = False):
     """Surgery alone: the compact model of ``model`` under ``plan``, verified against the masked model.
 
     ``plan``: a :class:`~edgeprune.surgery.PruningPlan`, its dict, or a ``plan.json`` path.
@@ -242,6 +246,8 @@ def compact(model, plan, example_input=None, inputs=None):
     Every compaction is verified: on ``inputs`` (pass real inputs to check on the data's
     distribution), or, when none are given, on 32 random normal inputs of the example's
     shape (seed 0). A mismatch raises :class:`~edgeprune.errors.VerificationError`.
+    ``report=True`` returns ``(model, verification report)`` (max/relative difference, number
+    of inputs compared, parameters and MACs).
     """
     import torch
 
@@ -254,7 +260,8 @@ def compact(model, plan, example_input=None, inputs=None):
     if inputs is None:
         g = torch.Generator().manual_seed(0)
         inputs = torch.randn(N_RANDOM_VERIFY, *example.shape[1:], generator=g)
-    return compact_and_verify(model, plan, example, torch.as_tensor(inputs, dtype=torch.float32))[0]
+    small, facts = compact_and_verify(model, plan, example, torch.as_tensor(inputs, dtype=torch.float32))
+    return (small, facts) if report else small
 
 
 def export(model, example_input=None, *, test_x, test_y, out_dir, formats=None, calib=None, task="classification"):

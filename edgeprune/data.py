@@ -1,7 +1,10 @@
 """Dataset registry: real datasets as float32 numpy arrays, split deterministically.
 
 A loader returns a :class:`Dataset` with train/val/test arrays (inputs N x C x H x W in
-[0, 1] before normalisation), the normalisation to apply on the device, and class names.
+[0, 1] before normalisation), class names, and the whole preprocessing from the raw input
+(pixels as stored) to what the model sees: ``x = (raw * input_scale - mean) / std``, after
+the colour conversion and resize of image folders (:meth:`Dataset.preprocessing_spec`,
+recorded in train.json and the device bundle).
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ class Dataset:
     std: float = 1.0
     source: str = ""
     meta: dict = field(default_factory=dict)
+    # raw -> [0, 1] steps before the normalisation: input_scale (1/255 for uint8 pixels), and for
+    # image folders color_mode ("L" grey / "RGB"), resize [H, W] and resample (see preprocessing_spec)
+    preprocessing: dict = field(default_factory=dict)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -58,7 +64,27 @@ class Dataset:
             "n_val": int(len(self.x_val)),
             "n_test": int(len(self.x_test)),
             "normalization": {"mean": self.mean, "std": self.std},
+            "preprocessing": self.preprocessing_spec(),
             **self.meta,
+        }
+
+    def preprocessing_spec(self) -> dict:
+        """Everything a device must do to a raw input before the model: the same steps as training.
+
+        ``{"input_scale", "mean", "std", "color_mode", "resize", "resample", "formula"}``:
+        convert an image to ``color_mode`` and resize it to ``resize`` = [H, W] with
+        ``resample`` (image folders; None otherwise), then ``x = (raw * input_scale - mean) / std``
+        on the channel-first array (``raw`` as stored: 0-255 for uint8 pixels).
+        """
+        p = self.preprocessing
+        return {
+            "input_scale": float(p.get("input_scale", 1.0)),
+            "mean": self.mean,
+            "std": self.std,
+            "color_mode": p.get("color_mode"),
+            "resize": p.get("resize"),
+            "resample": p.get("resample"),
+            "formula": "x = (raw * input_scale - mean) / std",
         }
 
 
@@ -75,18 +101,19 @@ def list_datasets() -> list[str]:
 
 
 def load_dataset(name: str, *, seed: int = 0, data_dir: str | Path | None = None, limit: int | None = None,
-                 input_shape=None) -> Dataset:
+                 input_shape=None, keys: dict | None = None, classes: list | None = None) -> Dataset:
     """Load a registered dataset or a user source (.npz, image folder, file.py:function).
 
     ``limit`` caps the training set (quick runs, tests); ``input_shape`` (C, H, W) resizes
-    image folders.
+    image folders; ``keys`` names the arrays of a .npz / dict source (the ``[data]`` config
+    section: ``{"x_train": "images", ...}``) and ``classes`` its class names.
     """
     from .userdata import is_user_source, load_user_dataset
 
     if name in DATASETS:
         ds = DATASETS[name](seed=seed, data_dir=data_dir)
     elif is_user_source(name):
-        ds = load_user_dataset(name, seed=seed, input_shape=input_shape)
+        ds = load_user_dataset(name, seed=seed, input_shape=input_shape, keys=keys, classes=classes)
     else:
         raise ConfigError(f"unknown dataset {name!r}; choose one of {list_datasets()}, a .npz file, "
                           "an image folder or file.py:function")
@@ -115,7 +142,8 @@ def digits(seed: int = 0, data_dir=None) -> Dataset:
     (xtr, ytr), (xva, yva), (xte, yte) = split(x, y, (0.15, 0.2), seed)
     mean, std = float(xtr.mean()), float(xtr.std())
     return Dataset("digits", xtr, ytr, xva, yva, xte, yte, [str(i) for i in range(10)], mean, std,
-                   "scikit-learn load_digits (UCI optical recognition of handwritten digits)")
+                   "scikit-learn load_digits (UCI optical recognition of handwritten digits)",
+                   preprocessing={"input_scale": 1.0 / 16.0})  # raw pixels are counts 0..16
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -154,4 +182,5 @@ def fashion_mnist(seed: int = 0, data_dir=None) -> Dataset:
     xte = arr["xte"].astype(np.float32)[:, None] / 255.0
     xtr = x[tr]
     return Dataset("fashion-mnist", xtr, y[tr], x[va], y[va], xte, arr["yte"].astype(np.int64), FASHION_CLASSES,
-                   float(xtr.mean()), float(xtr.std()), "Fashion-MNIST (Xiao et al. 2017), MIT licence")
+                   float(xtr.mean()), float(xtr.std()), "Fashion-MNIST (Xiao et al. 2017), MIT licence",
+                   preprocessing={"input_scale": 1.0 / 255.0, "color_mode": "L"})

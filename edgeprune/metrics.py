@@ -39,10 +39,23 @@ def psnr(outputs: np.ndarray, targets: np.ndarray, data_range: float | None = No
     return float(10.0 * np.log10(rng * rng / mse))
 
 
+IN_PROCESS_PREFIX = "api:"  # metrics passed as callables to the Python API: this process only
+
+
+def register_in_process(fn) -> str:
+    """Register a metric callable passed to the Python API; return the name the config stores."""
+    name = IN_PROCESS_PREFIX + getattr(fn, "__name__", "metric")
+    METRICS[name] = fn
+    return name
+
+
 def get_metric(name: str):
     """A registered metric, or a user's ``file.py:function(outputs, targets) -> float`` (higher is better)."""
     from .errors import ConfigError
 
+    if name.startswith(IN_PROCESS_PREFIX) and name not in METRICS:
+        raise ConfigError(f"this run used an in-process metric ({name[len(IN_PROCESS_PREFIX):]}, passed to the Python "
+                          "API); rerun it through the Python API, or rebuild with --metric file.py:function")
     if ":" in name and name not in METRICS:
         from .imports import load_callable
 
@@ -50,4 +63,10 @@ def get_metric(name: str):
     try:
         return METRICS[name]
     except KeyError:
-        raise ConfigError(f"unknown metric {name!r}; choose one of {sorted(METRICS)}") from None
+        raise ConfigError(f"unknown metric {name!r}; choose one of {sorted(n for n in METRICS if ':' not in n)} "
+                          "or give file.py:function") from None
+
+
+def metric_unit(name: str) -> str:
+    """The metric's unit ("%", "dB"); a user metric may declare one as a ``unit`` attribute, else ""."""
+    return str(getattr(get_metric(name), "unit", ""))

@@ -12,6 +12,7 @@ whole branch (it becomes ``act(x)``).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -285,44 +286,90 @@ def example_for(arch: dict) -> torch.Tensor:
     return torch.zeros(1, *arch["input_shape"])
 
 
-def check_input_shape(model: nn.Module, arch: dict) -> None:
-    """Run the model once on the architecture's input shape; a rejection names model and shape."""
+def check_input_shape(model: nn.Module, arch: dict, option: str = "--input-shape") -> torch.Tensor:
+    """Run the model once on the architecture's input shape and return its output; a rejection
+    names the model, the shape tried, the model's own error and ``option`` (the flag to change)."""
     from .errors import InputError
 
     shape = "x".join(str(d) for d in [1, *arch["input_shape"]])
     try:
         with torch.no_grad():
-            model.eval()(example_for(arch))
+            out = model.eval()(example_for(arch))
     except Exception as e:  # the user's model: show its own error
         raise InputError(f"model {arch['model']} rejects input shape {shape}: {type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''} (set --input-shape)") from None
+                         f"{str(e).splitlines()[0] if str(e) else ''} (set {option} to the shape it expects)") from None
+    if not isinstance(out, torch.Tensor):
+        raise InputError(f"model {arch['model']} returns {type(out).__name__}, not one tensor: return the logits "
+                         "(or the reconstruction) as a single tensor")
+    return out
 
 
-def load_weights(model: nn.Module, path: str) -> None:
-    """Load a state_dict with weights_only=True; refuse pickled modules; name the first mismatch."""
+def check_outputs(out: torch.Tensor, arch: dict, task: str, num_classes: int) -> None:
+    """The model's output on one example fits the task: one score per class, or the input's shape."""
     from .errors import InputError
 
+    name = arch["model"]
+    if task == "reconstruction":
+        if tuple(out.shape[1:]) != tuple(arch["input_shape"]):
+            raise InputError(f"model {name} outputs shape {tuple(out.shape[1:])} per sample, but reconstruction needs "
+                             f"the input's shape {tuple(arch['input_shape'])}: make the decoder end at the input size")
+        return
+    if num_classes == 0:
+        raise InputError("classification needs integer class labels 0..N-1, and these labels are not integers: "
+                         "give integer labels, or --task reconstruction")
+    width = int(out[0].numel()) if out.ndim else 1
+    if width != num_classes:
+        raise InputError(f"model {name} outputs {width} value(s) per sample, but the data has {num_classes} classes: "
+                         f"make its last layer output {num_classes} (e.g. nn.Linear(..., {num_classes}), or a "
+                         "[model_options] for it), or name every class in [data] classes")
+
+
+def _load_error(path: str, e: Exception) -> str:
+    """Why torch.load(weights_only=True) refused ``path``, and how to save a loadable file."""
+    import re
+
+    fix = "save the weights with torch.save(model.state_dict(), path)"
+    text = str(e)
+    if "Unsupported global" in text:
+        m = re.search(r"GLOBAL (\S+)", text)
+        what = f" ({m.group(1)})" if m else ""
+        return f"{path} holds a pickled object{what}, not a state_dict (a pickled model is never loaded): {fix}"
+    if isinstance(e, EOFError) or Path(path).stat().st_size == 0:
+        why = "the file is empty or truncated"
+    elif "zip archive" in text:
+        why = "the file is a damaged zip archive (an interrupted save or download?)"
+    else:
+        why = "the file is not a torch.save file (unreadable pickle data)"
+    return f"weights file {path} cannot be loaded: {why}; {fix}"
+
+
+def load_weights(model: nn.Module, path: str, shape_option: str = "--input-shape") -> None:
+    """Load a state_dict with weights_only=True; refuse pickled modules; name the first mismatch
+    and the fix (``shape_option``: how the caller sets the input shape)."""
+    from .errors import InputError
+
+    if not Path(path).is_file():
+        raise InputError(f"weights file {path} not found")
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise InputError(f"weights file {path} not found") from None
-    except Exception as e:
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
-            raise InputError(f"{path} holds a pickled model, not a state_dict: save it with "
-                             "torch.save(model.state_dict(), path)") from None
-        raise InputError(f"weights file {path} is corrupt or not a torch file ({type(e).__name__})") from None
+    except Exception as e:  # torch raises many types for a bad file: each gets a one-line reason
+        raise InputError(_load_error(path, e)) from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]  # an edgeprune checkpoint
-    if not isinstance(sd, dict):
-        raise InputError(f"{path} is not a state_dict (a dict of tensors): save it with torch.save(model.state_dict(), path)")
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise InputError(f"{path} is not a state_dict (a dict of tensors, got {type(sd).__name__}): "
+                         "save it with torch.save(model.state_dict(), path)")
+    fix = (f"pass the [model_options] (and {shape_option}) the weights were saved with, or weights saved from "
+           "this model's factory")
     own = model.state_dict()
     for k, v in own.items():
         if k not in sd:
-            raise InputError(f"weights {path} do not fit the model: tensor {k} {tuple(v.shape)} is missing from the file")
+            raise InputError(f"weights {path} do not fit the model: tensor {k} {tuple(v.shape)} is missing from the "
+                             f"file; {fix}")
         if tuple(sd[k].shape) != tuple(v.shape):
             raise InputError(f"weights {path} do not fit the model: tensor {k} is {tuple(sd[k].shape)} in the file, "
-                             f"{tuple(v.shape)} in the model")
+                             f"{tuple(v.shape)} in the model; {fix}")
     extra = [k for k in sd if k not in own]
     if extra:
-        raise InputError(f"weights {path} do not fit the model: the file has tensor {extra[0]} that the model lacks")
+        raise InputError(f"weights {path} do not fit the model: the file has tensor {extra[0]} that the model lacks; {fix}")
     model.load_state_dict(sd)

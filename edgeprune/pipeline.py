@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from .errors import EdgepruneError, InputError
+from .errors import InputError
 from .runfolder import RunFolder, read_json, write_json
 from .ui import UI
 
@@ -28,6 +28,9 @@ EXIT_INCOMPLETE = 4
 
 CONFIG_FILE = "config.json"
 
+#: config key -> (CLI flag, Python API argument), for messages that tell the user what to change
+OPTION_NAMES = {"input_shape": ("--input-shape", "example_input=")}
+
 
 @dataclass
 class Build:
@@ -38,6 +41,11 @@ class Build:
     ui: UI = field(default_factory=UI)
     target_override: str | None = None
     outcome: dict = field(default_factory=dict)  # stage -> facts for the exit code
+    via_api: bool = False  # called from edgeprune.build(): messages name its arguments, not the CLI flags
+
+    def option(self, key: str) -> str:
+        """How the user sets config ``key`` where they called from: a CLI flag or an API argument."""
+        return OPTION_NAMES[key][1 if self.via_api else 0]
 
     @cached_property
     def target(self):
@@ -50,8 +58,10 @@ class Build:
         from .data import load_dataset
 
         cfg = self.cfg
+        data = cfg["data"]
         d = load_dataset(cfg["dataset"], seed=cfg["seed"], data_dir=cfg["data_dir"] or None, limit=cfg["data_limit"] or None,
-                         input_shape=self.input_shape_override)
+                         input_shape=self.input_shape_override, keys={k: v for k, v in data.items() if k != "classes"},
+                         classes=data["classes"] or None)
         if self.task == "reconstruction":
             # the model reproduces its input: a sigmoid output cannot reach normalized (negative) targets
             d.mean, d.std = 0.0, 1.0
@@ -71,13 +81,37 @@ class Build:
         return arch_spec(self.cfg["model"], shape, max(self.data.num_classes, 1), self.cfg["model_options"])
 
     def check_model(self) -> None:
-        """Build the model once, run it on the input shape and load --weights: bad input fails here, early."""
-        from .models import build_arch, check_input_shape, load_weights
+        """Before any work: the input shape fits the data, the model runs on it, its output fits the
+        task (one score per class, or the input's shape) and --weights load. Bad input fails here."""
+        from .models import build_arch, check_input_shape, check_outputs, load_weights
 
+        self.check_input_shape_matches_data()
         model = build_arch(self.arch)
         if self.cfg["weights"]:
-            load_weights(model, self.cfg["weights"])
-        check_input_shape(model, self.arch)
+            load_weights(model, self.cfg["weights"], shape_option=self.option("input_shape"))
+        out = check_input_shape(model, self.arch, self.option("input_shape"))
+        check_outputs(out, self.arch, self.task, self.data.num_classes)
+
+    def check_input_shape_matches_data(self) -> None:
+        """An explicit input shape must be the data's (image folders are resized to it, so they match)."""
+        want, have = self.input_shape_override, self.data.input_shape
+        if want is not None and tuple(want) != tuple(have):
+            opt, fmt = self.option("input_shape"), lambda s: "x".join(str(d) for d in (1, *s))
+            raise InputError(f"input shape {fmt(want)} ({opt}) does not match the data's {fmt(have)}: drop {opt} to "
+                             "use the data's shape, or give data of that shape (image folders are resized to it)")
+
+    @cached_property
+    def input_digests(self) -> dict:
+        """Content digests of the files the dense model is made from (weights, dataset, model file),
+        so new bytes under the same path rerun training (see :func:`runfolder.source_digest`)."""
+        from .data import DATASETS
+        from .models import MODELS
+        from .runfolder import source_digest
+
+        c = self.cfg
+        return {"weights": source_digest(c["weights"]),
+                "dataset": None if c["dataset"] in DATASETS else source_digest(c["dataset"]),
+                "model": None if c["model"] in MODELS else source_digest(c["model"])}
 
     @cached_property
     def arrays(self) -> dict:
@@ -98,6 +132,23 @@ class Build:
     @property
     def metric(self) -> str | None:
         return self.cfg["metric"] or None
+
+    @property
+    def metric_name(self) -> str:
+        """The one metric of the run: the dense model, the compact model and every artifact use it."""
+        from .train import TASK_METRIC
+
+        return self.cfg["metric"] or TASK_METRIC[self.task]
+
+    def warn_metric_scale(self) -> None:
+        """A user metric has its own scale: the target's max_accuracy_drop (points / dB) may not fit it."""
+        from .metrics import metric_unit
+
+        own_drop = self.cfg["budget"]["max_accuracy_drop"] is not None
+        target_drop = self.target.budget.max_accuracy_drop
+        if ":" in self.metric_name and not own_drop and target_drop is not None and not metric_unit(self.metric_name):
+            self.ui.warn(f"the target's max_accuracy_drop {target_drop:g} applies to your metric in its own units; "
+                         "set budget.max_accuracy_drop (API: max_accuracy_drop=) on its scale")
 
     @property
     def flops_keep(self) -> float:
@@ -135,31 +186,35 @@ def default_run_name(cfg: dict) -> str:
 
 
 def prepare_run(cfg: dict, run_dir: Path | None = None) -> RunFolder:
-    """Validate names eagerly (before any work) and create the run folder."""
-    from .data import DATASETS
+    """Validate names eagerly (before any work: the dataset is loaded and checked by the build) and
+    name the run folder."""
     from .methods import get_method
     from .models import MODELS
     from .targets import load_target
 
     load_target(cfg["target"])
-    if cfg["dataset"] not in DATASETS:
-        from .data import load_dataset
-
-        load_dataset(cfg["dataset"])  # raises the one-line error
     if cfg["model"] not in MODELS and ":" not in cfg["model"]:
         from .models import build_model
 
         build_model(cfg["model"], (1, 8, 8))  # raises the one-line error
     get_method(cfg["method"]["name"], cfg["method_options"])
+    if cfg["metric"]:
+        from .metrics import get_metric
+
+        get_metric(cfg["metric"])  # an unknown or in-process (API) metric fails here
     path = Path(run_dir) if run_dir else Path(cfg["output"]) / (cfg["name"] or default_run_name(cfg))
     return RunFolder(path)
 
 
 def build(cfg: dict, run_dir: Path | None = None, *, ui: UI | None = None, force: bool = False, only: list[str] | None = None,
-          target_override: str | None = None) -> tuple[int, Build]:
-    """Run every stage (or ``only`` these) that is not already complete; return (exit code, build)."""
+          target_override: str | None = None, via_api: bool = False) -> tuple[int, Build]:
+    """Run every stage (or ``only`` these) that is not already complete; return (exit code, build).
+
+    A run folder this call created is removed again if it fails (any exception) before a
+    stage finished: it would hold only config.json.
+    """
     run = prepare_run(cfg, run_dir)
-    b = Build(cfg, run, ui or UI(), target_override)
+    b = Build(cfg, run, ui or UI(), target_override, via_api=via_api)
     created = not run.path.exists()
     try:
         # load data and target before creating anything, so bad input leaves no folder behind
@@ -167,6 +222,7 @@ def build(cfg: dict, run_dir: Path | None = None, *, ui: UI | None = None, force
         b.data  # noqa: B018
         if created or "train" in (only or ["train"]):
             b.check_model()
+        b.warn_metric_scale()
         run.path.mkdir(parents=True, exist_ok=True)
         write_json(run / CONFIG_FILE, cfg)
         fps = _stage_fingerprints(b)
@@ -182,7 +238,7 @@ def build(cfg: dict, run_dir: Path | None = None, *, ui: UI | None = None, force
                 t0 = time.perf_counter()
                 files = st.run(b)
                 run.mark_complete(st.name, files, fp, time.perf_counter() - t0)
-    except EdgepruneError:
+    except BaseException:
         # a folder this call created and in which no stage finished holds nothing worth keeping
         if created and run.path.exists() and not (run.path / RunFolder.STAGES_FILE).exists():
             shutil.rmtree(run.path, ignore_errors=True)

@@ -9,6 +9,7 @@ files are still there with those sizes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -64,6 +65,41 @@ def json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes (read in 1 MiB chunks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def folder_digest(root: Path) -> str:
+    """sha256 over (relative path, size, mtime) of every file under ``root``: cheap for big image
+    folders, and it changes whenever a file is added, removed, resized or rewritten."""
+    h = hashlib.sha256()
+    for p in sorted(q for q in Path(root).rglob("*") if q.is_file()):
+        st = p.stat()
+        h.update(f"{p.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def source_digest(spec: str) -> str | None:
+    """What a stage fingerprint records of a user input named by ``spec``, so that new contents
+    under the same name rerun the stage: sha256 of a file's bytes, :func:`folder_digest` of a
+    directory, sha256 of the ``.py`` file of ``file.py:function``. None for registered names and
+    ``package.module:function`` specs (installed code: its name is its identity)."""
+    if not spec:
+        return None
+    target = spec.rpartition(":")[0] if ":" in spec and not Path(spec).exists() else spec
+    p = Path(target)
+    if p.is_dir():
+        return "dir:" + folder_digest(p)
+    if p.is_file():
+        return "sha256:" + file_sha256(p)
+    return "missing" if target.endswith((".py", ".pt", ".pth", ".npz")) else None
 
 
 class RunFolder:

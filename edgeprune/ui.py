@@ -26,7 +26,7 @@ class UI:
         self.console.print(msg, soft_wrap=True)
 
     def warn(self, msg: str) -> None:
-        Console(stderr=True, highlight=False).print(f"[yellow]warning:[/] {msg}")
+        Console(stderr=True, highlight=False).print(f"[yellow]warning:[/] {msg}", soft_wrap=True)
 
     @contextmanager
     def stage(self, name: str, detail: str = ""):

@@ -74,3 +74,56 @@ def test_unknown_dataset():
     with pytest.raises(ConfigError, match="unknown dataset"):
         load_dataset("cifar10")
     assert "digits" in list_datasets()
+
+
+@pytest.mark.parametrize("file_text,over,epochs", [
+    ("", {"weights": "net.pt"}, 0),  # pretrained: the given model is the dense model
+    ("", {"weights": "net.pt", "train": {"epochs": 3}}, 3),  # explicit on the command line
+    ("[train]\nepochs = 5\n", {"weights": "net.pt"}, 5),  # explicit in the file
+    ('weights = "net.pt"\n', {}, 0),
+    ("", {}, 12),  # no weights: the schema default
+])
+def test_epochs_default_to_zero_with_weights(tmp_path, file_text, over, epochs):
+    f = tmp_path / "c.toml"
+    f.write_text(file_text)
+    assert config.resolve(f, over)["train"]["epochs"] == epochs
+
+
+def test_data_section_keys_are_checked(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('[data]\nx_train = "images"\nx_tarin = "oops"\n')
+    with pytest.raises(ConfigError, match="unknown key 'data.x_tarin'"):
+        config.resolve(f)
+    f.write_text('[data]\nx_train = "x"\ny_train = "x"\n')
+    with pytest.raises(ConfigError, match="distinct"):
+        config.resolve(f)
+    f.write_text('[data]\nx_train = "images"\nclasses = ["cat", "dog"]\n')
+    cfg = config.resolve(f)
+    assert cfg["data"]["x_train"] == "images" and cfg["data"]["x_test"] == "x_test" and cfg["data"]["classes"] == ["cat", "dog"]
+
+
+def test_data_keys_rename_npz_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", a=rng.random((30, 1, 4, 4)), b=np.arange(30) % 2, c=rng.random((10, 1, 4, 4)),
+             d=np.arange(10) % 2, names=np.array(["even", "odd"]))
+    ds = load_dataset(str(tmp_path / "d.npz"), keys={"x_train": "a", "y_train": "b", "x_test": "c", "y_test": "d",
+                                                     "classes": "names"})
+    assert ds.classes == ["even", "odd"] and len(ds.x_test) == 10 and ds.input_shape == (1, 4, 4)
+    # float inputs are used as they are: no scaling recorded
+    assert ds.preprocessing_spec()["input_scale"] == 1.0
+    with pytest.raises(InputError, match="only one of"):
+        np.savez(tmp_path / "e.npz", x_train=np.zeros((4, 2)), y_train=np.zeros(4, int), x_test=np.zeros((2, 2)),
+                 y_test=np.zeros(2, int), x_val=np.zeros((1, 2)))
+        load_dataset(str(tmp_path / "e.npz"))
+
+
+def test_registered_datasets_record_their_raw_scale():
+    """digits stores pixel counts 0..16: the recorded input_scale maps them to the arrays exactly."""
+    from sklearn.datasets import load_digits
+
+    ds = load_dataset("digits")
+    prep = ds.preprocessing_spec()
+    assert prep["input_scale"] == 1 / 16 and prep["formula"] == "x = (raw * input_scale - mean) / std"
+    raw = load_digits().images.astype(np.float32)
+    assert {round(float(v), 6) for v in np.unique(raw * prep["input_scale"])} == \
+        {round(float(v), 6) for v in np.unique(np.concatenate([ds.x_train, ds.x_val, ds.x_test]))}

@@ -1,10 +1,14 @@
 """Everything registered works: every method yields a valid plan that the surgery accepts,
-every built-in model builds for both bundled input sizes, every target loads."""
+every built-in model builds for both bundled input sizes, every target loads, every metric
+has a unit and ranks outputs."""
 
+import numpy as np
 import pytest
 import torch
 
 from edgeprune.data import load_dataset
+from edgeprune.errors import ConfigError
+from edgeprune.metrics import METRICS, get_metric, metric_unit
 from edgeprune.methods import FitContext, get_method, list_methods
 from edgeprune.models import build_model, list_models, model_task
 from edgeprune.surgery import analyze, compact_and_verify
@@ -58,3 +62,22 @@ def test_every_target_has_a_budget_and_sources(name):
     t = load_target(name)
     assert t.budget.flops_keep and 0 < t.budget.flops_keep <= 1
     assert all(f.source for f in t.device.values())
+
+
+@pytest.mark.parametrize("name", sorted(n for n in METRICS if ":" not in n))
+def test_every_metric_has_a_unit_and_scores_a_perfect_output_higher(name):
+    rng = np.random.default_rng(0)
+    fn = get_metric(name)
+    assert metric_unit(name) in ("%", "dB")
+    if name == "accuracy":
+        y = rng.integers(0, 10, 50)
+        perfect, noisy = np.eye(10)[y], rng.random((50, 10))
+    else:
+        y = rng.random((50, 1, 8, 8))
+        perfect, noisy = y + 1e-3 * rng.standard_normal(y.shape), rng.random(y.shape)
+    assert fn(perfect, y) > fn(noisy, y)
+
+
+def test_an_in_process_metric_from_another_process_is_a_clear_error():
+    with pytest.raises(ConfigError, match=r"in-process metric \(gone, passed to the Python API\).*--metric file.py:function"):
+        get_metric("api:gone")

@@ -1,4 +1,5 @@
-"""Helpers the stages share: loading replayable models from the run folder."""
+"""Helpers the stages share: loading replayable models from the run folder, training options,
+and the record of the run's one metric."""
 
 from __future__ import annotations
 
@@ -14,3 +15,11 @@ def load_model(b, filename: str):
 def train_options(b) -> dict:
     t = b.cfg["train"]
     return {"batch_size": t["batch_size"], "lr": t["lr"], "weight_decay": t["weight_decay"], "seed": b.cfg["seed"]}
+
+
+def metric_record(b) -> dict:
+    """The run's metric as every summary records it next to its values: name and unit ("%", "dB";
+    "" for a user metric without a ``unit`` attribute: its own scale)."""
+    from ..metrics import metric_unit
+
+    return {"metric_name": b.metric_name, "metric_unit": metric_unit(b.metric_name)}

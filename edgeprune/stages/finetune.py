@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..runfolder import write_json
 from ..surgery import save_compact
 from ..train import evaluate, train
-from .common import load_model, train_options
+from .common import load_model, metric_record, train_options
 
 name = "finetune"
 summary_file = "finetune.json"
@@ -31,6 +31,7 @@ def run(b) -> list[str]:
     save_compact(b.run / "model.pt", arch, plan, model)
     summary = {
         "epochs": ep,
+        **metric_record(b),
         "history": hist.to_list(),
         "test_metric_before": before,
         "test_metric": evaluate(model, a["x_test"], a["y_test"], b.task, b.metric),
@@ -38,5 +39,5 @@ def run(b) -> list[str]:
     }
     write_json(b.run / summary_file, summary)
     b.outcome[name] = summary
-    b.ui.log(f"  test metric {before:.2f} -> {summary['test_metric']:.2f}")
+    b.ui.log(f"  test {b.metric_name} {before:.4g} -> {summary['test_metric']:.4g}")
     return ["model.pt", summary_file]

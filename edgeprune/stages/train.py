@@ -6,16 +6,17 @@ from ..models import build_arch, example_for, load_weights
 from ..runfolder import write_json
 from ..surgery import PruningPlan, analyze, save_compact
 from ..train import evaluate, seed_everything, train
-from .common import train_options
+from .common import metric_record, train_options
 
 name = "train"
 summary_file = "train.json"
 
 
 def depends(b):
+    """The config keys of the dense model, and the contents (not only the paths) of its input files."""
     c = b.cfg
-    return [c["dataset"], c["data_dir"], c["data_limit"], c["model"], c["model_options"], c["seed"], c["weights"],
-            c["input_shape"], c["task"], c["metric"],
+    return [c["dataset"], c["data_dir"], c["data_limit"], c["data"], c["model"], c["model_options"], c["seed"],
+            c["weights"], c["input_shape"], c["task"], c["metric"], b.input_digests,
             c["train"]["epochs"], c["train"]["batch_size"], c["train"]["lr"], c["train"]["weight_decay"]]
 
 
@@ -44,6 +45,7 @@ def run(b) -> list[str]:
         "arch": arch,
         "task": b.task,
         "dataset": d.describe(),
+        **metric_record(b),
         "history": hist.to_list(),
         "val_metric": evaluate(model, a["x_val"], a["y_val"], b.task, b.metric),
         "test_metric": evaluate(model, a["x_test"], a["y_test"], b.task, b.metric),
@@ -53,5 +55,6 @@ def run(b) -> list[str]:
     }
     write_json(b.run / summary_file, summary)
     b.outcome[name] = summary
-    b.ui.log(f"  dense test metric {summary['test_metric']:.2f}, {summary['cost']['params']:,} params, {summary['cost']['macs']:,} MACs")
+    b.ui.log(f"  dense test {b.metric_name} {summary['test_metric']:.4g}, {summary['cost']['params']:,} params, "
+             f"{summary['cost']['macs']:,} MACs")
     return ["dense.pt", summary_file]

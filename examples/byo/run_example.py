@@ -2,13 +2,15 @@
 
     python examples/byo/run_example.py [--out DIR]
 
-1. Your data: a .npz with x_train, y_train, x_test, y_test (here: the 8x8 digits as uint8 images).
+1. Your data: a .npz with x_train, y_train, x_test, y_test (here: the 8x8 digits as uint8 images;
+   edgeprune scales uint8 by 1/255, normalizes with the training split's mean/std and records both).
 2. Your model: `my_model.py:make_net`, trained with plain PyTorch; weights saved as a state_dict.
-3. edgeprune prunes, compacts, exports and checks the Raspberry Pi 5 budget, starting from your weights.
+3. edgeprune prunes, compacts, exports and checks the Raspberry Pi 5 budget, starting from your
+   weights: given weights, the dense model is not retrained (train.epochs defaults to 0).
 The same run from the command line:
 
     edgeprune build --target rpi5 --model examples/byo/my_model.py:make_net --weights DIR/net.pt \\
-        --dataset DIR/digits.npz --epochs 0
+        --dataset DIR/digits.npz --finetune-epochs 10
 """
 
 import argparse
@@ -58,9 +60,9 @@ def main() -> int:
     weights = a.out / "net.pt"
     torch.save(net.state_dict(), weights)
 
-    # 3. edgeprune, from the user's weights (epochs=0: no dense retraining)
+    # 3. edgeprune, from the user's weights (no dense retraining: epochs default to 0 with weights)
     result = edgeprune.build(f"{HERE / 'my_model.py'}:make_net", dataset=str(npz), weights=str(weights), target="rpi5",
-                             epochs=0, finetune_epochs=10, output=a.out, name="byo-rpi5")
+                             finetune_epochs=10, output=a.out, name="byo-rpi5")
     print(f"run folder: {result.run_dir}")
     print(f"accuracy: dense {result.metrics['dense']:.2f}, compact {result.metrics['compact']:.2f}")
     print(f"artifacts: {', '.join(sorted(result.artifacts))}")
