@@ -471,7 +471,9 @@ def _recalibrate_bn(net: GatedNetwork, x: torch.Tensor, keep: torch.Tensor, keep
 
 def _fold_branch_scale(block: nn.Module, s: float) -> bool:
     """Scale a residual branch's output by ``s`` through its last layer (BN / conv / linear)."""
-    leaves = [m for m in block.branch.modules() if not list(m.children())]
+    from ..surgery import branch_output_module
+
+    leaves = [m for m in branch_output_module(block).modules() if not list(m.children())]
     last = leaves[-1] if leaves else None
     if isinstance(last, nn.modules.batchnorm._BatchNorm) and last.affine:
         last.weight.mul_(s)

@@ -1,10 +1,11 @@
 """Structural surgery: coupled groups, pruning plans, compaction, verification, replay."""
 
+from .branches import branch_output_module
 from .compact import compact, compact_and_verify, load_compact, masked, save_compact, verify
 from .graph import Branch, Group, ModelGraph, analyze
 from .plan import PruningPlan, plan_from_scores, round_width
 
 __all__ = [
-    "Branch", "Group", "ModelGraph", "PruningPlan", "analyze", "compact", "compact_and_verify",
+    "Branch", "Group", "branch_output_module", "ModelGraph", "PruningPlan", "analyze", "compact", "compact_and_verify",
     "load_compact", "masked", "plan_from_scores", "round_width", "save_compact", "verify",
 ]

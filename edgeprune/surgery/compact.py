@@ -1,10 +1,14 @@
 """Turn a model + PruningPlan into a smaller dense model, prove it equal, save and replay it.
 
 * :func:`compact` cuts the kept channels out with Torch-Pruning (every coupled layer at
-  once) and replaces dropped residual branches by their activation alone.
+  once) and replaces dropped residual branches: a :class:`~edgeprune.models.Residual` by its
+  activation alone, a traced ``post(x + f(x))`` block by ``post(x)`` (see ``branches.py``).
 * :func:`masked` is the reference: the original model with the removed channels zeroed
   where they are consumed (the input slices of the next conv/linear layers) and dropped
-  branches answering zeros. :func:`verify` compares both on real inputs.
+  branches answering zeros. :func:`verify` compares both on real inputs; a failure of the
+  compact model names the op and the module where it happened (:func:`run_traced`).
+* :func:`probe` compacts a one-channel-narrower copy during ``analyze``, so that shapes
+  hard-coded in ``forward()`` are reported before any training.
 * :func:`save_compact` / :func:`load_compact` store architecture id + plan + compact
   ``state_dict``; loading rebuilds the compact structure from the architecture and the
   plan and loads tensors with ``torch.load(weights_only=True)``: no pickled modules.
@@ -22,8 +26,10 @@ from torch import nn
 
 from ..errors import InputError, UnsupportedModelError, VerificationError
 from ..models import DroppedBranch, Residual
-from .graph import ModelGraph, analyze, one_thread
-from .plan import PruningPlan
+from .branches import dropped_block, find_branch
+from .graph import ModelGraph, _is_depthwise, _is_grouped, analyze, build_tp_graph, one_thread
+from .plan import PruningPlan, _owned_parts
+from .trace import OpRecorder
 
 REL_TOL = 1e-5
 
@@ -48,55 +54,77 @@ def _tp_group(graph: ModelGraph, model: nn.Module, dg, group: str, idxs: list[in
 
 def compact(model: nn.Module, plan: PruningPlan, example: torch.Tensor, graph: ModelGraph | None = None) -> nn.Module:
     """Return a new, smaller dense model (``model`` is not changed)."""
-    import torch_pruning as tp
-
     new = copy.deepcopy(model).eval()
-    graph = graph or analyze(new, example)
+    graph = graph or analyze(new, example, probe=False)  # compaction itself is the probe
     plan.validate(graph)
     removed = plan.removed(graph)
     if removed:
         with one_thread():
-            dg = tp.DependencyGraph().build_dependency(new, example_inputs=example, verbose=False)
+            dg = build_tp_graph(new, example)
         for g, idxs in removed.items():
             try:
                 group = _tp_group(graph, new, dg, g, idxs)
                 group.prune()
             except Exception as e:  # torch-pruning raises bare errors for patterns it cannot cut
                 raise UnsupportedModelError(f"cannot remove channels of group {g}: {type(e).__name__}: {e}") from None
-    for b in plan.dropped:
-        block = new.get_submodule(b)
-        assert isinstance(block, Residual)
-        _set_module(new, b, DroppedBranch(block.act))
+    for b in _drop_order(graph, plan.dropped):
+        _set_module(new, b, _without_branch(new.get_submodule(b), graph.branches[b]))
     return new
+
+
+def _drop_order(graph: ModelGraph, dropped) -> list[str]:
+    """Dropped blocks to replace, innermost first; blocks inside another dropped branch leave with it."""
+    return sorted(graph.outermost(dropped), key=lambda b: -b.count("."))
+
+
+def _without_branch(block: nn.Module, branch) -> nn.Module:
+    """What ``block`` becomes without its branch: ``act(x)`` (Residual) or its traced graph with ``x + f(x)`` -> ``x``."""
+    if isinstance(block, Residual):
+        return DroppedBranch(block.act)
+    found = find_branch(block)
+    if found is None or not branch.output.endswith("." + found.output):
+        raise UnsupportedModelError(f"residual block {branch.name} ({type(block).__name__}) no longer traces to "
+                                    "x + f(x); it cannot be dropped (remove it from the plan's dropped list)")
+    return dropped_block(block, found)
 
 
 def masked(model: nn.Module, plan: PruningPlan, example: torch.Tensor, graph: ModelGraph | None = None) -> nn.Module:
     """The original model computing what the plan keeps: removed channels zeroed where consumed."""
-    import torch_pruning as tp
-
     ref = copy.deepcopy(model).eval()
-    graph = graph or analyze(ref, example)
+    graph = graph or analyze(ref, example, probe=False)
     plan.validate(graph)
     removed = plan.removed(graph)
     if removed:
         with one_thread():
-            dg = tp.DependencyGraph().build_dependency(ref, example_inputs=example, verbose=False)
+            dg = build_tp_graph(ref, example)
         with torch.no_grad():
             for g, idxs in removed.items():
                 for dep, dep_idxs in _tp_group(graph, ref, dg, g, idxs):
                     mod = dep.target.module
                     if dg.is_out_channel_pruning_fn(dep.handler) or not isinstance(mod, (nn.Linear, nn.modules.conv._ConvNd)):
                         continue
-                    if isinstance(mod, nn.modules.conv._ConvNd) and mod.groups > 1:
-                        continue  # depthwise: coupled in==out, its consumer is zeroed instead
+                    if _is_depthwise(mod):
+                        continue  # in == out are coupled: its consumer is zeroed instead
+                    if _is_grouped(mod):  # analyze freezes every group that touches one
+                        raise VerificationError(f"group {g} reaches grouped convolution {dep.target.name}, whose "
+                                                "widths must stay (a surgery bug: please report it with the model)")
                     ix = torch.as_tensor([int(i) for i in dep_idxs], dtype=torch.long)
                     if isinstance(mod, nn.modules.conv._ConvTransposeNd):
                         mod.weight[ix] = 0  # (in, out, k...)
                     else:
                         mod.weight[:, ix] = 0  # (out, in, k...)
-    for b in plan.dropped:
-        ref.get_submodule(b).branch = ZeroBranch()
+    for b in graph.outermost(plan.dropped):
+        block = ref.get_submodule(b)
+        if isinstance(block, Residual):
+            block.branch = ZeroBranch()
+        else:
+            ref.get_submodule(graph.branches[b].output).register_forward_hook(_answer_zeros)
     return ref
+
+
+def _answer_zeros(mod, inputs, output):
+    """Forward hook: the module's output replaced by zeros (a dropped branch contributes nothing)."""
+    return torch.zeros_like(output)
 
 
 def verify(reference: nn.Module, candidate: nn.Module, inputs: torch.Tensor, rel_tol: float = REL_TOL) -> dict:
@@ -105,12 +133,10 @@ def verify(reference: nn.Module, candidate: nn.Module, inputs: torch.Tensor, rel
     candidate.eval()
     with torch.no_grad():
         a = reference(inputs)
-        b = run_traced(candidate, inputs)
+        b, change = run_traced(candidate, inputs)
     if a.shape != b.shape:
-        raise UnsupportedModelError(
-            f"compact model output shape {tuple(b.shape)} != masked model {tuple(a.shape)}: the forward() hard-codes a "
-            "shape (e.g. view(-1, C*H*W)); derive it from the tensor instead (x.flatten(1))"
-        )
+        raise UnsupportedModelError(f"compact model output shape {tuple(b.shape)} != masked model {tuple(a.shape)}: "
+                                    + _shape_culprit(change, candidate))
     max_abs = float((a - b).abs().max())
     scale = float(a.abs().max()) or 1.0
     rel = max_abs / scale
@@ -123,23 +149,79 @@ def verify(reference: nn.Module, candidate: nn.Module, inputs: torch.Tensor, rel
     return result
 
 
-def run_traced(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    """Run ``model``; if it fails, name the module where it failed and the likely cause."""
-    last: list[str] = []
-    hooks = [m.register_forward_pre_hook(lambda mod, args, n=n: last.append(n))
-             for n, m in model.named_modules() if n and not list(m.children())]
+HARD_CODED = "a shape hard-coded in forward() is the usual cause: derive it from the tensor (x.flatten(1), x.view(x.size(0), -1))"
+
+
+def _shape_culprit(change, model: nn.Module) -> str:
+    if change is None:
+        return "no op changed the batch size; " + HARD_CODED
+    op, module, ins, outs = change
+    return (f"op {op} in {OpRecorder(model).where(module)} turns a batch of {ins[0]} into {outs[0]} "
+            f"(input {tuple(ins)} -> {tuple(outs)}); " + HARD_CODED)
+
+
+def run_traced(model: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, tuple | None]:
+    """Run ``model``; if it fails, name the op and the module where it failed and the likely cause.
+
+    Returns the output and the first op that changed the batch size (op, module, input shape,
+    output shape), or None.
+    """
+    rec = OpRecorder(model)
+    rec.watch_batch = int(inputs.shape[0])
     try:
-        return model(inputs)
-    except RuntimeError as e:
-        where = last[-1] if last else "the model"
-        kind = type(model.get_submodule(where)).__name__ if last else ""
-        raise UnsupportedModelError(
-            f"the compact model fails in module {where} ({kind}): {str(e).splitlines()[0]}; "
-            "a hard-coded shape in forward() (e.g. view(-1, C*H*W)) is the usual cause: use x.flatten(1)"
-        ) from None
-    finally:
-        for h in hooks:
-            h.remove()
+        with rec.recording(ops=False):
+            out = model(inputs)
+    except (RuntimeError, ValueError, IndexError) as e:
+        op, where = rec.failed_op or ("", rec.stack[-1] if rec.stack else "")
+        at = f"at op {op} in {rec.where(where)}" if op else f"in {rec.where(where)}"
+        raise UnsupportedModelError(f"the compact model fails {at}: {str(e).splitlines()[0] if str(e) else type(e).__name__}; "
+                                    + HARD_CODED) from None
+    return out, rec.batch_change
+
+
+def probe(model: nn.Module, graph: ModelGraph, example: torch.Tensor) -> None:
+    """Compact a copy one channel narrower per group and run it on a batch of two.
+
+    A shape hard-coded in ``forward()`` (``x.view(-1, 512)``, ``x.view(b, 8, -1)``) breaks here,
+    before any training, and is reported naming the op and its module (one extra compaction).
+    """
+    keep = _probe_keep(graph)
+    if not keep:
+        return
+    small = compact(model, PruningPlan(keep=keep), example, graph)
+    x = torch.cat([example, example])
+    try:
+        with torch.no_grad():
+            want = model(x)
+    except Exception:  # noqa: BLE001 - the model takes batch 1 only
+        x = example
+        with torch.no_grad():
+            want = model(x)
+    with torch.no_grad():
+        try:
+            got, change = run_traced(small, x)
+        except UnsupportedModelError as e:
+            raise UnsupportedModelError("the model cannot be cut: with one channel less per group, " + str(e).replace(
+                "the compact model fails", "it fails", 1)) from None
+    if got.shape != want.shape:
+        raise UnsupportedModelError(f"the model cannot be cut: with one channel less per group its output shape "
+                                    f"{tuple(got.shape)} != {tuple(want.shape)}: " + _shape_culprit(change, small))
+
+
+def _probe_keep(graph: ModelGraph) -> dict[str, list[int]]:
+    """Per group of 2+ channels, all channels but one (one that leaves every layer owning part of the group a channel)."""
+    parts: dict[str, list[list[int]]] = {}
+    for _, g, roots in _owned_parts(graph):
+        parts.setdefault(g, []).append(roots)
+    keep = {}
+    for g, grp in graph.groups.items():
+        if grp.size < 2:
+            continue
+        for r in reversed(range(grp.size)):
+            if all(len(p) > 1 for p in parts.get(g, []) if r in p):
+                keep[g] = [i for i in range(grp.size) if i != r]
+                break
+    return keep
 
 
 def count_params(model: nn.Module) -> int:
@@ -155,7 +237,7 @@ def compact_and_verify(
 
 
 def _compact_and_verify(model, plan, example, inputs, graph):
-    graph = graph or analyze(model, example)
+    graph = graph or analyze(model, example, probe=False)  # the compaction below is the probe
     small = compact(model, plan, example, graph)
     ref = masked(model, plan, example, graph)
     report = verify(ref, small, inputs)

@@ -6,10 +6,21 @@ flatten -> linear, transposed convs). This module wraps it in edgeprune types:
 
 * :class:`Group` -- a named set of coupled channels (named after its root layer) with its
   channel count and what one channel costs in parameters and MACs;
-* :class:`Branch` -- a residual branch ``y = act(x + f(x))`` that can be dropped whole;
+* :class:`Branch` -- a residual branch ``y = post(x + f(x))`` that can be dropped whole
+  (a :class:`~edgeprune.models.Residual`, or a user block traced to that form: ``branches.py``);
 * :class:`ModelGraph` -- both, plus a per-layer cost table that predicts the exact
   parameter count and MACs of the compact model for any kept widths and dropped branches,
   without building it (methods use it to meet FLOPs budgets).
+
+What is kept whole, and what is refused (:func:`analyze`):
+
+* every layer whose output channels reach a model output (found on the autograd graph of
+  the outputs), and the producers of layers that run but reach no output;
+* every group whose channels feed or come out of a grouped, non-depthwise convolution, and
+  every group that is both concatenated and flattened (``ModelGraph.frozen`` says why);
+* refused with :class:`UnsupportedModelError` naming the op and its module: custom
+  autograd Functions, ops between layers that do not keep channel ``i`` as channel ``i``
+  (``support.py``), and shapes hard-coded in ``forward`` (the probe compaction).
 """
 
 from __future__ import annotations
@@ -23,6 +34,9 @@ from torch import nn
 
 from ..errors import UnsupportedModelError
 from ..models import Residual
+from .branches import dropped_block, find_branch
+from .support import check_group_ops, likely_cause, merges_channels
+from .trace import OpRecorder
 
 PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.Linear)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -51,13 +65,20 @@ class Group:
 
 @dataclass
 class Branch:
-    name: str  # module name of the Residual block
+    name: str  # module name of the residual block
     layers: list[str]  # prunable/norm layers inside the branch
     params: int = 0
     macs: int = 0
+    output: str = ""  # module whose output is the branch's contribution f(x) (scale it to scale the branch)
+    const_params: int = 0  # parameters of the branch the cost table does not model (they leave with it)
+    modules: list[str] = field(default_factory=list)  # the child modules that compute f(x)
+
+    def contains(self, name: str) -> bool:
+        """Whether module ``name`` is part of this branch (and leaves with it)."""
+        return any(name == p or name.startswith(p + ".") for p in self.modules)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "params": self.params, "macs": self.macs}
+        return {"name": self.name, "params": self.params, "macs": self.macs, "output": self.output}
 
 
 @dataclass
@@ -120,9 +141,10 @@ class ModelGraph:
     branches: dict[str, Branch]
     layers: dict[str, LayerCost]
     const_params: int  # parameters the table does not model (fixed under pruning)
-    ignored: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # layers whose output channels stay
     _tp_graph: object = None  # the torch_pruning DependencyGraph (not serialised)
     _modules: dict = field(default_factory=dict)
+    frozen: dict[str, str] = field(default_factory=dict)  # coupled groups kept whole: root layer -> why
 
     # ----------------------------------------------------------------- costs
     def full_keep(self) -> dict[str, int]:
@@ -143,9 +165,16 @@ class ModelGraph:
         sets = {g: set(v) for g, v in keep.items()}
         return self._sum(lambda lc: lc.cost_of_sets(sets), dropped)
 
+    def outermost(self, dropped) -> list[str]:
+        """``dropped`` without the blocks that sit inside another dropped branch (they leave with it)."""
+        dropped = list(dict.fromkeys(dropped))
+        return [b for b in dropped if not any(self.branches[o].contains(b) for o in dropped if o != b)]
+
     def _sum(self, layer_cost, dropped) -> dict[str, int]:
+        dropped = self.outermost(dropped)
         skip = {layer for b in dropped for layer in self.branches[b].layers}
-        params, macs = self.const_params, 0
+        params = self.const_params - sum(self.branches[b].const_params for b in dropped)
+        macs = 0
         for lc in self.layers.values():
             if lc.name not in skip:
                 p, m = layer_cost(lc)
@@ -162,6 +191,7 @@ class ModelGraph:
             "branches": [b.to_dict() for b in self.branches.values()],
             "dense": self.dense_cost(),
             "ignored": self.ignored,
+            "frozen": self.frozen,
         }
 
 
@@ -175,23 +205,6 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(n)
-
-
-def _output_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
-    """The prunable layers that run last: their output width is the model's output."""
-    order: list[str] = []
-    hooks = [
-        m.register_forward_hook(lambda mod, i, o, n=n: order.append(n))
-        for n, m in model.named_modules()
-        if isinstance(m, PRUNABLE)
-    ]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in hooks:
-            h.remove()
-    return order[-1:] if order else []
 
 
 def record_shapes(model: nn.Module, example: torch.Tensor, types: tuple = MODELLED) -> dict[str, tuple[tuple, tuple]]:
@@ -218,94 +231,100 @@ def record_shapes(model: nn.Module, example: torch.Tensor, types: tuple = MODELL
     return shapes
 
 
-def _check_supported(model: nn.Module, example: torch.Tensor) -> None:
-    """Refuse graphs the coupling analysis cannot see through (custom autograd functions)."""
-    x = example.clone().requires_grad_(True)
-    out = model(x)
-    outs = out if isinstance(out, (tuple, list)) else [out]
-    seen, stack = set(), [o.grad_fn for o in outs if o.grad_fn is not None]
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        if isinstance(fn, torch.autograd.function.BackwardCFunction):
-            cls = getattr(fn, "_forward_cls", None)
-            name = getattr(cls, "__name__", "custom autograd Function")
-            raise UnsupportedModelError(
-                f"unsupported op: custom autograd function {name!r}; the channel analysis cannot see through it "
-                "(replace it with standard torch ops, or exclude its layers with ignored_layers)"
-            )
-        stack.extend(f for f, _ in fn.next_functions if f is not None)
+def build_tp_graph(model: nn.Module, example: torch.Tensor):
+    """Torch-Pruning's dependency graph of ``model``, traced by one call ``model(example)``.
+
+    (Without ``forward_fn`` Torch-Pruning first tries ``model(*example)``: a batch-1 tensor
+    is unpacked along the batch dimension and traced as an unbatched input.)
+    """
+    return tp.DependencyGraph().build_dependency(model, example_inputs=example, forward_fn=_call, verbose=False)
+
+
+def _call(model: nn.Module, example: torch.Tensor):
+    return model(example)
 
 
 def analyze(
-    model: nn.Module, example: torch.Tensor, ignored_layers: list[str] | None = None, *, strict: bool = True
+    model: nn.Module, example: torch.Tensor, ignored_layers: list[str] | None = None, *, strict: bool = True,
+    probe: bool = True,
 ) -> ModelGraph:
     """Find coupled groups, droppable branches and the cost table of ``model``.
 
-    ``ignored_layers`` names layers whose output channels must stay (the model output is
-    always kept). The model is only read, never changed.
+    ``ignored_layers`` names layers whose output channels must stay (every layer whose
+    output reaches a model output is always kept, and so is every group that feeds or comes
+    out of a grouped, non-depthwise convolution). Unsupported patterns (custom autograd
+    Functions, ops that do not keep channel ``i`` as channel ``i``, shapes hard-coded in
+    ``forward``) raise :class:`UnsupportedModelError` naming the op and its module; with
+    ``probe`` the check includes compacting a one-channel-narrower copy once (see
+    :func:`~edgeprune.surgery.compact.probe`). The model is only read, never changed.
     """
     was_training = model.training
     model.eval()
     try:
         with one_thread():
-            return _analyze(model, example, ignored_layers, strict)
+            graph = _analyze(model, example, ignored_layers, strict)
+            if probe and graph.groups:
+                from .compact import probe as probe_compaction
+
+                probe_compaction(model, graph, example)
+            return graph
     finally:
         model.train(was_training)
 
 
 def _analyze(model, example, ignored_layers, strict) -> ModelGraph:
-    _check_supported(model, example)
     names = {m: n for n, m in model.named_modules()}
     modules = dict(model.named_modules())
-    ignored = list(dict.fromkeys((ignored_layers or []) + _output_layers(model, example)))
-    for n in ignored:
+    for n in ignored_layers or []:
         if n not in modules:
             raise UnsupportedModelError(f"ignored layer {n!r} is not a module of the model")
-    # grouped (non-depthwise) convs: torch-pruning's channel mapping for them is partial;
-    # keep their widths fixed rather than risk a wrong model.
-    for n, m in modules.items():
-        if isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and not (m.groups == m.in_channels == m.out_channels):
-            ignored.append(n)
-    shapes = record_shapes(model, example)
+    rec = OpRecorder(model, PRUNABLE)
+    try:
+        with rec.recording(), torch.enable_grad():
+            dg = build_tp_graph(model, example)  # its tracing forward is the recorded one
+    except Exception as e:  # noqa: BLE001 - torch-pruning's own failures are bare errors
+        err = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if not rec.outputs:  # the model's own forward failed
+            op, where = rec.failed_op or ("", rec.stack[-1] if rec.stack else "")
+            at = f" at op {op}" if op else ""
+            raise UnsupportedModelError(f"the model's forward fails on the example input of shape "
+                                        f"{tuple(example.shape)}{at} in {rec.where(where)}: {err}") from None
+        _refuse_custom_functions(rec)
+        raise UnsupportedModelError(f"Torch-Pruning cannot trace the channel dependencies of the model ({err}); "
+                                    + likely_cause(rec, modules)) from None
+    _refuse_custom_functions(rec)
+    # layers whose output reaches a model output keep their widths, and so do the producers of
+    # layers that run but reach no output (Torch-Pruning's graph, traced back from the outputs,
+    # does not see them, so it would not cut their inputs)
+    dead = [n for n in rec.layer_in if modules[n] not in dg.module2node]
+    feeding_dead = rec.layers_feeding([f for n in dead for f in rec.layer_in[n]])
+    ignored = list(dict.fromkeys((ignored_layers or []) + rec.layers_reaching_outputs() + feeding_dead))
+    grouped = [n for n, m in modules.items() if _is_grouped(m)]
+    shapes = {n: (c.in_shape, c.out_shape) for n, c in rec.calls.items() if isinstance(modules[n], MODELLED)}
     # ignored layers only stop groups from being rooted there; passing them to
     # build_dependency would also freeze their *input* channels and break coupling.
-    dg = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
     groups: dict[str, Group] = {}
     out_parts: dict[str, list[tuple[str, list[int]]]] = {}
     in_parts: dict[str, list[tuple[str, list[int]]]] = {}
-    ignored_mods = [modules[n] for n in ignored]
+    frozen: dict[str, str] = {}  # group root -> why its widths stay
+    frozen_layers: list[str] = []
+    ignored_mods = [modules[n] for n in dict.fromkeys(ignored + grouped)]
     for g in dg.get_all_groups(ignored_layers=ignored_mods, root_module_types=list(PRUNABLE)):
         root = names[g[0].dep.target.module]
-        size = len(g[0].idxs)
-        members = []
-        for item in g.items:
-            dep = item.dep
-            mod = dep.target.module
-            n = names.get(mod)
-            if n is None:
-                continue  # torch-pruning's internal ops (add, concat, reshape)
-            roots = [int(r) for r in item.root_idxs]
-            side = "out" if dg.is_out_channel_pruning_fn(dep.handler) else "in"
-            if f"{n}:{side}" in members:
-                continue
-            if side == "out":
-                if not isinstance(mod, MODELLED) and any(True for _ in mod.parameters(recurse=False)):
-                    raise UnsupportedModelError(
-                        f"unsupported layer {n} ({type(mod).__name__}) is coupled to group {root}; "
-                        "its channels cannot be removed exactly (add it to ignored_layers)"
-                    )
-                out_parts.setdefault(n, []).append((root, roots))
-                members.append(f"{n}:out")
-            else:
-                if isinstance(mod, PRUNABLE) and not _is_depthwise(mod):
-                    in_parts.setdefault(n, []).append((root, roots))
-                members.append(f"{n}:in")
-        groups[root] = Group(root, size, members)
+        found = _group_parts(g, root, dg, names, rec, modules)
+        if isinstance(found, str):  # a pattern whose channels are kept whole
+            frozen[root] = found
+            frozen_layers.extend(n for n, side, _ in _layer_items(g, dg, names) if side == "out")
+            continue
+        members, outs, ins = found
+        for n, roots in outs:
+            out_parts.setdefault(n, []).append((root, roots))
+        for n, roots in ins:
+            in_parts.setdefault(n, []).append((root, roots))
+        groups[root] = Group(root, len(g[0].idxs), members)
     order = [n for n, m in model.named_modules() if n in groups]
     groups = {n: groups[n] for n in order}
+    ignored = list(dict.fromkeys(ignored + grouped + frozen_layers))
 
     layers: dict[str, LayerCost] = {}
     modelled_params = 0
@@ -328,13 +347,8 @@ def _analyze(model, example, ignored_layers, strict) -> ModelGraph:
         modelled_params += sum(p.numel() for p in m.parameters(recurse=False))
     const = sum(p.numel() for p in model.parameters()) - modelled_params
 
-    branches: dict[str, Branch] = {}
-    for n, m in model.named_modules():
-        if isinstance(m, Residual) and m.droppable:
-            inner = [f"{n}.branch.{sub}" if sub else f"{n}.branch" for sub, _ in m.branch.named_modules()]
-            branches[n] = Branch(n, [x for x in inner if x in layers])
-
-    graph = ModelGraph(groups, branches, layers, const, ignored, dg, modules)
+    branches = _find_branches(model, layers, rec)
+    graph = ModelGraph(groups, branches, layers, const, ignored, dg, modules, frozen)
     full = graph.full_keep()
     base = graph.cost(full)
     for g in groups.values():
@@ -352,6 +366,106 @@ def _analyze(model, example, ignored_layers, strict) -> ModelGraph:
             "a layer with an unusual weight layout is involved"
         )
     return graph
+
+
+def _refuse_custom_functions(rec: OpRecorder) -> None:
+    """The channel analysis cannot see through custom autograd Functions: refuse them by name and module."""
+    for fn, info in rec.custom_functions():
+        raise UnsupportedModelError(
+            f"unsupported op: custom autograd Function {info.op!r} in {rec.where(info.module)}; the channel analysis "
+            "cannot see through it; write it with standard torch ops"
+        )
+
+
+def _layer_items(g, dg, names):
+    """(layer name, "out"|"in", root indices) of the group's items that are modules of the model."""
+    for item in g.items:
+        n = names.get(item.dep.target.module) if isinstance(item.dep.target.module, nn.Module) else None
+        if n is not None:
+            side = "out" if dg.is_out_channel_pruning_fn(item.dep.handler) else "in"
+            yield n, side, [int(r) for r in item.root_idxs]
+
+
+def _group_parts(g, root, dg, names, rec, modules):
+    """``(members, out parts, in parts)`` of one Torch-Pruning group, or why its widths must stay.
+
+    Kept whole: groups that touch a grouped (non-depthwise) conv, and groups that pass both a
+    channel concat and a flatten (Torch-Pruning maps concat -> flatten -> linear onto
+    overlapping indices). Raises :class:`UnsupportedModelError` if the group's channels pass
+    through an op or a layer that cannot be cut exactly.
+    """
+    members, outs, ins, internal = [], [], [], []
+    for item in g.items:
+        mod = item.dep.target.module
+        if isinstance(mod, nn.Parameter):
+            pname = getattr(dg, "_param_to_name", {}).get(mod, f"of shape {tuple(mod.shape)}")
+            raise UnsupportedModelError(
+                f"unsupported op: parameter {pname} is applied to the channels of layer {root} outside a standard "
+                f"layer; its channels cannot be removed exactly (wrap it in a standard layer, or keep the layer unpruned: "
+                f"edgeprune.surgery.analyze(..., ignored_layers=[{root!r}]))"
+            )
+        if not isinstance(mod, nn.Module) or mod not in names:
+            internal.append(item.dep.target)  # torch-pruning's internal ops (add, concat, reshape, ...)
+    for n, side, roots in _layer_items(g, dg, names):
+        mod = modules[n]
+        if _is_grouped(mod):
+            return f"its channels {'come out of' if side == 'out' else 'feed'} grouped convolution {n}"
+        if f"{n}:{side}" in members:
+            continue
+        if side == "out":
+            if not isinstance(mod, MODELLED) and any(True for _ in mod.parameters(recurse=False)):
+                raise UnsupportedModelError(
+                    f"unsupported layer {n} ({type(mod).__name__}) is coupled to group {root}; "
+                    "its channels cannot be removed exactly (add it to ignored_layers)"
+                )
+            outs.append((n, roots))
+        elif isinstance(mod, PRUNABLE) and not _is_depthwise(mod):
+            ins.append((n, roots))
+        members.append(f"{n}:{side}")
+    check_group_ops(root, internal, rec, modules)
+    infos = [rec.info.get(node.grad_fn) for node in internal if node.grad_fn is not None]
+    if any(i.op == "cat" for i in infos if i) and any(merges_channels(i) for i in infos if i):
+        return "its channels are concatenated and flattened (Torch-Pruning cannot map that onto the next layer)"
+    return members, outs, ins
+
+
+def _find_branches(model: nn.Module, layers: dict, rec: OpRecorder) -> dict[str, "Branch"]:
+    """Droppable residual branches: :class:`Residual` blocks and traced ``x + f(x)`` blocks (see branches.py)."""
+    calls = {n: c.calls for n, c in rec.calls.items()}
+    shapes = {n: (c.in_shape, c.out_shape) for n, c in rec.calls.items()}
+    out: dict[str, Branch] = {}
+    for n, m in model.named_modules():
+        if not n:
+            continue
+        if isinstance(m, Residual):
+            if m.droppable:
+                out[n] = _branch(n, f"{n}.branch", m.branch, layers)
+            continue
+        found = find_branch(m, calls, n, shapes)
+        if found is not None:
+            subs = [(f"{n}.{t}", m.get_submodule(t)) for t in found.modules]
+            out[n] = _branch(n, f"{n}.{found.output}", subs, layers, dropped_params=_count(m) - _count(dropped_block(m, found)))
+    return out
+
+
+def _branch(name: str, output: str, parts, layers: dict, dropped_params: int | None = None) -> "Branch":
+    """A Branch over ``parts`` (one module, named ``output``, or a list of (name, module))."""
+    parts = [(output, parts)] if isinstance(parts, nn.Module) else parts
+    inner = [f"{p}.{sub}" if sub else p for p, mod in parts for sub, _ in mod.named_modules()]
+    mine = [x for x in inner if x in layers]
+    total = dropped_params if dropped_params is not None else sum(_count(mod) for _, mod in parts)
+    modelled = sum(_count(m, recurse=False) for p, mod in parts for sub, m in mod.named_modules()
+                   if (f"{p}.{sub}" if sub else p) in layers)
+    return Branch(name, mine, output=output, const_params=total - modelled, modules=[p for p, _ in parts])
+
+
+def _count(m: nn.Module, recurse: bool = True) -> int:
+    return sum(p.numel() for p in m.parameters(recurse=recurse))
+
+
+def _is_grouped(m: nn.Module) -> bool:
+    """A grouped convolution that is not depthwise (its widths are kept: see the README)."""
+    return isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and not _is_depthwise(m)
 
 
 def _is_depthwise(m: nn.Module) -> bool:

@@ -15,9 +15,10 @@ dimension, where ``src`` maps each consumer input index to the group channel tha
 * masking a weight costs one multiply per weight, not per activation, so a masked
   forward costs about the same as the plain one.
 
-Residual branches (:class:`~edgeprune.models.Residual` with an identity shortcut) can be
-scaled as a whole by :class:`BranchScales`: ``act(x + s * branch(x))``; ``s == 0`` is
-exactly the dropped branch (``act(x)``).
+Droppable residual branches (a :class:`~edgeprune.models.Residual` with an identity
+shortcut, or a traced ``post(x + f(x))`` block, see ``branches.py``) can be scaled as a whole
+by :class:`BranchScales`: ``post(x + s * f(x))``; ``s == 0`` is exactly the dropped branch
+(``post(x)``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .graph import ModelGraph
+from .branches import branch_output_module
+from .graph import ModelGraph, _is_depthwise
 
 _CONSUMERS = (nn.Linear, nn.modules.conv._ConvNd)
 
@@ -64,8 +66,9 @@ class ChannelMasks:
                 mod = dep.target.module
                 if dg.is_out_channel_pruning_fn(dep.handler) or not isinstance(mod, _CONSUMERS):
                     continue
-                if isinstance(mod, nn.modules.conv._ConvNd) and mod.groups > 1:
+                if _is_depthwise(mod):
                     continue  # depthwise: in == out are coupled, its consumer is masked instead
+                # (analyze freezes every group that touches a grouped, non-depthwise conv)
                 name = dg_names.get(mod)
                 if name is None or name not in modules:
                     continue
@@ -117,7 +120,10 @@ class ChannelMasks:
 
 
 class BranchScales:
-    """Forward hooks scaling whole residual branches: ``act(x + s_b * branch(x))``.
+    """Forward hooks scaling whole residual branches: ``post(x + s_b * f(x))``.
+
+    The hook sits on the module whose output is ``f(x)``
+    (:func:`~edgeprune.surgery.branches.branch_output_module`: ``block.branch`` for a Residual).
 
     Set ``values`` (``{block name: scalar tensor}``) before a forward; blocks absent from
     it are not scaled. ``remove()`` detaches the hooks.
@@ -128,8 +134,8 @@ class BranchScales:
         self.values: dict[str, torch.Tensor] = {}
         self._handles = []
         for n in self.names:
-            block = model.get_submodule(n)
-            self._handles.append(block.branch.register_forward_hook(self._hook(n)))
+            out = branch_output_module(model.get_submodule(n))
+            self._handles.append(out.register_forward_hook(self._hook(n)))
 
     def _hook(self, name: str):
         def fn(mod, inputs, output):

@@ -47,6 +47,8 @@ class PruningPlan:
         return out
 
     def validate(self, graph) -> None:
+        """Raise :class:`InputError` unless the plan fits ``graph``: known groups and branches, indices in range,
+        every layer keeps a channel, and kept widths are multiples of ``width_multiple`` (or the full width)."""
         for g, idx in self.keep.items():
             if g not in graph.groups:
                 raise InputError(f"plan names group {g!r}, which the model does not have (plan made for another model?)")
@@ -55,6 +57,12 @@ class PruningPlan:
                 raise InputError(f"plan keeps no channel of group {g!r}; keep at least one")
             if len(set(idx)) != len(idx) or min(idx) < 0 or max(idx) >= size:
                 raise InputError(f"plan for group {g!r} has repeated or out-of-range indices (size {size})")
+            m = max(1, int(self.width_multiple))
+            if len(idx) % m and len(idx) != size:
+                raise InputError(
+                    f"plan keeps {len(idx)} channels of group {g!r}: not a multiple of the plan's width_multiple {m} "
+                    f"nor the full width {size}; round it up (edgeprune.surgery.round_width)"
+                )
         for b in self.dropped:
             if b not in graph.branches:
                 raise InputError(f"plan drops branch {b!r}, which is not a droppable residual branch of the model")
@@ -128,12 +136,23 @@ def plan_from_scores(
         order = np.lexsort((np.arange(len(s)), -s))  # by score desc, then index asc
         keep[g] = set(int(i) for i in order[:n])
     # a group spanning several layers (concat feeding a residual add) must leave each layer
-    # at least its best channel
+    # at least its best channel; the width is then rounded up again to the multiple
     for _, g, roots in _owned_parts(graph):
         if g in keep and not keep[g] & set(roots):
             keep[g].add(max(roots, key=lambda r: (scores[g][r], -r)))
-    keep = {g: sorted(v) for g, v in keep.items()}
+    for g in keep:
+        _round_up_kept(keep[g], np.asarray(scores[g], dtype=np.float64), width_multiple, graph.groups[g].size)
+    keep = {g: sorted(v) for g, v in keep.items() if len(v) < graph.groups[g].size}
     return PruningPlan(keep, list(dropped), width_multiple, method, dict(meta or {}))
+
+
+def _round_up_kept(kept: set[int], s: np.ndarray, multiple: int, size: int) -> None:
+    """Add the best-scoring channels not kept until the width is a multiple (or the full size)."""
+    goal = round_width(len(kept), multiple, size)
+    for i in np.lexsort((np.arange(len(s)), -s)):
+        if len(kept) >= goal:
+            break
+        kept.add(int(i))
 
 
 def _owned_parts(graph):

@@ -1,0 +1,219 @@
+"""Which ops the channels of a pruned group may pass through, and the refusal of the others.
+
+Torch-Pruning treats every op it does not know as element-wise: a channel flip, a channel
+shuffle or a slice ``x[:, :4]`` would be cut as if channel ``i`` stayed channel ``i``, and the
+compact model would silently compute something else. :func:`check_group_ops` instead accepts
+only ops whose effect on channel ``i`` is known (element-wise maths, activations, pooling,
+reductions over other dimensions, flatten, reshapes that keep the batch and the channel
+dimension or merge the channel dimension as the outermost one, channel concat, indexing
+that leaves the channel dimension whole) and refuses a group that passes through anything
+else with a one-line error naming the op, the module whose forward runs it and the layer
+whose channels pass through it.
+
+Hard-coded shapes (``x.view(-1, 512)``) look like a flatten to any trace; they are found by
+the probe compaction in :func:`edgeprune.surgery.compact.probe`, which runs a slightly
+narrower model once and names the op that breaks.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from ..errors import UnsupportedModelError
+from .trace import OpInfo, OpRecorder
+
+ELEMENTWISE = {
+    # activations
+    "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "sigmoid", "sigmoid_", "tanh", "tanh_", "silu", "silu_",
+    "gelu", "hardswish", "hardswish_", "hardsigmoid", "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "celu",
+    "softplus", "mish", "threshold", "threshold_", "clamp", "clamp_", "clip", "clamp_min", "clamp_max", "logsigmoid",
+    # arithmetic (a per-channel operand without gradient is caught by the probe compaction's shape check)
+    "add", "add_", "__add__", "__iadd__", "__radd__", "sub", "sub_", "__sub__", "__isub__", "__rsub__", "rsub",
+    "mul", "mul_", "__mul__", "__imul__", "__rmul__", "div", "div_", "__truediv__", "__itruediv__", "__rtruediv__",
+    "neg", "__neg__", "abs", "exp", "log", "sqrt", "rsqrt", "pow", "__pow__", "square", "reciprocal", "sin", "cos",
+    "erf", "maximum", "minimum",
+    # layout-neutral
+    "clone", "contiguous", "to", "float", "type_as", "dropout", "dropout2d", "feature_dropout", "alpha_dropout",
+    "squeeze", "squeeze_", "unsqueeze", "unsqueeze_",
+    # pooling and resizing over spatial dimensions
+    "max_pool1d", "max_pool2d", "max_pool3d", "max_pool1d_with_indices", "max_pool2d_with_indices",
+    "max_pool3d_with_indices", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d",
+    "adaptive_max_pool3d", "adaptive_max_pool1d_with_indices", "adaptive_max_pool2d_with_indices",
+    "adaptive_max_pool3d_with_indices", "lp_pool1d", "lp_pool2d", "interpolate", "upsample", "upsample_nearest",
+    "upsample_bilinear",
+}
+REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "norm", "logsumexp", "prod"}
+RESHAPES = {"view", "reshape", "view_as", "reshape_as"}
+# layers whose own ops (seen or not) Torch-Pruning cuts as a whole
+LAYER_INTERNAL = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm)
+
+
+def check_group_ops(group_name: str, items, rec: OpRecorder, modules: dict) -> None:
+    """Raise :class:`UnsupportedModelError` if a Torch-Pruning group passes through an op we cannot cut through.
+
+    ``items`` are the group's internal-op nodes (Torch-Pruning ``Node`` objects whose module is
+    none of the model's modules).
+    """
+    for node in items:
+        fn = node.grad_fn
+        if fn is None:
+            continue
+        info = rec.info.get(fn)
+        if info is None:
+            raise UnsupportedModelError(
+                f"unsupported op: {getattr(fn, 'name', lambda: type(fn).__name__)()} on the channels of layer "
+                f"{group_name} was not seen in the trace; replace it with standard torch ops, or keep the layer "
+                f"unpruned (edgeprune.surgery.analyze(..., ignored_layers=[{group_name!r}]))"
+            )
+        why = _refusal(info, modules)
+        if why:
+            raise UnsupportedModelError(
+                f"unsupported op: {_describe(info)} in {rec.where(info.module)} {why}, and the channels of layer "
+                f"{group_name} pass through it, so they cannot be removed exactly; {_fix(info)}, or keep the layer "
+                f"unpruned (edgeprune.surgery.analyze(..., ignored_layers=[{group_name!r}]))"
+            )
+
+
+def likely_cause(rec: OpRecorder, modules: dict) -> str:
+    """The first recorded op after a prunable layer that does not keep channels, named for an error message."""
+    for fn, info in rec.info.items():
+        if not info.seen or not _refusal(info, modules) or not _after_a_layer(fn, rec):
+            continue
+        return f"likely cause: op {_describe(info)} in {rec.where(info.module)} {_refusal(info, modules)}"
+    return "the model uses an op between its layers that Torch-Pruning does not handle"
+
+
+def _after_a_layer(fn, rec: OpRecorder, limit: int = 10_000) -> bool:
+    """Whether a prunable layer's output is among the inputs of autograd node ``fn``."""
+    seen, stack = set(), [f for f, _ in fn.next_functions if f is not None]
+    while stack and len(seen) < limit:
+        f = stack.pop()
+        if f in seen:
+            continue
+        if f in rec.layer_out:
+            return True
+        seen.add(f)
+        stack.extend(g for g, _ in f.next_functions if g is not None)
+    return False
+
+
+def merges_channels(info: OpInfo) -> bool:
+    """A flatten/reshape that merges the channel dimension with others (``(N, C, H, W) -> (N, C*H*W)``)."""
+    if info.op not in RESHAPES and info.op != "flatten":
+        return False
+    ins, outs = info.in_shape or (), info.out_shape or ()
+    return len(ins) >= 2 and len(outs) >= 2 and ins[1] != outs[1]
+
+
+def _fix(info: OpInfo) -> str:
+    if info.op in RESHAPES or info.op == "flatten":
+        return "reshape only to keep the channel dimension or to flatten it (x.flatten(1))"
+    if info.op in ("__getitem__", "__setitem__"):
+        return "index whole channels only (x[:, :, ...])"
+    return "apply it before the first prunable layer or after the last one"
+
+
+def _describe(info: OpInfo) -> str:
+    args = ", ".join([repr(a) for a in info.args] + [f"{k}={v!r}" for k, v in info.kwargs.items()])
+    return f"{info.op}({args})" if info.seen else info.op
+
+
+def _refusal(info: OpInfo, modules: dict) -> str:
+    """Why channel ``i`` does not stay channel ``i`` through this op ('' if it does)."""
+    op = info.op
+    owner = modules.get(info.module)
+    if isinstance(owner, LAYER_INTERNAL):
+        return ""  # the layer's own ops (conv2d, batch_norm, the weight transpose inside F.linear)
+    if not info.seen:
+        if op in ELEMENTWISE or (info.parent and info.parent in ELEMENTWISE):
+            return ""  # an element-wise node, or a step inside an accepted function (e.g. interpolate)
+        return f"(made inside {info.parent}) is not an op edgeprune knows" if info.parent else \
+            "is not an op edgeprune knows how to cut channels through"
+    if op in ELEMENTWISE:
+        return ""
+    if op == "pad":
+        pad = info.args[0] if info.args else info.kwargs.get("pad", ())
+        nd = len(info.in_shape or ())
+        return "pads the channel dimension" if len(pad) > 2 * max(nd - 2, 0) else ""
+    if op in REDUCTIONS:
+        return _reduction(info)
+    if op == "flatten":
+        start = info.args[0] if info.args else info.kwargs.get("start_dim", 0)
+        nd = len(info.in_shape or ())
+        return "merges the batch and channel dimensions" if nd and start % nd == 0 else ""
+    if op in RESHAPES:
+        return _reshape(info.in_shape, info.out_shape)
+    if op in ("__getitem__", "__setitem__"):
+        return _indexing(info)
+    if op == "cat":
+        dim = info.args[0] if info.args else info.kwargs.get("dim", 0)
+        nd = len(info.out_shape or ())
+        return "" if nd and dim % nd == 1 else "concatenates along a dimension other than the channels"
+    if op in ("expand", "expand_as"):
+        return "" if info.in_shape and info.out_shape and info.in_shape[1:2] == info.out_shape[1:2] else \
+            "expands the channel dimension"
+    if op in ("transpose", "swapaxes", "permute", "movedim", "t"):
+        return "" if info.in_shape and info.out_shape and info.in_shape[:2] == info.out_shape[:2] and _keeps_01(info) \
+            else "moves the channel dimension"
+    return "is not an op edgeprune knows how to cut channels through"
+
+
+def _reduction(info: OpInfo) -> str:
+    dims = info.args[0] if info.args else info.kwargs.get("dim")
+    if dims is None:
+        return "reduces over all dimensions, channels included"
+    nd = len(info.in_shape or ())
+    dims = dims if isinstance(dims, (list, tuple)) else (dims,)
+    if not nd or any(not isinstance(d, int) for d in dims):
+        return "reduces over dimensions edgeprune cannot read"
+    return "reduces over the channel dimension" if any(d % nd == 1 for d in dims) else ""
+
+
+def _reshape(ins, outs) -> str:
+    """Accept reshapes that keep the batch and either keep the channel dim or merge it (outermost) with the next ones."""
+    if not ins or not outs or len(ins) < 2 or len(outs) < 2 or ins[0] != outs[0]:
+        return "reshapes the batch dimension"
+    if outs[1] == ins[1]:
+        return ""
+    for k in range(2, len(ins) + 1):
+        if math.prod(ins[1:k]) == outs[1]:
+            return ""
+    return "splits or regroups the channel dimension"
+
+
+def _indexing(info: OpInfo) -> str:
+    key = info.args[0] if info.args else ()
+    key = key if isinstance(key, tuple) else (key,)
+    nd = len(info.in_shape or ())
+    full = slice(None, None, None)
+    if any(k is None for k in key):
+        return "inserts a dimension before the channels"
+    if Ellipsis in key:
+        i = key.index(Ellipsis)
+        before, after = key[:i], key[i + 1:]
+        if len(before) >= 2:
+            ok = before[0] == full and before[1] == full
+        elif len(before) == 1:
+            ok = before[0] == full and len(after) <= nd - 2
+        else:
+            ok = len(after) <= nd - 2
+    else:
+        ok = (len(key) < 1 or key[0] == full) and (len(key) < 2 or key[1] == full)
+    return "" if ok else "indexes the channel dimension"
+
+
+def _keeps_01(info: OpInfo) -> bool:
+    """transpose/permute: dims 0 and 1 stay where they are."""
+    if info.op == "permute":
+        dims = info.args[0] if len(info.args) == 1 and isinstance(info.args[0], (list, tuple)) else info.args
+        return list(dims[:2]) == [0, 1]
+    if info.op in ("transpose", "swapaxes", "movedim"):
+        nd = len(info.in_shape or ())
+        a, b = (info.args + (None, None))[:2]
+        if not isinstance(a, int) or not isinstance(b, int) or not nd:
+            return False
+        return a % nd >= 2 and b % nd >= 2
+    return False
