@@ -6,7 +6,8 @@ Every builder takes ``input_shape`` (C, H, W) without the batch and ``num_output
 builders must be deterministic functions of their arguments.
 
 Residual blocks use :class:`Residual`: ``act(shortcut(x) + branch(x))``. The surgery finds
-droppable branches by this class: a block whose shortcut is the identity can lose its
+droppable branches by this class (and in user blocks whose forward traces to ``post(x + f(x))``,
+see ``edgeprune/surgery/branches.py``): a block whose shortcut is the identity can lose its
 whole branch (it becomes ``act(x)``).
 """
 
