@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import EdgepruneError
+from .errors import EdgepruneError, InputError
 
 STAGE_HELP = {
     "train": "retrain the dense model of a run folder",
@@ -20,7 +20,8 @@ STAGE_HELP = {
     "compact": "redo the structural surgery and its verification",
     "finetune": "redo the recovery training of the compact model",
     "export": "re-export the final model (use --all for every format)",
-    "bench": "benchmark the run's artifacts (on this host, predicted for --target, on --remote)",
+    "bench": "benchmark the run's artifacts (on this host, predicted for --target, on --remote / --adb), "
+             "then recheck the budget and rewrite the report for that target",
     "budget": "check a target's budget against the run's artifacts",
     "report": "rewrite report.json and report.html",
     "package": "write the device bundle dist/<target>/",
@@ -47,11 +48,40 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--finetune-epochs", type=int, help="recovery training epochs after compaction [6]")
     g.add_argument("--seed", type=int, help="seed for data split, init and training [0]; same seed, same plan")
     g.add_argument("--formats", help="comma-separated export formats (onnx,onnx-int8,tflite,tflite-int8) [target's list]")
-    g.add_argument("--remote", help="user@host of a real device: also benchmark there over SSH")
+    _add_device_options(g, adb=False)
     o = p.add_argument_group("where")
     o.add_argument("--output", help="parent directory of run folders [runs]")
     o.add_argument("--name", help="run folder name [<target>-<model>-<method>]")
     o.add_argument("--force", action="store_true", help="rerun every stage even if its artifacts are up to date")
+
+
+def _add_device_options(g, adb: bool = True) -> None:
+    """--remote/--port/--identity (ssh) and, for `bench`, --adb/--benchmark-binary (Android)."""
+    g.add_argument("--remote", help="user@host or user@host:port of a real device: also benchmark there over SSH "
+                                    "(ssh options such as Port, IdentityFile, ProxyJump come from ~/.ssh/config)")
+    g.add_argument("--port", type=int, help="SSH port of --remote (passed as ssh -p only when given)")
+    g.add_argument("--identity", help="SSH private key file for --remote (ssh -i)")
+    g.add_argument("--remote-python", metavar="PATH", help="python on the device (with numpy and onnxruntime or a "
+                                                           "TFLite interpreter) [python3]")
+    g.add_argument("--ssh-option", action="append", metavar="OPT", dest="ssh_option",
+                   help="extra ssh -o option for --remote, e.g. UserKnownHostsFile=PATH (repeatable)")
+    if adb:
+        g.add_argument("--adb", nargs="?", const="any", metavar="SERIAL",
+                       help="also measure the .tflite artifacts on an Android phone over adb with LiteRT's "
+                            "benchmark_model (SERIAL: the device from `adb devices`; default: the only one). "
+                            "UNTESTED on a real phone: the output parser is tested on copied logs only")
+        g.add_argument("--benchmark-binary", default=None, metavar="PATH",
+                       help="benchmark_model on the phone [/data/local/tmp/benchmark_model]; push it there first")
+
+
+def _device_settings(a: argparse.Namespace) -> dict:
+    """The device-connection settings of the command line that go into cfg["bench"] (None = not given)."""
+    out = {"port": a.port, "identity": a.identity, "python": a.remote_python, "ssh_options": a.ssh_option}
+    if hasattr(a, "adb"):
+        out.update(adb=a.adb, benchmark_binary=a.benchmark_binary)
+    if a.identity is not None and not Path(a.identity).is_file():
+        raise InputError(f"--identity {a.identity}: file not found; pass the private key of the device login")
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _overrides(a: argparse.Namespace) -> dict:
@@ -108,12 +138,14 @@ def make_parser() -> argparse.ArgumentParser:
         sub.add_parser(kind, help=f"list the registered {kind}")
 
     for stage, help_ in STAGE_HELP.items():
-        s = sub.add_parser(stage, help=help_, description=help_ + "; later stages are not rerun.")
+        later = "" if stage == "bench" else "; later stages are not rerun"
+        s = sub.add_parser(stage, help=help_, description=help_ + later + ".")
         s.add_argument("run_dir", type=Path, help="an existing run folder (from `edgeprune build`)")
         if stage in ("bench", "budget", "report", "package"):
-            s.add_argument("--target", help="target profile (default: the run's)")
+            s.add_argument("--target", help="target profile: a name from `edgeprune targets` (built-in, or a "
+                                            "<name>.toml in the working directory) or a path (default: the run's)")
         if stage == "bench":
-            s.add_argument("--remote", help="user@host: also measure on this device over SSH")
+            _add_device_options(s.add_argument_group("measure on a device"))
         if stage == "export":
             s.add_argument("--all", action="store_true", help="export every format, not only the target's")
 
@@ -121,12 +153,23 @@ def make_parser() -> argparse.ArgumentParser:
                           add_help=False)
     cmp_.add_argument("args", nargs=argparse.REMAINDER, help="see `edgeprune compare --help`")
 
-    c = sub.add_parser("calibrate", help="measure a real device over SSH and write a measured target profile")
-    c.add_argument("--remote", required=True, help="user@host of the device")
-    c.add_argument("--target", required=True, help="the spec profile the device belongs to (e.g. rpi5)")
-    c.add_argument("--port", type=int, default=22)
-    c.add_argument("--identity", help="SSH private key file")
-    c.add_argument("--out", type=Path, help="where to write the measured profile [<target>-measured.toml]")
+    c = sub.add_parser("calibrate", help="measure a device over SSH (writes <target>-measured.toml) or this host "
+                                         "(--host: the cost model's calibration, cached per CPU)",
+                       description="With --remote: run micro-benchmarks on the device (sustained fp32/int8 "
+                                   "throughput, bandwidth, per-op overhead) and write a measured profile, loadable "
+                                   "as --target <target>-measured from the directory it is written to. With "
+                                   "--host: export and measure the built-in models on this machine (a few "
+                                   "minutes) and cache the cost model's calibration for this CPU.")
+    c.add_argument("--host", action="store_true", help="calibrate the cost model on this machine instead")
+    c.add_argument("--remote", help="user@host or user@host:port of the device")
+    c.add_argument("--target", help="the spec profile the device belongs to (e.g. rpi5)")
+    c.add_argument("--port", type=int, help="SSH port (passed as ssh -p only when given)")
+    c.add_argument("--identity", help="SSH private key file (ssh -i)")
+    c.add_argument("--remote-python", metavar="PATH", help="python on the device [python3]")
+    c.add_argument("--ssh-option", action="append", metavar="OPT", dest="ssh_option",
+                   help="extra ssh -o option, e.g. UserKnownHostsFile=PATH (repeatable)")
+    c.add_argument("--out", type=Path, help="where to write the measured profile [./<target>-measured.toml, or "
+                                            "next to a --target .toml file] or the host calibration [user cache]")
     return p
 
 
@@ -158,12 +201,18 @@ def _cmd_targets(a) -> int:
     if a.json:
         print(json.dumps([r.to_dict() for r in rows], indent=2))
         return 0
-    print(f"{'name':18s} {'platform':8s} {'runtime':8s} {'peak fp32':>11s} {'bw GB/s':>8s} {'keep MACs':>9s} {'p50 ms':>7s} {'mem MB':>7s}  title")
+    print(f"{'name':22s} {'platform':8s} {'runtime':8s} {'sustained':>12s} {'bw GB/s':>8s} {'keep MACs':>9s} "
+          f"{'p50 ms':>7s} {'mem MB':>7s}  title [where]")
     for t in rows:
         bud = t.budget
-        print(f"{t.name:18s} {t.platform:8s} {t.runtime.get('preferred', ''):8s} {t.fact('peak_fp32_gflops', 0):>8.0f} GF "
+        sus = t.device.get("sustained_fp32_gflops")
+        sus_txt = f"{sus.value:>6.1f} GF {sus.basis[:1]}" if sus else f"{'—':>10s}  "
+        where = "" if t.source_path.startswith("<builtin>") else f"  [{t.source_path}]"
+        print(f"{t.name:22s} {t.platform:8s} {t.runtime.get('preferred', ''):8s} {sus_txt:>12s} "
               f"{t.fact('mem_bandwidth_gbs', 0):>8.1f} {bud.flops_keep or 1:>9.0%} {bud.latency_p50_ms or 0:>7.1f} "
-              f"{bud.peak_memory_mb or 0:>7.0f}  {t.title}")
+              f"{bud.peak_memory_mb or 0:>7.0f}  {t.title}{where}")
+    print("sustained: fp32 conv-net GFLOP/s the cost model uses (d = derived from a published benchmark, "
+          "u = unverified, m = measured); user profiles: <name>.toml in the working directory")
     return 0
 
 
@@ -202,6 +251,7 @@ def _cmd_build(a) -> int:
     from .ui import UI
 
     cfg = config.resolve(a.config, _overrides(a))
+    cfg["bench"].update(_device_settings(a))
     code, b = build(cfg, ui=UI(quiet=a.quiet), force=a.force)
     _final_line(code, b)
     return code
@@ -216,22 +266,45 @@ def _cmd_stage(a) -> int:
     cfg = config.merge(config.defaults(), cfg, str(a.run_dir / "config.json"))
     if getattr(a, "remote", None):
         cfg["bench"]["remote"] = a.remote
+    if a.command == "bench":
+        cfg["bench"].update(_device_settings(a))
     if getattr(a, "all", False):
         from .export import FORMATS
 
         cfg["export"]["formats"] = list(FORMATS)
-    code, b = build(cfg, a.run_dir, ui=UI(quiet=a.quiet), only=[a.command], target_override=getattr(a, "target", None))
+    # bench changes the evidence: the budget and the report for that target are redone with it
+    only = ["bench", "budget", "report"] if a.command == "bench" else [a.command]
+    code, b = build(cfg, a.run_dir, ui=UI(quiet=a.quiet), only=only, target_override=getattr(a, "target", None))
     _final_line(code, b)
     return code
 
 
 def _cmd_calibrate(a) -> int:
+    if a.host:
+        from .bench.hostcal import calibrate_host
+
+        res = calibrate_host(out=a.out, progress=(lambda m: None) if a.quiet else print)
+        errs = {k: round(v["fit_median_abs_pct_err"], 1) for k, v in res["calibration"]["factors"].items()}
+        print(f"host calibration for {res['calibration']['host']['cpu']} written to {res['path']} "
+              f"({res['seconds']:.0f} s; in-sample median abs error %: {errs}); `edgeprune bench` uses it on this CPU")
+        return 0
+    if not a.remote or not a.target:
+        raise EdgepruneError("calibrate needs --remote USER@HOST and --target PROFILE (or --host for this machine)")
     from .bench.remote import calibrate_remote
     from .targets import load_target
 
     t = load_target(a.target)
-    result = calibrate_remote(a.remote, t, out_path=a.out, port=a.port, identity=a.identity)
-    print(f"measured profile written to {result['profile']}")
+    if a.identity is not None and not Path(a.identity).is_file():
+        raise InputError(f"--identity {a.identity}: file not found; pass the private key of the device login")
+    ssh = {"port": a.port, "identity": a.identity, "ssh_options": tuple(a.ssh_option or ())}
+    if a.remote_python:
+        ssh["python"] = a.remote_python
+    result = calibrate_remote(a.remote, t, out_path=a.out, **ssh)
+    name = Path(result["profile"]).stem
+    here = Path(result["profile"]).resolve().parent == Path.cwd().resolve()
+    print(f"measured profile written to {result['profile']}"
+          + (f" (the working directory: use it as --target {name} from here)" if here else
+             f" (use it as --target {result['profile']})"))
     return 0
 
 

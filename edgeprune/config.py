@@ -74,7 +74,14 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, str]]] = {
         "warmup": (int, 10, "warm-up inferences before timing"),
         "repeats": (int, 3, "fresh processes per artifact (median is reported)"),
         "threads": (int, 1, "threads for the host measurement"),
-        "remote": (str, "", "user@host of a real device to measure on over SSH"),
+        "remote": (str, "", "user@host[:port] of a real device to measure on over SSH"),
+        "port": (int, 0, "SSH port of the device (0: ssh's default or ~/.ssh/config)"),
+        "identity": (str, "", "SSH private key for the device login (empty: ssh's default)"),
+        "python": (str, "", "python interpreter on the device (empty: python3)"),
+        "ssh_options": (list, [], "extra `ssh -o` options, e.g. [\"StrictHostKeyChecking=accept-new\"]"),
+        "adb": (str, "", "Android device to measure on with adb: its serial, or \"any\" for the only one "
+                         "(empty: none; UNTESTED without a device)"),
+        "benchmark_binary": (str, "", "path of LiteRT's benchmark_model on the Android device"),
     },
 }
 

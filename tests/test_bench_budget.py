@@ -1,5 +1,7 @@
 """check_budget with real numbers: pass/fail per line, source priority, and the advice it gives."""
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -130,5 +132,70 @@ def test_end_to_end_with_real_measurement_and_prediction(tmp_path):
     assert p90["source"] == "predicted" and p90["value"] >= p50["value"]
     assert p90["value"] == pred["latency_ms"] * max(1.0, host["p90_ms"] / host["p50_ms"])
     assert _line(r, "model_size_mb")["value"] == host["model_size_mb"]
-    assert _line(r, "peak_memory_mb")["value"] == pred["model_footprint_mb"]
+    assert _line(r, "peak_memory_mb")["value"] == pred["peak_memory_mb"]  # the one predicted memory figure
     assert r["passed"] is True  # a 226k-MAC conv is far inside every jetson-nano budget
+
+
+def test_int8_over_tolerance_fails_the_budget():
+    """An INT8 artifact that loses more than export.int8_tolerance is a failing line, not a silent fp32 swap."""
+    ev = dict(GOOD, int8={"metric_drop": 2.5, "tolerance": 1.0, "calib_samples": 256})
+    r = check_budget("rpi4", ev)
+    ln = _line(r, "int8_accuracy_drop")
+    assert r["passed"] is False and ln["passed"] is False and ln["value"] == 2.5 and ln["budget"] == 1.0
+    assert "calib_samples (now 256)" in ln["advice"] and "per-channel" in ln["advice"] and "fp32" in ln["advice"]
+    ok = check_budget("rpi4", dict(GOOD, int8={"metric_drop": 0.3, "tolerance": 1.0, "calib_samples": 256}))
+    assert ok["passed"] is True and _line(ok, "int8_accuracy_drop")["passed"] is True
+
+
+def test_metric_mismatch_is_not_compared():
+    ev = dict(GOOD, metric_mismatch="the artifact's metric (psnr) is not the dense model's (my.py:score)")
+    r = check_budget("rpi4", ev)
+    ln = _line(r, "max_accuracy_drop")
+    assert ln["passed"] is None and ln["value"] is None and "psnr" in ln["advice"]
+    assert r["passed"] is False and "max_accuracy_drop" in r["missing"]
+
+
+def test_choose_artifact_keeps_the_preferred_int8(tmp_path):
+    from edgeprune.stages.budget import choose_artifact, dense_metric
+    from edgeprune.targets import load_target
+
+    arts = {"tflite-int8": {"ok": True, "within_tolerance": False}, "tflite": {"ok": True}, "onnx": {"ok": True}}
+    assert choose_artifact(load_target("rpi4"), arts) == "tflite-int8"
+    assert choose_artifact(load_target("jetson-nano"), arts) == "onnx"
+    assert choose_artifact(load_target("rpi4"), {"tflite-int8": {"ok": False}, "onnx": {"ok": True}}) == "onnx"
+    assert dense_metric({"metric_name": "accuracy", "test_metric": 97.0}, {"metric_name": "accuracy"}) == (97.0, None)
+    d, why = dense_metric({"metric_name": "f.py:score", "test_metric": 0.9}, {"metric_name": "accuracy"})
+    assert d is None and "f.py:score" in why
+
+
+def test_predicted_p90_uses_the_measured_tail():
+    from edgeprune.bench.budget import predicted_p90
+
+    pred = {"latency_ms": 2.0}
+    host = {"p50_ms": 0.1, "p90_ms": 0.15, "where": "host"}
+    dev = {"p50_ms": 1.0, "p90_ms": 1.2, "where": "pi@rpi"}
+    v, how = predicted_p90(pred, [dev, host])  # the device's tail first
+    assert v == pytest.approx(2.4) and "1.20" in how and "pi@rpi" in how
+    assert predicted_p90(pred, [host])[0] == pytest.approx(3.0)
+    assert predicted_p90(pred, [{"p50_ms": 1.0, "p90_ms": 0.9}])[0] == 2.0  # never below p50
+    assert predicted_p90(pred, []) is None
+
+
+def test_budget_stage_fingerprints_the_profile_content(tmp_path):
+    """Editing a profile's budget (same name) changes the budget stage's dependencies: it re-checks."""
+    from types import SimpleNamespace
+
+    from edgeprune.stages import budget as stage
+    from edgeprune.targets import load_target
+
+    src = (Path(__file__).resolve().parents[1] / "edgeprune" / "targets" / "rpi4.toml").read_text()
+    a, b = tmp_path / "a" / "rpi4x.toml", tmp_path / "b" / "rpi4x.toml"
+    a.parent.mkdir()
+    b.parent.mkdir()
+    a.write_text(src.replace('name = "rpi4"', 'name = "rpi4x"'))
+    b.write_text(src.replace('name = "rpi4"', 'name = "rpi4x"').replace("latency_p50_ms = 10.0", "latency_p50_ms = 9.0"))
+    cfg = {"budget": {}, "export": {"int8_tolerance": 1.0}}
+    da = stage.depends(SimpleNamespace(target=load_target(a), cfg=cfg))
+    db = stage.depends(SimpleNamespace(target=load_target(b), cfg=cfg))
+    same = stage.depends(SimpleNamespace(target=load_target(b), cfg=cfg))
+    assert da != db and db == same

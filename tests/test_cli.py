@@ -71,6 +71,12 @@ def test_stage_rerun_on_existing_run_folder(built, tmp_path):
     assert p.returncode == EXIT_OK, p.stderr[-2000:]
     bench = json.loads((copy / "bench" / "rpi5.json").read_text())
     assert bench["target"] == "rpi5" and bench["artifacts"]["onnx"]["predicted"]["latency_ms"] > 0
+    # bench reruns the budget and the report for that target: neither is left stale
+    verdict = json.loads((copy / "budget" / "rpi5.json").read_text())
+    assert verdict["target"] == "rpi5" and verdict["lines"]
+    report = json.loads((copy / "report.json").read_text())
+    assert report["target"]["name"] == "rpi5" and "rpi5" in report["latency_per_target"]
+    assert "Raspberry Pi 5" in (copy / "report.html").read_text()
 
 
 def test_budget_failure_has_its_own_exit_code(built, tmp_path):
@@ -133,5 +139,30 @@ def test_targets_list_and_show():
 def test_help_explains_options():
     p = run_cli("build", "--help")
     assert p.returncode == 0
-    for opt in ["--target", "--config", "--flops-keep", "--seed", "--remote", "--force"]:
+    for opt in ["--target", "--config", "--flops-keep", "--seed", "--remote", "--port", "--identity", "--force"]:
         assert opt in p.stdout
+    p = run_cli("bench", "--help")
+    assert p.returncode == 0
+    text = " ".join(p.stdout.split())
+    for opt in ["--remote", "--port", "--identity", "--adb", "--benchmark-binary", "user@host:port"]:
+        assert opt in text
+    assert "UNTESTED on a real phone" in text and "recheck the budget and rewrite the report" in text
+    p = run_cli("calibrate", "--help")
+    assert p.returncode == 0 and "--host" in p.stdout and "--port" in p.stdout
+
+
+def test_targets_lists_user_profiles_in_the_working_directory(tmp_path):
+    src = (Path(__file__).resolve().parents[1] / "edgeprune" / "targets" / "rpi5.toml").read_text()
+    (tmp_path / "rpi5-measured.toml").write_text(src.replace('name = "rpi5"', 'name = "rpi5-measured"'))
+    p = run_cli("targets", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    line = next(x for x in p.stdout.splitlines() if x.startswith("rpi5-measured"))
+    assert "rpi5-measured.toml" in line
+    p = run_cli("targets", "show", "rpi5-measured", cwd=tmp_path)
+    assert p.returncode == 0 and "rpi5-measured" in p.stdout
+
+
+def test_calibrate_needs_a_device_or_host():
+    p = run_cli("calibrate", "--target", "rpi4")
+    assert p.returncode == EXIT_BAD_INPUT and "--remote" in p.stderr and "--host" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1

@@ -12,11 +12,15 @@ Evidence (a dict) for the artifact chosen for the target::
       "metric": 97.2, "dense_metric": 98.1, "metric_name": "accuracy",   # higher is better
       "macs": 1.1e6, "dense_macs": 2.3e6,                     # optional: checks flops_keep
       "latency_breakdown": {"fixed_ms": 0.05, "scalable_ms": 0.4},   # optional, from costmodel.predict
+      "metric_mismatch": "...",  # optional: why metric and dense_metric cannot be compared (line passed=None)
+      "int8": {"metric_drop": 0.4, "tolerance": 1.0, "calib_samples": 256},  # INT8 artifact: adds the line
+                                                                             # int8_accuracy_drop
     }
 
 Sources rank "measured on device" > "predicted" > "measured on host" (a host is not the device; the cost
-model is calibrated on the host and transfers its efficiency to the target's peaks). :func:`evidence_from`
-builds this dict from ``measure_host`` / ``measure_remote`` / ``predict`` results.
+model predicts the target from its profile's sustained throughput and carries an uncertainty statement).
+:func:`evidence_from` builds this dict from ``measure_host`` / ``measure_remote`` / ``measure_adb`` /
+``predict`` results.
 """
 
 from __future__ import annotations
@@ -172,7 +176,10 @@ def check_budget(target, evidence: dict) -> dict:
     if b.max_accuracy_drop is not None:
         m, d = evidence.get("metric"), evidence.get("dense_metric")
         name = evidence.get("metric_name", "accuracy")
-        if m is None or d is None:
+        if evidence.get("metric_mismatch"):
+            lines.append(_line("max_accuracy_drop", b.max_accuracy_drop, None, None, None,
+                               evidence["metric_mismatch"]))
+        elif m is None or d is None:
             lines.append(_line("max_accuracy_drop", b.max_accuracy_drop, None, None, None,
                                "no evidence: give 'metric' and 'dense_metric'"))
         else:
@@ -185,9 +192,38 @@ def check_budget(target, evidence: dict) -> dict:
                 adv += "; check the INT8 calibration (compare with the fp32 artifact)"
             lines.append(_line("max_accuracy_drop", b.max_accuracy_drop, drop, "measured", ok, adv))
 
+    if evidence.get("int8"):
+        lines.append(_int8_line(evidence["int8"], evidence.get("metric_name", "accuracy")))
+
     missing = [ln["name"] for ln in lines if ln["passed"] is None]
     return {"target": t.name, "artifact": art or None, "passed": all(ln["passed"] is True for ln in lines),
             "missing": missing, "lines": lines}
+
+
+def predicted_p90(prediction: dict, measured: Optional[list]) -> Optional[tuple[float, str]]:
+    """(p90 ms, how) for a p50 prediction: the cost model predicts a typical (p50) latency; the tail is carried
+    over from a measurement of the same artifact (device first, else host) as the ratio p90 / p50, so
+    p90 >= p50 always holds. None without a measurement."""
+    tails = [m for m in measured or [] if m.get("p50_ms") and m.get("p90_ms")]
+    if not tails:
+        return None
+    ratio = max(1.0, tails[0]["p90_ms"] / tails[0]["p50_ms"])
+    return (prediction["latency_ms"] * ratio,
+            f"predicted p50 x measured p90/p50 ratio {ratio:.2f} ({tails[0].get('where', 'host')})")
+
+
+def _int8_line(q: dict, metric_name: str) -> dict:
+    """INT8 artifact vs the fp32 torch model: a drop over ``export.int8_tolerance`` fails the budget."""
+    drop, tol = q.get("metric_drop"), q.get("tolerance")
+    if drop is None or tol is None:
+        return _line("int8_accuracy_drop", tol, drop, None, None, "no evidence: the export recorded no INT8 drop")
+    ok = drop <= tol + 1e-9
+    adv = (f"meets it ({metric_name} {drop:.2f} points below the fp32 model)" if ok else
+           f"the INT8 artifact loses {drop:.2f} {metric_name} points vs the fp32 model (> export.int8_tolerance "
+           f"{tol:g}): raise export.calib_samples (now {q.get('calib_samples')}), use per-channel quantization, "
+           "or keep the fp32 artifact (--formats without the -int8 one)")
+    return _line("int8_accuracy_drop", float(tol), float(drop), "measured", ok, adv,
+                 where="test split, INT8 artifact vs torch fp32")
 
 
 def evidence_from(*, measured: Optional[list] = None, prediction: Optional[dict] = None,
@@ -208,17 +244,12 @@ def evidence_from(*, measured: Optional[list] = None, prediction: Optional[dict]
             ev["model_size_mb"] = m["model_size_mb"]
     if prediction:
         p50.append({"value": prediction["latency_ms"], "source": "predicted"})
-        # the cost model predicts a typical (p50) latency; the tail is carried over from a measurement of
-        # the same artifact (device first, else host) as the ratio p90 / p50, so p90 >= p50 always holds
-        tails = [m for m in measured or [] if m.get("p50_ms") and m.get("p90_ms")]
-        if tails:
-            ratio = max(1.0, tails[0]["p90_ms"] / tails[0]["p50_ms"])
-            p90.append({"value": prediction["latency_ms"] * ratio, "source": "predicted",
-                        "how": f"predicted p50 x measured p90/p50 ratio {ratio:.2f} ({tails[0].get('where', 'host')})"})
-        # the calibrated footprint is the quantity the runner measures (model_footprint_mb); the tensor-only
-        # figure (weights + activation liveness peak) is a lower bound used when no calibration has it
-        fp = prediction.get("model_footprint_mb")
-        mem.append({"value": fp if fp is not None else prediction["peak_memory_mb"], "source": "predicted"})
+        tail = predicted_p90(prediction, measured)
+        if tail:
+            p90.append({"value": tail[0], "source": "predicted", "how": tail[1]})
+        # the one predicted model-memory figure (costmodel: the quantity the runner measures as model_footprint_mb)
+        mem.append({"value": prediction["peak_memory_mb"], "source": "predicted",
+                    "how": prediction.get("peak_memory_how")})
         ev["latency_breakdown"] = {"fixed_ms": prediction.get("overhead_ms"),
                                    "scalable_ms": prediction.get("roofline_ms")}
     ev["latency_p50_ms"], ev["latency_p90_ms"], ev["peak_memory_mb"] = p50 or None, p90 or None, mem or None

@@ -2,6 +2,8 @@
 
 ssh: plain OpenSSH ``ssh``/``scp`` binaries via subprocess, ``BatchMode=yes`` (never prompts), host keys
 accepted on first use (``StrictHostKeyChecking=accept-new``) into the user's or a given known_hosts file.
+The host is ``user@host`` or ``user@host:port`` (``user@[::1]:port`` for IPv6); ``-p`` and ``-i`` are passed
+only when a port / identity is given, so ``~/.ssh/config`` (Port, IdentityFile, ProxyJump ...) applies.
 The standalone ``runner.py`` and the model are copied to a fresh temp dir on the device, run with the device's
 python (numpy + onnxruntime or a TFLite interpreter must be installed there), the JSON is read back and the
 temp dir removed.
@@ -25,7 +27,25 @@ class RemoteError(EdgepruneError):
     """The device cannot be reached, refuses the login, or lacks what the runner needs."""
 
 
-def _ssh_base(port: int, identity, known_hosts, ssh_options: Sequence[str], connect_timeout: int) -> list:
+def split_host(host: str, port: Optional[int] = None) -> tuple[str, Optional[int]]:
+    """("user@host", port) from "user@host[:port]" / "user@[v6addr][:port]"; an explicit ``port`` wins."""
+    if not host or host.startswith("-") or any(c.isspace() for c in host):
+        raise InputError(f"bad ssh host {host!r}; use user@host or user@host:port")
+    h, p = host, None
+    if h.count(":") == 1 or "]:" in h:
+        h, _, tail = h.rpartition(":")
+        if not tail.isdigit() or not 0 < int(tail) < 65536:
+            raise InputError(f"bad ssh port in {host!r}; use user@host:PORT with PORT in 1-65535")
+        p = int(tail)
+    h = h.replace("[", "").replace("]", "") if "[" in h else h
+    if port is not None:
+        if not 0 < int(port) < 65536:
+            raise InputError(f"bad ssh port {port}; use 1-65535")
+        p = int(port)
+    return h, p
+
+
+def _ssh_base(identity, known_hosts, ssh_options: Sequence[str], connect_timeout: int) -> list:
     opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={connect_timeout}", "-o", "StrictHostKeyChecking=accept-new",
             "-o", "LogLevel=ERROR"]
     if known_hosts is not None:
@@ -44,15 +64,14 @@ class _Session:
         for tool in ("ssh", "scp"):
             if shutil.which(tool) is None:
                 raise InputError(f"`{tool}` not found on PATH; install the OpenSSH client (apt install openssh-client)")
-        if not host or host.startswith("-"):
-            raise InputError(f"bad ssh host {host!r}; use user@host")
-        self.host, self.port, self.timeout = host, int(port), timeout
-        self.opts = _ssh_base(port, identity, known_hosts, ssh_options, connect_timeout)
+        self.host, self.port = split_host(host, port)
+        self.timeout = timeout
+        self.opts = _ssh_base(identity, known_hosts, ssh_options, connect_timeout)
 
     def _explain(self, rc: int, stderr: str, what: str) -> RemoteError:
         err = " ".join(stderr.strip().split())[-300:] or "no output"
         low = err.lower()
-        where = f"{self.host} port {self.port}"
+        where = self.host + (f" port {self.port}" if self.port else "")
         if "permission denied" in low or "too many authentication failures" in low:
             return RemoteError(f"ssh login to {where} refused ({err}); install your public key in the device's "
                                "~/.ssh/authorized_keys or pass identity=PATH")
@@ -68,7 +87,7 @@ class _Session:
         return RemoteError(f"{what} on {self.host} failed (exit {rc}): {err}")
 
     def ssh(self, command: str, what: str, check: bool = True) -> subprocess.CompletedProcess:
-        cmd = ["ssh", *self.opts, "-p", str(self.port), self.host, command]
+        cmd = ["ssh", *self.opts, *(["-p", str(self.port)] if self.port else []), self.host, command]
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
@@ -79,8 +98,12 @@ class _Session:
         return p
 
     def put(self, files: Sequence, remote_dir: str):
-        cmd = ["scp", "-q", *self.opts, "-P", str(self.port), *[str(f) for f in files],
-               f"{self.host}:{remote_dir}/"]
+        target = f"{self.host}:{remote_dir}/"
+        if ":" in self.host:  # an IPv6 address: scp wants it in brackets
+            user, _, addr = self.host.rpartition("@")
+            target = f"{user + '@' if user else ''}[{addr}]:{remote_dir}/"
+        cmd = ["scp", "-q", *self.opts, *(["-P", str(self.port)] if self.port else []), *[str(f) for f in files],
+               target]
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
@@ -114,10 +137,10 @@ def _run_on_device(sess: _Session, remote_dir: str, model_name: str, python: str
     raise RemoteError(f"runner on {sess.host} failed (exit {p.returncode}): {last}")
 
 
-def measure_remote(path, host: str, *, port: int = 22, identity=None, python: str = "python3", threads: int = 1,
-                   runs: int = 50, warmup: int = 10, repeats: int = 1, ssh_options: Sequence[str] = (),
+def measure_remote(path, host: str, *, port: Optional[int] = None, identity=None, python: str = "python3", threads: int = 1,
+                   runs: int = 50, warmup: int = 10, repeats: int = 3, ssh_options: Sequence[str] = (),
                    known_hosts=None, connect_timeout: int = 10, timeout: float = 600) -> dict:
-    """Benchmark ``path`` (.onnx/.tflite) on ``host`` ("user@host") over ssh.
+    """Benchmark ``path`` (.onnx/.tflite) on ``host`` ("user@host" or "user@host:port") over ssh.
 
     Each repeat is a fresh ``python runner.py`` process on the device. Returns the runner's statistics
     (median over repeats; ``raw`` holds each repeat) labelled ``{"source": "measured", "where": host}``.
@@ -159,13 +182,14 @@ def measure_remote(path, host: str, *, port: int = 22, identity=None, python: st
 
 def calibrate_remote(host: str, target, *, out_path=None, threads: Optional[int] = None, runs: int = 10,
                      warmup: int = 3, repeats: int = 3, **ssh) -> dict:
-    """Measure achieved fp32 GFLOP/s and streaming GB/s on ``host`` and write a measured profile.
+    """Measure the micro-benchmarks of :mod:`edgeprune.bench.microbench` on ``host`` and write a measured profile.
 
-    ``target``: the spec profile (name, path or Target) the device is an instance of. The device needs
-    python3 + numpy + onnxruntime (the micro-benchmarks are ONNX graphs built with onnx.helper). The result is
-    written as ``<name>-measured.toml`` next to ``target`` when it is a file, else in the current directory
-    (or at ``out_path``) and can be passed to ``load_target``/``predict``; its ``peak_fp32_gflops`` and
-    ``mem_bandwidth_gbs`` carry ``basis = "measured"``. Returns {"profile": path, "derived": ..., "raw": ...}.
+    ``target``: the spec profile (name, path or Target) the device is an instance of. The device needs python3
+    + numpy + onnxruntime. Measured: sustained fp32 GFLOP/s (profile threads and one thread), sustained int8
+    GOP/s, streaming GB/s and the per-op overhead (us). The profile is written as ``<name>-measured.toml`` next
+    to ``target`` when that is a user's file, else in the current directory (or at ``out_path``); the
+    measured facts carry ``basis = "measured"`` and it loads by name from that directory
+    (``--target <name>-measured``). Returns {"profile": path, "derived": ..., "raw": ...}.
     ``ssh`` keywords go to :func:`measure_remote` (port, identity, python, known_hosts, ssh_options, ...).
     """
     from ..targets import Target, load_target
@@ -176,11 +200,12 @@ def calibrate_remote(host: str, target, *, out_path=None, threads: Optional[int]
     results = {}
     with tempfile.TemporaryDirectory(prefix="edgeprune-microbench-") as td:
         bench = microbench.build_microbench(td)
-        for name in ("matmul", "stream"):
-            results[name] = measure_remote(bench[name]["path"], host, threads=th, runs=runs, warmup=warmup,
-                                           repeats=repeats, **ssh)
+        for name, threads_of in microbench.RUNS:
+            n = th if threads_of == "profile" else int(threads_of)
+            results[microbench.run_key(name, threads_of)] = measure_remote(
+                bench[name]["path"], host, threads=n, runs=runs, warmup=warmup, repeats=repeats, **ssh)
     derived = microbench.derive(bench, results)
-    r0 = results["matmul"]
+    r0 = results["matmul@profile"]
     prof = microbench.measured_profile(base, derived, where=host, threads=th,
                                        runtime=f"{r0['runtime']} {r0['runtime_version']}", machine=r0["machine"])
     if out_path is None:
@@ -200,36 +225,45 @@ def calibrate_remote(host: str, target, *, out_path=None, threads: Optional[int]
     return {"profile": str(out_path), "derived": derived, "raw": results, "source": "measured", "where": host}
 
 
-def measure_adb(path, *, serial: Optional[str] = None, benchmark_binary: str = "/data/local/tmp/benchmark_model",
-                threads: int = 4, runs: int = 50, warmup: int = 10, adb: str = "adb", dry_run: bool = False,
-                timeout: float = 600) -> dict:
-    """Measure a .tflite on an Android phone with LiteRT's ``benchmark_model`` over adb.
-
-    UNTESTED WITHOUT A DEVICE: no phone was available when this was written; the command lines follow the
-    LiteRT benchmark tool's documented flags but the output parsing has only been checked against its
-    documented log format. It needs ``adb`` on PATH, a device in ``adb devices`` and the ``benchmark_model``
-    binary for the phone's ABI already pushed to ``benchmark_binary`` (download it from the LiteRT releases).
-    ``dry_run=True`` returns the adb commands without running anything. Raises InputError when adb or a
-    device is missing.
-    """
-    path = Path(path)
-    if path.suffix.lower() != ".tflite":
-        raise InputError(f"{path} is not a .tflite file; benchmark_model runs TFLite models only")
+def adb_commands(path: Path, *, serial: Optional[str], benchmark_binary: str, threads: int, runs: int, warmup: int,
+                 adb: str = "adb") -> list:
+    """The adb command lines of :func:`measure_adb`: push the model, run benchmark_model, remove the model."""
     a = [adb] + (["-s", serial] if serial else [])
-    remote_model = f"/data/local/tmp/{path.name}"
-    cmds = [
+    remote_model = f"/data/local/tmp/edgeprune-{Path(path).name}"
+    return [
         a + ["push", str(path), remote_model],
         a + ["shell", benchmark_binary, f"--graph={remote_model}", f"--num_threads={int(threads)}",
              f"--num_runs={int(runs)}", f"--warmup_runs={int(warmup)}", "--use_xnnpack=true",
              "--report_peak_memory_footprint=true"],
         a + ["shell", "rm", "-f", remote_model],
     ]
+
+
+def measure_adb(path, *, serial: Optional[str] = None, benchmark_binary: str = "/data/local/tmp/benchmark_model",
+                threads: int = 4, runs: int = 50, warmup: int = 10, adb: str = "adb", dry_run: bool = False,
+                timeout: float = 600) -> dict:
+    """Measure a .tflite on an Android phone with LiteRT's ``benchmark_model`` over adb.
+
+    UNTESTED ON A REAL DEVICE: no phone was available when this was written. The command lines follow the
+    LiteRT benchmark tool's documented flags; the output parser is tested on logs copied from real runs of
+    several benchmark_model versions (:func:`parse_benchmark_model`). Needs ``adb`` on PATH, a device in
+    ``adb devices`` and the ``benchmark_model`` binary for the phone's ABI at ``benchmark_binary`` (from the
+    LiteRT releases: ``adb push benchmark_model /data/local/tmp/ && adb shell chmod +x ...``).
+    ``dry_run=True`` returns the adb commands without running anything. Raises InputError when adb, the
+    device or the model is missing, RemoteError when a command fails.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".tflite":
+        raise InputError(f"{path} is not a .tflite file; benchmark_model runs TFLite models only")
+    cmds = adb_commands(path, serial=serial, benchmark_binary=benchmark_binary, threads=threads, runs=runs,
+                        warmup=warmup, adb=adb)
     if dry_run:
         return {"commands": cmds}
     if shutil.which(adb) is None:
         raise InputError(f"`{adb}` not found on PATH; install Android platform-tools to measure on a phone")
     if not path.is_file():
         raise InputError(f"model file {path} not found; export the model first")
+    a = cmds[0][: cmds[0].index("push")]
     p = subprocess.run(a + ["get-state"], capture_output=True, text=True, timeout=30)
     if p.returncode != 0 or p.stdout.strip() != "device":
         raise InputError("no Android device attached (adb get-state failed); connect one with USB debugging on")
@@ -237,31 +271,65 @@ def measure_adb(path, *, serial: Optional[str] = None, benchmark_binary: str = "
     for c in cmds:
         p = subprocess.run(c, capture_output=True, text=True, timeout=timeout)
         if p.returncode != 0:
-            raise RemoteError(f"`{' '.join(c[:4])} ...` failed: {(p.stderr or p.stdout).strip()[-200:]}")
-        outs.append(p.stdout)
-    return parse_benchmark_model(outs[1]) | {"source": "measured", "where": f"adb:{serial or 'default'}"}
+            raise RemoteError(f"`{' '.join(c[:4])} ...` failed: {(p.stderr or p.stdout).strip()[-200:]}; check "
+                              f"that {benchmark_binary} exists on the phone and is executable")
+        outs.append(p.stdout + p.stderr)
+    res = parse_benchmark_model(outs[1])
+    res.update({"source": "measured", "where": f"adb:{serial or 'default'}", "threads": threads, "repeats": 1,
+                "model": path.name, "model_size_mb": path.stat().st_size / 2**20, "runtime": "benchmark_model"})
+    return res
+
+
+_NUM = r"([-+\d.eE]+)"
+
+
+def _last(pattern: str, log: str):
+    """The last match of ``pattern`` in ``log`` (benchmark_model prints a warm-up line before the real one)."""
+    import re
+
+    ms = list(re.finditer(pattern, log))
+    return ms[-1] if ms else None
 
 
 def parse_benchmark_model(log: str) -> dict:
-    """Pull init/first/warmup/avg times (ms) and peak memory (MB) out of benchmark_model's log."""
-    import re
+    """The runner's JSON fields from LiteRT/TFLite ``benchmark_model`` output (times in ms, memory in MB).
 
+    Reads the summary line (Init, First inference, Warmup (avg), Inference (avg)), the LAST ``count=...`` line
+    (the timed runs, after the warm-up line): min/max/avg/std and, in newer builds, p5/median/p95, and the
+    memory lines (``Peak memory footprint (MB): init= overall=``, or ``Memory footprint delta from the start of
+    the tool (MB): init= overall=``, and ``Overall peak memory footprint (MB) via periodic monitoring:``).
+    benchmark_model prints no p90: ``p90_ms`` is its p95 (>= p90, so a budget check is conservative), or the
+    max without percentiles; ``p50_ms`` is the median, or the average without it (``p50_from``/``p90_from``
+    say which)."""
     res: dict = {}
-    m = re.search(r"Inference timings in us: Init: ([\d.]+), First inference: ([\d.]+), "
-                  r"Warmup \(avg\): ([\d.e+]+), Inference \(avg\): ([\d.e+]+)", log)
+    m = _last(r"Inference timings in us: Init: " + _NUM + r", First inference: " + _NUM +
+              r", Warmup \(avg\): " + _NUM + r", Inference \(avg\): " + _NUM, log)
     if m:
         res.update(init_ms=float(m[1]) / 1e3, first_inference_ms=float(m[2]) / 1e3,
                    warmup_avg_ms=float(m[3]) / 1e3, avg_ms=float(m[4]) / 1e3)
-    m = re.search(r"count=\d+ first=\d+ curr=\d+ min=(\d+) max=(\d+) avg=([\d.e+]+) std=(\d+)", log)
+    m = _last(r"count=(\d+) first=" + _NUM + r" curr=" + _NUM + r" min=" + _NUM + r" max=" + _NUM +
+              r" avg=" + _NUM + r" std=" + _NUM + r"(?: p5=" + _NUM + r" median=" + _NUM + r" p95=" + _NUM + r")?", log)
     if m:
-        res.update(min_ms=float(m[1]) / 1e3, max_ms=float(m[2]) / 1e3, std_ms=float(m[4]) / 1e3)
-    m = re.search(r"p50=([\d.e+]+)", log)
+        res.update(runs=int(m[1]), min_ms=float(m[4]) / 1e3, max_ms=float(m[5]) / 1e3, std_ms=float(m[7]) / 1e3)
+        res.setdefault("avg_ms", float(m[6]) / 1e3)
+        if m[8] is not None:
+            res.update(p5_ms=float(m[8]) / 1e3, p50_ms=float(m[9]) / 1e3, p95_ms=float(m[10]) / 1e3)
+    if "avg_ms" not in res:
+        raise ConfigError("benchmark_model output not understood (no 'Inference timings in us' line); run it by "
+                          "hand and check that it finished")
+    if "p50_ms" in res:
+        res.update(p90_ms=res["p95_ms"], p50_from="median", p90_from="p95 (benchmark_model prints no p90)")
+    else:
+        res.update(p50_ms=res["avg_ms"], p50_from="avg (this benchmark_model build prints no median)")
+        if "max_ms" in res:
+            res.update(p90_ms=res["max_ms"], p90_from="max (this benchmark_model build prints no percentiles)")
+    m = _last(r"(?:Peak memory footprint|Memory footprint delta from the start of the tool) \(MB\): init=" + _NUM +
+              r" overall=" + _NUM, log)
     if m:
-        res["p50_ms"] = float(m[1]) / 1e3
-    m = re.search(r"Peak memory footprint \(MB\): init=([\d.e+]+) overall=([\d.e+]+)", log) or \
-        re.search(r"Memory footprint delta from the start of the tool \(MB\): init=([\d.e+]+) overall=([\d.e+]+)", log)
+        res.update(init_memory_mb=float(m[1]), model_footprint_mb=float(m[2]),
+                   memory_source="benchmark_model footprint delta from the tool's start")
+    m = _last(r"Overall peak memory footprint \(MB\) via periodic monitoring: " + _NUM, log)
     if m:
-        res.update(init_memory_mb=float(m[1]), peak_memory_mb=float(m[2]))
-    if not res:
-        raise ConfigError("benchmark_model output not understood; run it by hand and check its log format")
+        res["peak_memory_mb"] = float(m[1])
+    res.setdefault("model_footprint_mb", None)
     return res

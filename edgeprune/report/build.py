@@ -19,31 +19,103 @@ def _maybe(path: Path):
     return read_json(path) if path.is_file() else None
 
 
+def _host_block(host: dict) -> dict:
+    return {
+        "source": "measured", "where": "host", "machine": host.get("machine"),
+        "repeats": host.get("repeats"), "runs": host.get("runs"), "threads": host.get("threads"),
+        "p50_ms": host.get("p50_ms"), "p90_ms": host.get("p90_ms"), "p99_ms": host.get("p99_ms"),
+        "peak_memory_mb": host.get("peak_memory_mb"), "model_footprint_mb": host.get("model_footprint_mb"),
+        "runtime_footprint_mb": host.get("runtime_footprint_mb"), "runtime": host.get("runtime"),
+        "runtime_version": host.get("runtime_version"),
+    }
+
+
+def _predicted_block(pred: dict, measured: list) -> dict:
+    from ..bench.budget import predicted_p90
+
+    tail = predicted_p90(pred, measured)
+    return {"source": "predicted", "model": pred.get("model"), "latency_ms": pred.get("latency_ms"),
+            "p90_ms": tail[0] if tail else None, "p90_how": tail[1] if tail else None,
+            "peak_memory_mb": pred.get("peak_memory_mb"), "peak_memory_how": pred.get("peak_memory_how"),
+            "tensor_mb": pred.get("tensor_mb"), "runtime": pred.get("runtime"), "dtype": pred.get("dtype"),
+            "threads": pred.get("threads"), "basis": pred.get("basis"), "how": pred.get("how"),
+            "uncertainty": pred.get("uncertainty"), "calibration": pred.get("calibration")}
+
+
+def _device_block(dev: dict) -> dict:
+    return {"source": "measured", "where": dev.get("where"), "p50_ms": dev.get("p50_ms"),
+            "p90_ms": dev.get("p90_ms"), "p90_from": dev.get("p90_from"),
+            "model_footprint_mb": dev.get("model_footprint_mb"), "peak_memory_mb": dev.get("peak_memory_mb"),
+            "runtime_footprint_mb": dev.get("runtime_footprint_mb"), "runs": dev.get("runs"),
+            "repeats": dev.get("repeats"), "threads": dev.get("threads"), "runtime": dev.get("runtime"),
+            "machine": dev.get("machine")}
+
+
 def _latency_block(entry: dict) -> dict:
+    """host (measured), predicted (cost model, p90 from the measured tail ratio) and device (measured) blocks."""
     out = {}
-    host = entry.get("host")
-    if host:
-        out["host"] = {
-            "source": "measured", "where": "host", "machine": host.get("machine"),
-            "repeats": host.get("repeats"), "runs": host.get("runs"), "threads": host.get("threads"),
-            "p50_ms": host.get("p50_ms"), "p90_ms": host.get("p90_ms"), "p99_ms": host.get("p99_ms"),
-            "peak_memory_mb": host.get("peak_memory_mb"), "model_footprint_mb": host.get("model_footprint_mb"),
-            "runtime_footprint_mb": host.get("runtime_footprint_mb"), "runtime": host.get("runtime"),
-            "runtime_version": host.get("runtime_version"),
-        }
-    pred = entry.get("predicted")
-    if pred:
-        out["predicted"] = {"source": "predicted", "model": pred.get("model"), "latency_ms": pred.get("latency_ms"),
-                            "peak_memory_mb": pred.get("peak_memory_mb")}
-    dev = entry.get("device")
-    if dev:
-        out["device"] = {"source": "measured", "where": dev.get("where"), "p50_ms": dev.get("p50_ms"),
-                         "p90_ms": dev.get("p90_ms"), "model_footprint_mb": dev.get("model_footprint_mb"),
-                         "runs": dev.get("runs")}
+    if entry.get("host"):
+        out["host"] = _host_block(entry["host"])
+    if entry.get("predicted"):
+        measured = [entry[k] for k in ("device", "host") if entry.get(k)]
+        out["predicted"] = _predicted_block(entry["predicted"], measured)
+    if entry.get("device"):
+        out["device"] = _device_block(entry["device"])
     return out
 
 
-def build_report(run_dir: Path, target_name: str | None = None) -> dict:
+def _cost_model(bench: dict) -> dict | None:
+    """Which cost model, calibrated where, how accurate on the host, how uncertain on the target."""
+    pred = next((e["predicted"] for e in bench["artifacts"].values() if e.get("predicted")), None)
+    if not pred:
+        return None
+    cal = pred.get("calibration") or {}
+    return {"model": pred.get("model"), "calibrated_on": cal.get("host_cpu"),
+            "calibration_matches_this_host": cal.get("matches_this_host"), "calibration_file": cal.get("where"),
+            "host_error_median_abs_pct": cal.get("host_error_median_abs_pct") or {},
+            "target_basis": pred.get("basis"), "target_how": pred.get("how"), "uncertainty": pred.get("uncertainty")}
+
+
+def _group_labels(arch: dict, groups: list) -> dict:
+    """Readable names for coupled groups ("0.0" -> "Conv2d 0.0 (3x3)"): the layer type of the group's name."""
+    try:
+        from ..models import build_arch
+
+        mods = dict(build_arch(arch).named_modules())
+    except Exception:  # noqa: BLE001 - labels are cosmetic; fall back to the module paths
+        return {}
+    out = {}
+    for g in groups:
+        m = mods.get(g["name"])
+        if m is None:
+            continue
+        ks = getattr(m, "kernel_size", None)
+        k = f" {'x'.join(map(str, ks))}" if ks else ""
+        out[g["name"]] = f"{type(m).__name__}{k} [{g['name']}]"
+    return out
+
+
+def _sibling_runs(run: Path, cfg: dict, metric_name: str) -> list:
+    """Other run folders next to this one with the same model, dataset and metric (other methods / budgets)."""
+    out = []
+    for d in sorted(run.parent.iterdir()) if run.parent.is_dir() else []:
+        if d.resolve() == run.resolve() or not (d / "finetune.json").is_file():
+            continue
+        try:
+            c, t = read_json(d / "config.json"), read_json(d / "train.json")
+            comp, ft = read_json(d / "compact.json"), read_json(d / "finetune.json")
+        except (OSError, ValueError):
+            continue
+        same = (c.get("model"), c.get("dataset")) == (cfg.get("model"), cfg.get("dataset"))
+        if not same or t.get("metric_name", metric_name) != metric_name:
+            continue
+        out.append({"run": d.name, "method": (c.get("method") or {}).get("name"), "dense_macs": t["cost"]["macs"],
+                    "macs": comp.get("macs"), "test_metric": ft.get("test_metric")})
+    return out
+
+
+def build_report(run_dir: Path, target_name=None) -> dict:
+    """The report dict of a run folder for a target (a Target, a name/path, or None = the run's)."""
     run = Path(run_dir)
     cfg = read_json(run / "config.json")
     train = read_json(run / "train.json")
@@ -52,10 +124,10 @@ def build_report(run_dir: Path, target_name: str | None = None) -> dict:
     finetune = _maybe(run / "finetune.json") or {}
     export = _maybe(run / "export.json") or {"artifacts": {}}
     stages = _maybe(run / "stages.json") or {}
-    tname = target_name or cfg["target"]
-    from ..targets import load_target
+    tname = target_name if isinstance(target_name, str) else cfg["target"]
+    from ..targets import Target, load_target
 
-    target = load_target(tname)
+    target = target_name if isinstance(target_name, Target) else load_target(tname)
     bench = _maybe(run / "bench" / f"{target.name}.json") or {"artifacts": {}}
     budget = _maybe(run / "budget" / f"{target.name}.json")
     other_targets = sorted(p.stem for p in (run / "bench").glob("*.json")) if (run / "bench").is_dir() else []
@@ -73,7 +145,7 @@ def build_report(run_dir: Path, target_name: str | None = None) -> dict:
         bt = read_json(run / "bench" / f"{t}.json")
         per_target[t] = {fmt: _latency_block(e) for fmt, e in bt["artifacts"].items()}
 
-    metric_name = cfg.get("metric") or ("accuracy" if train["task"] == "classification" else "psnr")
+    metric_name = train.get("metric_name") or cfg.get("metric") or ("accuracy" if train["task"] == "classification" else "psnr")
     return {
         "schema": SCHEMA_VERSION,
         "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -94,11 +166,14 @@ def build_report(run_dir: Path, target_name: str | None = None) -> dict:
                 "verification": compact.get("verification"),
             },
             "groups": train["graph"]["groups"],
+            "group_labels": _group_labels(train["arch"], train["graph"]["groups"]),
         },
         "method": prune,
         "training": {"dense": train["history"], "finetune": finetune.get("history", [])},
         "artifacts": artifacts,
         "latency_per_target": per_target,
+        "cost_model": _cost_model(bench),
+        "sibling_runs": _sibling_runs(run, cfg, metric_name),
         "budget": budget,
         "stage_seconds": {k: v.get("seconds") for k, v in stages.items()},
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import io
+import math
 
 import matplotlib
 
@@ -53,18 +54,44 @@ def _fmt(v, spec=".2f", unit=""):
         return html.escape(str(v))
 
 
+def _sig(v, digits: int = 3) -> str:
+    """A number with ``digits`` significant digits, no exponent for everyday magnitudes ("—" for None)."""
+    if v is None:
+        return "—"
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return html.escape(str(v))
+    if v == 0:
+        return "0"
+    v = float(f"{v:.{digits}g}")  # round first: 9.9995 is "10.0", not "10.00"
+    mag = math.floor(math.log10(abs(v)))
+    if -4 <= mag < 6:
+        return f"{v:.{max(digits - 1 - mag, 0)}f}"
+    return f"{v:.{digits - 1}e}"
+
+
+def _ms(v) -> str:
+    """A latency in ms with 3 significant digits, in µs below 0.1 ms (a few µs would read 0.004 ms)."""
+    if v is None:
+        return "—"
+    return f"{_sig(v * 1e3)} µs" if abs(v) < 0.1 else f"{_sig(v)} ms"
+
+
 def _plot_widths(report) -> str | None:
     widths = (report.get("method") or {}).get("widths") or {}
     if not widths:
         return None
     names = list(widths)
+    labels = (report["model"].get("group_labels") or {})
     before = [widths[n][0] for n in names]
     after = [widths[n][1] for n in names]
     fig, ax = plt.subplots(figsize=(6.2, 3.2))
     x = range(len(names))
     ax.bar([i - 0.2 for i in x], before, 0.4, label="dense", color="#b8c2d9")
     ax.bar([i + 0.2 for i in x], after, 0.4, label="kept", color="#2f6fb3")
-    ax.set_xticks(list(x), names, rotation=60, ha="right", fontsize=7)
+    ax.set_xticks(list(x), [labels.get(n, n) for n in names], rotation=30 if len(names) <= 8 else 60,
+                  ha="right", fontsize=7)
     ax.set_ylabel("channels")
     ax.set_title("Width per coupled group, before and after pruning", fontsize=10)
     ax.legend(fontsize=8)
@@ -110,8 +137,9 @@ def _plot_kappa(report) -> str | None:
     ax.set_xlabel("training step")
     ax.set_title("Budget term: expected fraction of MACs", fontsize=9)
     ax = axes[2]
+    labels = report["model"].get("group_labels") or {}
     for name, rates in (h.get("gate_open_rate") or {}).items():
-        ax.plot(range(1, len(rates) + 1), rates, label=name, linewidth=1)
+        ax.plot(range(1, len(rates) + 1), rates, label=labels.get(name, name), linewidth=1)
     ax.set_xlabel("record")
     ax.set_title("Mean gate-open rate per group", fontsize=9)
     if len(h.get("gate_open_rate") or {}) <= 8:
@@ -120,27 +148,40 @@ def _plot_kappa(report) -> str | None:
     return _svg(fig)
 
 
+_MARKERS = {"onnx": "s", "onnx-int8": "D", "tflite": "^", "tflite-int8": "v"}
+
+
 def _plot_tradeoff(report) -> str | None:
+    """Test metric vs MACs: dense, compact (before / after fine-tuning, with the method), each artifact (its
+    own marker, named in the legend) and other runs of the same model and dataset next to this run folder."""
     m = report["model"]
     if m["compact"]["macs"] is None:
         return None
-    fig, ax = plt.subplots(figsize=(6.2, 3.2))
-    ax.scatter([m["dense"]["macs"] / 1e6], [m["dense"]["test_metric"]], s=60, label="dense", color="#8a94ad")
+    method = (report.get("method") or {}).get("method", "")
+    fig, ax = plt.subplots(figsize=(6.2, 3.4))
+    ax.scatter([m["dense"]["macs"] / 1e6], [m["dense"]["test_metric"]], s=70, label="dense", color="#8a94ad")
+    cx = m["compact"]["macs"] / 1e6
     if m["compact"]["test_metric_before_finetune"] is not None:
-        ax.scatter([m["compact"]["macs"] / 1e6], [m["compact"]["test_metric_before_finetune"]], s=60, marker="x",
-                   label="compact, before fine-tune", color="#d35400")
+        ax.scatter([cx], [m["compact"]["test_metric_before_finetune"]], s=60, marker="x",
+                   label=f"{method}, before fine-tune", color="#d35400")
     if m["compact"]["test_metric"] is not None:
-        ax.scatter([m["compact"]["macs"] / 1e6], [m["compact"]["test_metric"]], s=60,
-                   label=f"compact ({report['method'].get('method', '')}), fine-tuned", color="#2f6fb3")
-    for a in report["artifacts"]:
-        if a.get("ok") and a.get("metric") is not None:
-            ax.annotate(a["format"], (m["compact"]["macs"] / 1e6, a["metric"]), fontsize=7, alpha=0.7,
-                        xytext=(6, 0), textcoords="offset points")
-            ax.scatter([m["compact"]["macs"] / 1e6], [a["metric"]], s=12, color="#555")
+        ax.scatter([cx], [m["compact"]["test_metric"]], s=70, label=f"{method}, fine-tuned (this run)", color="#2f6fb3")
+    arts = [a for a in report["artifacts"] if a.get("ok") and a.get("metric") is not None]
+    span = abs(m["dense"]["macs"] / 1e6 - cx) or cx or 1.0
+    for i, a in enumerate(arts):  # side by side right of the compact point, so equal metrics stay visible
+        ax.scatter([cx + span * 0.05 * (i + 1)], [a["metric"]], s=24, marker=_MARKERS.get(a["format"], "o"),
+                   facecolors="none", edgecolors="#333", linewidths=0.8, label=f"artifact {a['format']}")
+    sib = [r for r in report.get("sibling_runs") or [] if r.get("macs") and r.get("test_metric") is not None]
+    if sib:
+        ax.scatter([r["macs"] / 1e6 for r in sib], [r["test_metric"] for r in sib], s=40, color="#b5b5b5",
+                   label="other runs (same model and data)")
+        for r in sib:
+            ax.annotate(r.get("method") or r["run"], (r["macs"] / 1e6, r["test_metric"]), fontsize=6, color="#777",
+                        xytext=(4, -8), textcoords="offset points")
     ax.set_xlabel("MACs (millions, counted on the model)")
     ax.set_ylabel(f"test {report['metric_name']}")
     ax.set_title(f"{report['metric_name'].capitalize()} vs compute (measured on the test split)", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=6.5, loc="best", framealpha=0.85)
     return _svg(fig)
 
 
@@ -179,8 +220,9 @@ def _verdict(report) -> str:
         return f'<div class="verdict unknown">Budget for <b>{html.escape(t["title"])}</b>: not checked yet.</div>'
     cls = "pass" if b["passed"] else "fail"
     word = "PASSES" if b["passed"] else "FAILS"
-    n_fail = sum(1 for line in b.get("lines", []) if not line["passed"])
-    extra = "" if b["passed"] else f" — {n_fail} budget line(s) missed"
+    n_fail = sum(1 for line in b.get("lines", []) if line["passed"] is False)
+    n_none = sum(1 for line in b.get("lines", []) if line["passed"] is None)
+    extra = "" if b["passed"] else (f" — {n_fail} budget line(s) missed" + (f", {n_none} without evidence" if n_none else ""))
     art = html.escape(str(b.get("artifact")))
     return (f'<div class="verdict {cls}">The model <b>{word}</b> the budget of <b>{html.escape(t["title"])}</b> '
             f"with artifact <code>{art}</code>{extra}.</div>")
@@ -193,50 +235,97 @@ def _budget_table(report) -> str:
         return '<p class="note">No budget lines.</p>'
     rows = []
     for line in lines:
-        mark = '<span class="ok">pass</span>' if line["passed"] else '<span class="bad">fail</span>'
+        mark = {True: '<span class="ok">pass</span>', False: '<span class="bad">fail</span>'}.get(
+            line["passed"], '<span class="bad">no evidence</span>')
+        src = str(line.get("source") or "") + (f" ({line['where']})" if line.get("where") else "")
         rows.append(
-            f"<tr><td>{html.escape(line['name'])}</td><td>{_fmt(line.get('value'), '.3g')}</td>"
-            f"<td>{_fmt(line.get('budget'), '.3g')}</td><td>{mark}</td><td>{_fmt(line.get('margin'), '.3g')}</td>"
-            f"<td style='text-align:left'>{html.escape(str(line.get('source') or ''))}</td>"
+            f"<tr><td>{html.escape(line['name'])}</td><td>{_sig(line.get('value'))}</td>"
+            f"<td>{_sig(line.get('budget'))}</td><td>{mark}</td><td>{_fmt(line.get('margin'), '+.0%')}</td>"
+            f"<td style='text-align:left'>{html.escape(src)}</td>"
             f"<td style='text-align:left'>{html.escape(str(line.get('advice') or ''))}</td></tr>"
         )
     return ("<table><tr><th>line</th><th>value</th><th>budget</th><th>verdict</th><th>margin</th><th>source</th>"
             "<th>advice</th></tr>" + "".join(rows) + "</table>")
 
 
+def _mb(v) -> str:
+    return "—" if v is None else f"{_sig(v)}"
+
+
 def _artifact_table(report) -> str:
+    """Per artifact: size, metric, latency (host measured, target predicted, device measured), memory."""
     rows = []
     mname = report["metric_name"]
-    for a in report["artifacts"]:
-        lat = a.get("latency", {})
-        host, pred, dev = lat.get("host") or {}, lat.get("predicted") or {}, lat.get("device") or {}
+    tname = report["target"]["name"]
+    lat = [a.get("latency", {}) for a in report["artifacts"]]
+    has_dev = any(x.get("device") for x in lat)
+    for a, la in zip(report["artifacts"], lat):
+        host, pred, dev = la.get("host") or {}, la.get("predicted") or {}, la.get("device") or {}
         status = '<span class="ok">ok</span>' if a.get("ok") else f'<span class="bad">failed</span> {html.escape(str(a.get("error")))}'
-        rows.append(
-            f"<tr><td>{html.escape(a['format'])}</td><td>{status}</td><td>{_fmt((a.get('size_bytes') or 0) / 1024, '.1f')}</td>"
-            f"<td>{_fmt(a.get('metric'))}</td><td>{_fmt(a.get('metric_drop'), '+.2f')}</td><td>{_fmt(a.get('max_abs_diff'), '.1e')}</td>"
-            f"<td>{_fmt(host.get('p50_ms'), '.3f')}</td><td>{_fmt(host.get('p90_ms'), '.3f')}</td>"
-            f"<td>{_fmt(host.get('model_footprint_mb'), '.1f')}</td>"
-            f"<td>{_fmt(pred.get('latency_ms'), '.3f')}</td><td>{_fmt(pred.get('peak_memory_mb'), '.2f')}</td>"
-            f"<td>{_fmt(dev.get('p50_ms'), '.3f')}</td></tr>"
-        )
-    host_note = next((a["latency"]["host"] for a in report["artifacts"] if a.get("latency", {}).get("host")), None)
-    pred_note = next((a["latency"]["predicted"] for a in report["artifacts"] if a.get("latency", {}).get("predicted")), None)
+        if a.get("ok") and a.get("within_tolerance") is False:
+            status = '<span class="bad">ok, INT8 over tolerance</span>'
+        mem = f"{_mb(host.get('model_footprint_mb'))} / {_mb(pred.get('peak_memory_mb'))}"
+        cells = [html.escape(a["format"]), status, _sig((a.get("size_bytes") or 0) / 1024), _fmt(a.get("metric")),
+                 _fmt(a.get("metric_drop"), "+.2f"), _ms(host.get("p50_ms")), _ms(host.get("p90_ms")),
+                 _ms(pred.get("latency_ms")), _ms(pred.get("p90_ms"))]
+        if has_dev:
+            cells += [_ms(dev.get("p50_ms")), _ms(dev.get("p90_ms"))]
+            mem += f" / {_mb(dev.get('model_footprint_mb'))}"
+        cells.append(mem)
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    head = ["artifact", "status", "size KiB", mname, "drop vs torch", "host p50 (meas.)", "host p90 (meas.)",
+            f"{tname} p50 (pred.)", f"{tname} p90 (pred.)"]
+    if has_dev:
+        head += ["device p50 (meas.)", "device p90 (meas.)"]
+    head.append("model memory MB: host meas. / " + tname + " pred." + (" / device meas." if has_dev else ""))
+    table = "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
+    return table + "".join(f'<p class="note">{n}</p>' for n in _latency_notes(report, lat, has_dev))
+
+
+def _latency_notes(report, lat: list, has_dev: bool) -> list:
+    """Where every figure of the artifact table comes from (measured where, how often; predicted by what)."""
     notes = []
-    if host_note:
-        mach = host_note.get("machine") or {}
+    host = next((x["host"] for x in lat if x.get("host")), None)
+    pred = next((x["predicted"] for x in lat if x.get("predicted")), None)
+    dev = next((x["device"] for x in lat if x.get("device")), None)
+    if host:
+        mach = host.get("machine") or {}
         if isinstance(mach, dict):
             mach = f"{mach.get('cpu', 'host')}, {mach.get('cores', '?')} cores, {mach.get('platform', '')}"
-        notes.append(f"Host figures: measured on this machine ({html.escape(str(mach))}), "
-                     f"median of {host_note.get('repeats')} fresh processes × {host_note.get('runs')} timed runs, "
-                     f"{host_note.get('threads')} thread(s), batch 1.")
-    if pred_note:
-        notes.append(f"Target figures: predicted by {html.escape(str(pred_note.get('model')))} for {html.escape(report['target']['title'])}; not measured.")
-    return (
-        f"<table><tr><th>artifact</th><th>status</th><th>size KiB</th><th>{mname}</th><th>drop vs torch</th><th>max |diff|</th>"
-        "<th>host p50 ms</th><th>host p90 ms</th><th>host model MB</th><th>target p50 ms (pred.)</th><th>target MB (pred.)</th>"
-        "<th>device p50 ms</th></tr>" + "".join(rows) + "</table>"
-        + "".join(f'<p class="note">{n}</p>' for n in notes)
-    )
+        notes.append(f"Host figures: measured on this machine ({html.escape(str(mach))}), median of "
+                     f"{host.get('repeats')} fresh processes × {host.get('runs')} timed runs, "
+                     f"{host.get('threads')} thread(s), batch 1. Model memory = peak RSS minus the runtime's import "
+                     f"footprint (measured separately: {_sig(host.get('runtime_footprint_mb'))} MB).")
+    if pred:
+        notes.append(f"{html.escape(report['target']['title'])} figures: predicted by {html.escape(str(pred.get('model')))}"
+                     f" (see Cost model below); p90 = {html.escape(str(pred.get('p90_how') or 'not predicted'))}. "
+                     f"Memory: {html.escape(str(pred.get('peak_memory_how') or ''))}. "
+                     f"<b>Uncertainty: {html.escape(str(pred.get('uncertainty') or 'unknown'))}.</b>")
+    if dev:
+        notes.append(f"Device figures: measured on {html.escape(str(dev.get('where')))}, "
+                     f"{dev.get('repeats') or 1} process(es) × {dev.get('runs')} timed runs, {dev.get('threads')} thread(s)"
+                     + (f"; p90 = {html.escape(str(dev['p90_from']))}" if dev.get("p90_from") else "") + ".")
+    elif pred:
+        notes.append(f"Nothing was measured on a {html.escape(report['target']['title'])}: the target columns are "
+                     "predictions (measure with <code>edgeprune bench RUN --remote user@host</code> or "
+                     "<code>--adb</code>).")
+    return notes
+
+
+def _cost_model_note(report) -> str:
+    """Where the cost model's calibration comes from and how far to trust it."""
+    cm = report.get("cost_model")
+    if not cm:
+        return '<p class="note">No cost-model prediction in this run.</p>'
+    errs = cm.get("host_error_median_abs_pct") or {}
+    err = ", ".join(f"{html.escape(k)} {v:.0f}%" for k, v in sorted(errs.items())) or "not measured"
+    here = ("this host" if cm.get("calibration_matches_this_host") else
+            "<b>another host, not this one</b> (run <code>edgeprune calibrate --host</code> to calibrate this one)")
+    return (f'<p class="note">Cost model {html.escape(str(cm.get("model")))}: calibrated on '
+            f"{html.escape(str(cm.get('calibrated_on')))} ({here}; {html.escape(str(cm.get('calibration_file')))}). "
+            f"Host prediction error, median absolute over the built-in models, leave-one-model-out: {err} "
+            "(benchmarks/costmodel/results.md). Target predictions: "
+            f"{html.escape(str(cm.get('target_how') or ''))}. <b>{html.escape(str(cm.get('uncertainty') or ''))}.</b></p>")
 
 
 def render_html(report: dict) -> str:
@@ -246,6 +335,9 @@ def render_html(report: dict) -> str:
     ver = comp.get("verification") or {}
     plots = [p for p in (_plot_widths(report), _plot_training(report), _plot_tradeoff(report), _plot_latency(report)) if p]
     figs = "".join(f"<figure>{p}</figure>" for p in plots)
+    sib_note = ("" if report.get("sibling_runs") else
+                '<p class="note">Accuracy vs compute: no other run of this model and dataset in the parent folder, '
+                "so no other methods are overlaid.</p>")
     wide = _plot_kappa(report)
     if wide:
         figs += f'</div><div><figure class="wide">{wide}</figure>'  # full width below the grid
@@ -277,7 +369,8 @@ target <code>{html.escape(report['target']['name'])}</code> · generated {html.e
 relative difference {_fmt(ver.get('rel_diff'), '.1e')} (tolerance {_fmt(ver.get('rel_tol'), '.0e')}).
 MACs and parameters are counted on the model, not estimated. {html.escape(method.get('summary', ''))}</p>
 <h2>Artifacts</h2>{_artifact_table(report)}
-<h2>Plots</h2><div class="grid">{figs}</div>
+<h2>Cost model</h2>{_cost_model_note(report)}
+<h2>Plots</h2><div class="grid">{figs}</div>{sib_note}
 <h2>Stage times</h2><table><tr><th>stage</th><th>seconds</th></tr>{stage_rows}</table>
 </body></html>
 """

@@ -1,4 +1,4 @@
-"""Stage 7: check the target's budget lines against the best artifact for the target."""
+"""Stage 7: check the target's budget lines against the artifact the target prefers."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ def target_file(b) -> str:
 
 
 def depends(b):
-    return [b.target.name, b.cfg["budget"]]
+    from .bench import target_fingerprint
+
+    return [target_fingerprint(b.target), b.cfg["budget"], b.cfg["export"]["int8_tolerance"]]
 
 
 def describe(b):
@@ -28,13 +30,23 @@ def effective_budget(b):
 
 
 def choose_artifact(target, artifacts: dict) -> str | None:
-    """The target's most preferred artifact that exported and passed parity."""
+    """The target's most preferred artifact that exported; an INT8 artifact over its accuracy tolerance is
+    still chosen (the budget then fails on ``int8_accuracy_drop``), never silently swapped for fp32."""
     for fmt in target.artifacts:
         art = artifacts.get(fmt)
-        if art and art.get("ok") and art.get("within_tolerance", True):
+        if art and art.get("ok"):
             return fmt
     ok = [f for f, a in artifacts.items() if a.get("ok")]
     return ok[0] if ok else None
+
+
+def dense_metric(train: dict, art: dict) -> tuple[float | None, str | None]:
+    """(dense metric, why not) for the accuracy line: only when the artifact's metric is the dense model's."""
+    a, d = art.get("metric_name"), train.get("metric_name")
+    if d is not None and a != d:
+        return None, (f"the artifact's metric ({a}) is not the dense model's ({d}): the drop cannot be "
+                      "computed; rebuild so both use one metric")
+    return train["test_metric"], None
 
 
 def evidence(b, fmt: str, exp: dict, bench: dict) -> dict:
@@ -45,15 +57,27 @@ def evidence(b, fmt: str, exp: dict, bench: dict) -> dict:
     entry = bench["artifacts"].get(fmt, {})
     measured = [entry[k] for k in ("device", "host") if k in entry]
     train = read_json(b.run / "train.json")
-    return evidence_from(
+    dense, why = dense_metric(train, art)
+    ev = evidence_from(
         measured=measured, prediction=entry.get("predicted"), size_mb=art["size_bytes"] / 2**20,
-        metric=art["metric"], dense_metric=train["test_metric"], metric_name=art["metric_name"],
+        metric=art["metric"], dense_metric=dense, metric_name=art["metric_name"],
         macs=read_json(b.run / "compact.json")["macs"], dense_macs=train["cost"]["macs"], artifact=fmt,
     )
+    if why:
+        ev["metric_mismatch"] = why
+    if fmt.endswith("int8"):
+        ev["int8"] = {"metric_drop": art.get("metric_drop"), "tolerance": b.cfg["export"]["int8_tolerance"],
+                      "within_tolerance": art.get("within_tolerance"),
+                      "calib_samples": b.cfg["export"]["calib_samples"]}
+    return ev
 
 
 def _num(x) -> str:
     return "n/a" if x is None else f"{x:.3g}"
+
+
+def _mark(passed) -> str:
+    return {True: "[green]pass[/]", False: "[red]FAIL[/]"}.get(passed, "[yellow]n/a[/]")
 
 
 def run(b) -> list[str]:
@@ -74,9 +98,8 @@ def run(b) -> list[str]:
     write_json(b.run / target_file(b), verdict)
     b.outcome[name] = verdict
     for line in verdict.get("lines", []):
-        mark = "[green]pass[/]" if line["passed"] else "[red]FAIL[/]"
-        b.ui.log(f"  {mark} {line['name']}: {_num(line.get('value'))} vs budget {_num(line.get('budget'))}"
-                 + (f" ({line['source']})" if line.get("source") else "")
-                 + (f" — {line['advice']}" if not line["passed"] and line.get("advice") else ""))
+        src = f" ({line['source']}{' on ' + line['where'] if line.get('where') else ''})" if line.get("source") else ""
+        b.ui.log(f"  {_mark(line['passed'])} {line['name']}: {_num(line.get('value'))} vs budget "
+                 f"{_num(line.get('budget'))}{src}" + (f" — {line['advice']}" if not line["passed"] and line.get("advice") else ""))
     b.ui.log(f"  budget on {b.target.name}: {'PASSED' if verdict['passed'] else 'FAILED'} (artifact {fmt})")
     return [target_file(b)]

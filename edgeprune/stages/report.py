@@ -10,7 +10,9 @@ summary_file = "report.json"
 
 
 def depends(b):
-    return [b.target.name]
+    from .bench import target_fingerprint
+
+    return [target_fingerprint(b.target)]
 
 
 def describe(b):
@@ -18,7 +20,7 @@ def describe(b):
 
 
 def run(b) -> list[str]:
-    report = build_report(b.run.path, b.target.name)
+    report = build_report(b.run.path, b.target)
     write_json(b.run / summary_file, report)
     atomic_write_text(b.run / "report.html", render_html(report))
     b.outcome[name] = {"path": str(b.run / "report.html")}

@@ -7,6 +7,7 @@ user adds a board by writing a file with the same schema and passing its path::
     list_targets()                      # ['android-flagship', 'android-mid', 'host', ...]
     t = load_target("rpi5")             # built-in, by name
     t = load_target("boards/my.toml")   # any file with the schema below
+    t = load_target("rpi4-measured")    # ./rpi4-measured.toml (written by `edgeprune calibrate`)
 
 Schema (every key is checked; an unknown key is an error so a typo cannot be silently ignored)::
 
@@ -23,6 +24,9 @@ Schema (every key is checked; an unknown key is an error so a typo cannot be sil
     [device]                      # each fact: value, source, basis (spec|derived|measured|unverified),
     cores = { value = 4, source = "...", basis = "spec" }   # optional unit (must match the canonical
     ...                                                     # unit below) and note
+    # optional, used by the cost model: sustained_fp32_gflops, sustained_1t_fp32_gflops,
+    # sustained_int8_gops (a published or measured conv-net throughput), per_op_overhead_us (measured),
+    # simd_fp32_lanes, l2_cache_kb; see edgeprune/bench/costmodel.py
     [budget]                      # all optional; a missing key means "not budgeted"
     flops_keep = 0.5              # fraction of the dense model's MACs to keep
     latency_p50_ms = 10.0
@@ -48,7 +52,8 @@ from typing import Any, Optional
 
 from ..errors import ConfigError, InputError
 
-__all__ = ["Fact", "Budget", "Target", "load_target", "list_targets", "BASES", "PLATFORMS", "ARTIFACTS"]
+__all__ = ["Fact", "Budget", "Target", "load_target", "list_targets", "builtin_targets", "user_targets", "BASES",
+           "PLATFORMS", "ARTIFACTS"]
 
 BASES = ("spec", "derived", "measured", "unverified")
 PLATFORMS = ("rpi", "jetson", "android", "other")
@@ -65,11 +70,17 @@ DEVICE_FACTS: dict[str, tuple[Optional[str], tuple[type, ...], bool]] = {
     "mem_bandwidth_gbs": ("GB/s", (int, float), True),
     "ram_mb": ("MB", (int, float), True),
     "int8_dot_product": (None, (bool,), True),
-    # optional facts, not used by the cost model v1
+    # optional facts used by the cost model (edgeprune/bench/costmodel.py)
+    "sustained_fp32_gflops": ("GFLOP/s", (int, float), False),     # conv-net throughput at runtime.threads
+    "sustained_1t_fp32_gflops": ("GFLOP/s", (int, float), False),  # the same on one thread
+    "sustained_int8_gops": ("GOP/s", (int, float), False),         # int8 conv-net throughput, runtime.threads
+    "per_op_overhead_us": ("us", (int, float), False),             # measured by `edgeprune calibrate`
+    "simd_fp32_lanes": ("count", (int,), False),                   # fp32 lanes per vector (NEON 4, AVX-512 16)
+    "l2_cache_kb": ("KiB", (int, float), False),
+    # optional facts, not modelled
     "accelerator": (None, (str,), False),
     "accel_fp16_gflops": ("GFLOP/s", (int, float), False),
     "accel_int8_tops": ("TOP/s", (int, float), False),
-    "l2_cache_kb": ("KiB", (int, float), False),
 }
 FACT_KEYS = {"value", "unit", "source", "basis", "note"}
 TOP_KEYS = {"name", "title", "platform", "notes", "runtime", "device", "budget"}
@@ -165,28 +176,62 @@ def _builtin_dir():
     return resources.files(__name__)
 
 
-def list_targets() -> list[str]:
+def builtin_targets() -> list[str]:
     """Names of the built-in profiles, sorted."""
     return sorted(p.name[: -len(".toml")] for p in _builtin_dir().iterdir() if p.name.endswith(".toml"))
 
 
+def user_targets(folder: "str | Path | None" = None) -> dict[str, Path]:
+    """Profiles in ``folder`` (default: the working directory): ``<name>.toml`` files that parse as a target
+    profile whose ``name`` is the file's stem (e.g. ``rpi4-measured.toml`` written by ``edgeprune calibrate``).
+    Other TOML files there (configs, pyproject.toml) are ignored; built-in names are not shadowed."""
+    folder = Path.cwd() if folder is None else Path(folder)
+    out: dict[str, Path] = {}
+    builtin = set(builtin_targets())
+    try:
+        files = sorted(folder.glob("*.toml"))
+    except OSError:
+        return out
+    for p in files:
+        if p.stem in builtin or not _NAME_RE.match(p.stem):
+            continue
+        try:
+            if _parse(p.read_text(encoding="utf-8"), str(p), expect_name=p.stem):
+                out[p.stem] = p
+        except (OSError, UnicodeDecodeError, ConfigError):
+            continue
+    return out
+
+
+def list_targets() -> list[str]:
+    """Names of the built-in profiles and of the user profiles in the working directory, sorted."""
+    return sorted(set(builtin_targets()) | set(user_targets()))
+
+
 def load_target(name_or_path: "str | Path") -> Target:
-    """Load a built-in profile by name, or any profile TOML by path."""
+    """Load a profile: a built-in by name, a user profile in the working directory by name
+    (``<name>.toml``, see :func:`user_targets`), or any profile TOML by path."""
     s = str(name_or_path)
     looks_like_path = isinstance(name_or_path, Path) or s.endswith(".toml") or "/" in s or "\\" in s
     if looks_like_path:
-        p = Path(s)
-        if not p.is_file():
-            raise InputError(f"target profile file {s} not found; pass an existing .toml file or one of {list_targets()}")
-        try:
-            text = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise InputError(f"cannot read target profile {s} ({e}); check the file's permissions and encoding") from None
-        return _parse(text, str(p), expect_name=None)
-    if s not in list_targets():
-        raise InputError(f"unknown target {s!r}; choose one of {list_targets()} or pass a path to a .toml profile")
-    res = _builtin_dir().joinpath(f"{s}.toml")
-    return _parse(res.read_text(encoding="utf-8"), f"<builtin>/{s}.toml", expect_name=s)
+        return _load_file(Path(s))
+    if s in builtin_targets():
+        res = _builtin_dir().joinpath(f"{s}.toml")
+        return _parse(res.read_text(encoding="utf-8"), f"<builtin>/{s}.toml", expect_name=s)
+    user = user_targets()
+    if s in user:
+        return _load_file(user[s])
+    raise InputError(f"unknown target {s!r}; choose one of {list_targets()} or pass a path to a .toml profile")
+
+
+def _load_file(p: Path) -> Target:
+    if not p.is_file():
+        raise InputError(f"target profile file {p} not found; pass an existing .toml file or one of {list_targets()}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read target profile {p} ({e}); check the file's permissions and encoding") from None
+    return _parse(text, str(p), expect_name=None)
 
 
 # ----------------------------------------------------------------------------------- parsing

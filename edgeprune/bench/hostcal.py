@@ -1,0 +1,298 @@
+"""Calibrate the cost model on THIS host: the built-in models, exported to all four artifacts, measured.
+
+The suite is every registered built-in model (``edgeprune.models.MODELS``) at its default widths on an 8x8
+input (the digits default) and at default and half widths on a 28x28 input (Fashion-MNIST sized), exported
+with :func:`edgeprune.export.export_all` (ONNX fp32/INT8, TFLite fp32/INT8) and measured with
+:func:`edgeprune.bench.host.measure_host` (fresh processes, 1 thread, batch 1). The measurements fit one set
+of factors per runtime and precision (``onnxruntime-fp32``, ``onnxruntime-int8``, ``tflite-fp32``,
+``tflite-int8``) with :func:`edgeprune.bench.costmodel.fit_factors`.
+
+``calibrate_host()`` (``edgeprune calibrate --host``) runs a quick version (one configuration per model, one
+process per artifact) and caches the result per host fingerprint in the user cache directory, where
+:func:`edgeprune.bench.costmodel.load_calibration` finds it. ``benchmarks/costmodel/host_error.py`` runs the
+full suite and reports the leave-one-model-out error.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import re
+from pathlib import Path
+from typing import Callable, Optional
+
+from ..errors import InputError
+
+ARTIFACTS = ("onnx", "onnx-int8", "tflite", "tflite-int8")
+#: artifact -> calibration key (runtime-dtype)
+KEY_OF = {"onnx": "onnxruntime-fp32", "onnx-int8": "onnxruntime-int8", "tflite": "tflite-fp32",
+          "tflite-int8": "tflite-int8"}
+SHAPES = {"8x8": (1, 8, 8), "28x28": (1, 28, 28)}
+
+
+# ------------------------------------------------------------------------------------------ this host
+
+
+def cpu_info() -> dict:
+    """Model name, vendor, family/model numbers, flags and nominal clock from /proc/cpuinfo (Linux)."""
+    info: dict = {"model_name": platform.processor() or platform.machine(), "flags": [], "mhz": None}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    first = text.split("\n\n")[0]
+    for line in first.splitlines():
+        key, _, val = line.partition(":")
+        key, val = key.strip().lower(), val.strip()
+        if key == "model name":
+            info["model_name"] = val
+        elif key == "vendor_id":
+            info["vendor"] = val
+        elif key == "cpu family":
+            info["family"] = val
+        elif key == "model":
+            info["model"] = val
+        elif key in ("flags", "features"):
+            info["flags"] = val.split()
+        elif key == "cpu mhz":
+            info["mhz"] = float(val)
+    if info["mhz"] is None:
+        m = re.search(r"@\s*([\d.]+)\s*GHz", info["model_name"])
+        info["mhz"] = float(m[1]) * 1000 if m else None
+    return info
+
+
+def simd_of(flags) -> dict:
+    """fp32 and int8 operations per cycle per core, from the ISA flags (x86 or ARM).
+
+    Formula: fp32 FLOP/cycle = lanes x 2 (FMA) x FMA units; int8 OP/cycle = fp32 x 4 with a dot-product
+    instruction (AVX-512 VNNI / AVX-VNNI / ARM dotprod), else x 2. FMA units = 2 for AVX-512 and AVX2 (server
+    Xeon / EPYC cores have two FMA ports), 2 for ARM NEON cores that report asimd (big cores; an assumption)."""
+    f = set(flags or [])
+    if "avx512f" in f:
+        isa, lanes, units = "AVX-512", 16, 2
+    elif "avx2" in f and "fma" in f:
+        isa, lanes, units = "AVX2+FMA", 8, 2
+    elif "asimd" in f:
+        isa, lanes, units = "NEON", 4, 2
+    else:
+        isa, lanes, units = "SSE", 4, 1
+    fp32 = lanes * 2 * units
+    dot = bool(f & {"avx512_vnni", "avx_vnni", "asimddp"})
+    return {"isa": isa, "lanes": lanes, "fma_units": units, "fp32_per_cycle": fp32,
+            "int8_per_cycle": fp32 * (4 if dot else 2), "int8_dot": dot}
+
+
+def l2_cache_kb() -> Optional[float]:
+    """Per-core L2 size (KiB) from /sys/devices/system/cpu/cpu0/cache (Linux); None where absent."""
+    for idx in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            if (idx / "level").read_text().strip() == "2" and (idx / "type").read_text().strip() != "Instruction":
+                size = (idx / "size").read_text().strip().upper()
+                mult = 1024 if size.endswith("M") else 1
+                return float(size.rstrip("KM")) * mult
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def host_spec() -> dict:
+    """This host's spec peak (1 thread): ISA width x FMA units x the nominal clock /proc/cpuinfo reports.
+
+    In a VM the reported clock is the TSC's, not the boost clock, so efficiencies against this peak can
+    exceed 1; they are still comparable between runs on the same kind of machine."""
+    ci = cpu_info()
+    s = simd_of(ci["flags"])
+    ghz = (ci["mhz"] or 2000.0) / 1000.0
+    return {
+        "cpu": ci["model_name"], "vendor": ci.get("vendor"), "family": ci.get("family"), "model": ci.get("model"),
+        "cores": os.cpu_count(), "clock_ghz": round(ghz, 3), "l2_kb": l2_cache_kb(), **s,
+        "peak_fp32_gflops": round(ghz * s["fp32_per_cycle"], 2),
+        "peak_int8_gops": round(ghz * s["int8_per_cycle"], 2),
+        "formula": (f"{ghz:.2f} GHz (cpu MHz in /proc/cpuinfo) x {s['fp32_per_cycle']} FLOP/cycle "
+                    f"({s['isa']}: {s['lanes']} fp32 lanes x 2 (FMA) x {s['fma_units']} FMA units), 1 thread; "
+                    f"int8 x{s['int8_per_cycle'] // s['fp32_per_cycle']} "
+                    f"({'dot-product instructions' if s['int8_dot'] else 'no int8 dot product'})"),
+    }
+
+
+def fingerprint(spec: Optional[dict] = None) -> str:
+    """Identifies the kind of CPU a calibration was measured on: model name, family/model, ISA."""
+    s = spec or host_spec()
+    return f"{s['cpu']} | family {s.get('family')} model {s.get('model')} | {s['isa']}"
+
+
+def cache_dir() -> Path:
+    """$EDGEPRUNE_CACHE, else $XDG_CACHE_HOME/edgeprune, else ~/.cache/edgeprune."""
+    env = os.environ.get("EDGEPRUNE_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edgeprune"
+
+
+def cached_calibration_path(fp: Optional[str] = None) -> Path:
+    """Where ``calibrate_host`` caches the calibration of the host with fingerprint ``fp``."""
+    import hashlib
+
+    h = hashlib.sha256((fp or fingerprint()).encode()).hexdigest()[:12]
+    return cache_dir() / f"host-calibration-{h}.json"
+
+
+# ------------------------------------------------------------------------------------------ the suite
+
+
+def suite(quick: bool = False, models: Optional[list] = None) -> list[dict]:
+    """The built-in models to calibrate on (all, or ``models``): name, model, input shape, options, family
+    (for the hold-out). ``quick``: one configuration per model (8x8 input, default widths)."""
+    from ..models import MODELS, build_model
+
+    unknown = sorted(set(models or []) - set(MODELS))
+    if unknown:
+        raise InputError(f"unknown built-in model(s) {unknown}; choose from {sorted(MODELS)}")
+    rows = []
+    for name in sorted(models or MODELS):
+        configs = [("8x8", "w1")] if quick else [("8x8", "w1"), ("28x28", "w1"), ("28x28", "w0.5")]
+        for shape, width in configs:
+            opts = _half_width_options(name) if width == "w0.5" else {}
+            rows.append({"name": f"{name}-{shape}-{width}", "model": name, "shape": SHAPES[shape],
+                         "options": opts, "family": name})
+    for r in rows:  # fail early on a model that does not build at this shape
+        build_model(r["model"], r["shape"], 10, **r["options"])
+    return rows
+
+
+def _half_width_options(name: str) -> dict:
+    """The model's width options halved (a stand-in for a pruned model); {} when it has none."""
+    import inspect
+
+    from ..models import MODELS
+
+    out = {}
+    for p in inspect.signature(MODELS[name]).parameters.values():
+        if p.name in ("widths", "hidden") and isinstance(p.default, tuple):
+            out[p.name] = tuple(max(1, int(w) // 2) for w in p.default)
+        elif p.name in ("merge",) and isinstance(p.default, int):
+            out[p.name] = max(1, p.default // 2)
+    return out
+
+
+def export_suite(rows: list[dict], workdir, *, formats=ARTIFACTS, progress: Callable = print) -> list[dict]:
+    """Export each row's model (random init, seed 0) with edgeprune.export; adds ``artifacts`` {fmt: path}.
+
+    Rows whose artifacts already exist in ``workdir/<name>/`` (same export.json) are reused."""
+    import numpy as np
+    import torch
+
+    from ..export import FILENAMES, export_all
+    from ..models import build_model, model_task
+
+    workdir = Path(workdir)
+    for r in rows:
+        out = workdir / r["name"]
+        done = out / "export.json"
+        if done.is_file():
+            res = json.loads(done.read_text())["artifacts"]
+        else:
+            torch.manual_seed(0)
+            model = build_model(r["model"], r["shape"], 10, **r["options"]).eval()
+            rng = np.random.default_rng(0)
+            x = rng.random((64, *r["shape"]), dtype=np.float32)
+            task = model_task(r["model"])
+            res = export_all(model, torch.zeros(1, *r["shape"]), calib=x[:32], test_x=x,
+                             test_y=rng.integers(0, 10, 64) if task == "classification" else None,
+                             out_dir=out, formats=list(formats), task=task)
+        r["artifacts"] = {f: str(out / FILENAMES[f]) for f, e in res.items() if e.get("ok")}
+        failed = [f for f, e in res.items() if not e.get("ok")]
+        progress(f"exported {r['name']}: {', '.join(r['artifacts'])}" + (f" (failed: {failed})" if failed else ""))
+    return rows
+
+
+def measure_suite(rows: list[dict], *, repeats: int = 3, runs: int = 50, warmup: int = 10,
+                  progress: Callable = print) -> list[dict]:
+    """measure_host for every artifact of every row, artifacts of one model interleaved; adds ``measured``."""
+    from .host import measure_host
+
+    for r in rows:
+        r["measured"] = {}
+        for fmt, path in r["artifacts"].items():
+            m = measure_host(path, threads=1, runs=runs, warmup=warmup, repeats=repeats)
+            r["measured"][fmt] = {k: m.get(k) for k in ("p50_ms", "p90_ms", "p50_ms_per_repeat", "p50_spread_pct",
+                                                      "peak_memory_mb", "runtime_footprint_mb",
+                                                      "model_footprint_mb", "runtime_version", "model_size_mb")}
+        progress(f"measured {r['name']}: " + ", ".join(f"{f} {m['p50_ms'] * 1e3:.1f} us"
+                                                       for f, m in r["measured"].items()))
+    return rows
+
+
+def samples_for(rows: list[dict], fmt: str) -> list[tuple]:
+    """(onnx graph, measured p50 ms, measured model footprint MiB) of ``fmt`` for fit_factors.
+
+    The graph is the ONNX file the prediction reads for that artifact (TFLite reuses the same model's ONNX:
+    fp32 for tflite, the QDQ graph for tflite-int8 when it exported, else fp32)."""
+    from .costmodel import graph_for_artifact
+
+    out = []
+    for r in rows:
+        m = r.get("measured", {}).get(fmt)
+        g = graph_for_artifact(r["artifacts"], fmt)
+        if m and g:
+            out.append((g, m["p50_ms"], m["model_footprint_mb"]))
+    return out
+
+
+def fit_all(rows: list[dict], *, exclude_family: Optional[str] = None) -> dict:
+    """{key: factors} for the four runtime-precision keys, optionally without one model family."""
+    from .costmodel import fit_factors, fuses_add, host_profile, runtime_of
+
+    prof = host_profile()
+    keep = [r for r in rows if r["family"] != exclude_family]
+    out = {}
+    for fmt, key in KEY_OF.items():
+        s = samples_for(keep, fmt)
+        dtype = "int8" if fmt.endswith("int8") else "fp32"
+        if len(s) >= 3:
+            out[key] = fit_factors(s, prof, dtype=dtype, fuse_add=fuses_add(runtime_of(fmt), dtype))
+    return out
+
+
+def calibration_dict(factors: dict, note: str) -> dict:
+    """A calibration file's content for this host: factors, host spec and fingerprint."""
+    from .costmodel import MODEL_NAME
+
+    spec = host_spec()
+    day = _dt.date.today().isoformat()
+    for f in factors.values():
+        f.setdefault("fitted", day)
+        f.setdefault("note", note)
+    return {"version": 2, "model": MODEL_NAME, "fingerprint": fingerprint(spec),
+            "host": {"cpu": spec["cpu"], "cores": spec["cores"], "platform": platform.platform(), "spec": spec},
+            "factors": factors}
+
+
+def calibrate_host(*, out=None, workdir=None, repeats: int = 1, runs: int = 30, models: Optional[list] = None,
+                   progress: Callable = print) -> dict:
+    """Quick calibration of this host on the built-in models (8x8 inputs, 1 process per artifact; ``models``
+    restricts the set, at least 3 are needed).
+
+    Writes the calibration to ``out`` (default: the user cache, see :func:`cached_calibration_path`), where
+    ``load_calibration`` picks it up for this host. Returns {"path", "calibration", "seconds"}."""
+    import tempfile
+    import time
+
+    from ..runfolder import atomic_write_text
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgeprune-hostcal-") as td:
+        rows = export_suite(suite(quick=True, models=models), Path(workdir or td), progress=progress)
+        measure_suite(rows, repeats=repeats, runs=runs, warmup=5, progress=progress)
+        factors = fit_all(rows)
+    if not factors:
+        raise InputError("host calibration failed: no artifact could be measured; check onnxruntime/ai-edge-litert")
+    cal = calibration_dict(factors, f"edgeprune calibrate --host: {len(rows)} built-in models, {repeats} "
+                                    f"process(es) x {runs} runs per artifact")
+    p = Path(out) if out is not None else cached_calibration_path(cal["fingerprint"])
+    atomic_write_text(p, json.dumps(cal, indent=1, sort_keys=True) + "\n")
+    return {"path": str(p), "calibration": cal, "seconds": time.perf_counter() - t0}
