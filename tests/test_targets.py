@@ -134,3 +134,42 @@ def test_malformed_toml(tmp_path):
 
 def test_errors_are_edgeprune_errors():
     assert issubclass(ConfigError, EdgepruneError) and issubclass(InputError, EdgepruneError)
+
+
+def test_user_profiles_in_the_working_directory(tmp_path, monkeypatch):
+    """A <name>.toml profile in the working directory is listed and loads by name; other TOML files are not."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my-board.toml").write_text(RPI4_TEXT.replace('name = "rpi4"', 'name = "my-board"'))
+    (tmp_path / "edgeprune.toml").write_text("[train]\nepochs = 1\n")  # a build config, not a profile
+    (tmp_path / "other.toml").write_text(RPI4_TEXT)  # name "rpi4" != file stem: not a profile named "other"
+    (tmp_path / "rpi4.toml").write_text(RPI4_TEXT.replace("threads = 4", "threads = 2"))  # cannot shadow a built-in
+    names = list_targets()
+    assert "my-board" in names and "edgeprune" not in names and "other" not in names
+    assert names == sorted(names) and EXPECTED <= set(names)
+    t = load_target("my-board")
+    assert t.name == "my-board" and t.source_path == str(tmp_path / "my-board.toml")
+    assert load_target("rpi4").threads == 4 and load_target("rpi4").source_path == "<builtin>/rpi4.toml"
+    with pytest.raises(InputError, match="my-board"):  # the error lists user profiles too
+        load_target("nope")
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_targets_carry_sustained_throughput_with_sources(name):
+    """The cost model's per-target compute: sustained figures, each saying where it comes from."""
+    t = load_target(name)
+    for key in ("sustained_fp32_gflops", "sustained_1t_fp32_gflops", "sustained_int8_gops"):
+        f = t.device[key]
+        assert f.basis in ("derived", "unverified") and f.source
+        assert 0 < f.value <= t.peak_compute("int8" if "int8" in key else "fp32")
+    f = t.device["sustained_fp32_gflops"]
+    if name == "rpi4":
+        assert f.basis == "derived" and "ncnn" in f.source and "72.08 ms" in f.source
+    else:
+        assert f.basis == "unverified" and "Raspberry Pi 4" in f.source
+    assert t.fact("sustained_1t_fp32_gflops") <= t.fact("sustained_fp32_gflops")
+
+
+def test_new_fact_units_are_checked(tmp_path):
+    text = RPI4_TEXT.replace('sustained_fp32_gflops = { value = 15.8, unit = "GFLOP/s"',
+                             'sustained_fp32_gflops = { value = 15.8, unit = "MFLOP/s"')
+    assert "'device.sustained_fp32_gflops.unit'" in _bad(tmp_path, text)
