@@ -67,6 +67,8 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, str]]] = {
     "export": {
         "formats": (list, [], "artifacts to export; empty = the target's list"),
         "calib_samples": (int, 256, "training samples used for INT8 calibration"),
+        "dynamic_batch": (bool, False, "also write model.dynamic.onnx (symbolic batch axis), checked in onnxruntime "
+                                       "at batch 1 and 7"),
         "int8_tolerance": (float, 1.0, "INT8 metric drop (in the metric's units) above which the build flags it"),
     },
     "bench": {

@@ -11,7 +11,11 @@ runtime over the whole test split. Each returned entry holds::
     ok, path (relative to out_dir, None unless ok), size_bytes, sha256, runtime,
     metric_name, metric, torch_metric, metric_drop, max_abs_diff, rel_diff, n_test,
     input_layout, input_shape, output_shape, input_dtype, quant, within_tolerance,
-    error, seconds, format, opset (ONNX only), details (converter/quantizer facts)
+    error, seconds, format, opset (ONNX only), details (converter/quantizer facts),
+    dynamic_batch (``onnx`` only, with ``dynamic_batch=True``: the model.dynamic.onnx entry)
+
+``out_dir/export.json`` also lists ``int8_over_tolerance``: the INT8 artifacts whose metric
+drop exceeds ``int8_tolerance`` (they stay ``ok``; the build reports them).
 
 :func:`package_bundle` turns chosen entries into a deployable folder for a target.
 litert-torch is only ever imported in a child process (:mod:`.tflite_worker`).

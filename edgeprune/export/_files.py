@@ -8,13 +8,13 @@ export never leaves a half-written model under a final name. Temporary names sta
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from ..runfolder import TMP_PREFIX, _umask, atomic_write_text, write_json
+from ..runfolder import file_sha256 as sha256  # noqa: F401  (one implementation)
 
 
 def make_tmp_dir(parent: Path) -> Path:
@@ -48,14 +48,6 @@ def publish(src: Path, dst: Path) -> None:
 # one implementation of atomic writes for the whole package
 write_text_atomic = atomic_write_text
 write_json_atomic = write_json
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def one_line(exc: BaseException | str, limit: int = 300) -> str:

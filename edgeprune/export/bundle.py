@@ -2,10 +2,13 @@
 
 ``package_bundle`` writes, atomically (built beside ``dist_dir`` and renamed into place):
 
-* the chosen model file(s), under the same names as in the export directory;
-* ``metadata.json``: input shape/layout/dtype, normalization, class names, per-model
-  quantization parameters, metrics and parity, source run, budget verdict, and every
-  other key the caller passed in ``metadata``;
+* the chosen model file(s), under the same names as in the export directory (the formats
+  that make sense on the platform, :data:`PLATFORM_DEFAULT_FORMATS`, in the target's order);
+* ``metadata.json``: the model-independent input facts (shape, layout, normalization),
+  class names, ``primary_model``, and one entry per model file in ``models`` with that
+  file's own input/output dtype and quantization (scale, zero point), precision, metrics and
+  parity; plus source run, budget verdict and every other key the caller passed in
+  ``metadata``;
 * ``labels.txt`` (classification): one class name per line, index order;
 * a usage snippet for the platform: ``infer.py`` (ai_edge_litert / onnxruntime) for a
   Raspberry Pi, ``infer.py`` + ``build_engine.sh`` (``trtexec``) for a Jetson,
@@ -25,25 +28,42 @@ from ..errors import EdgepruneError, InputError
 from . import _files
 from ..runfolder import json_default
 
-#: Formats a platform's bundle carries by default, best first; the first one that is ok and
-#: within its INT8 budget becomes ``primary_model``.
+#: Formats that make sense in a platform's bundle, best first (a target's own preference
+#: order, when given, reorders them); the first one that is ok and within its INT8 budget
+#: becomes ``primary_model``.
 PLATFORM_DEFAULT_FORMATS = {
+    # LiteRT is the Android runtime (ModelRunner.kt); ONNX would need onnxruntime-android.
     "android": ("tflite-int8", "tflite"),
+    # ai_edge_litert / tflite_runtime first (integer kernels on the Cortex-A), fp32 ONNX as the
+    # onnxruntime alternative; ONNX INT8 (QDQ) is slower than fp32 in onnxruntime on CPUs
+    # (benchmarks/export/results.md).
     "rpi": ("tflite-int8", "tflite", "onnx"),
     # TensorRT builds its own engine: fp32 ONNX -> FP16 engine is the default, the QDQ
-    # model gives an explicit-INT8 engine.
+    # model gives an explicit-INT8 engine. TFLite has no GPU path there.
     "jetson": ("onnx", "onnx-int8"),
 }
 _OTHER_DEFAULT = ("tflite-int8", "tflite", "onnx", "onnx-int8")
 
 #: Keys of ``metadata`` that package_bundle interprets (all others are copied verbatim).
-_CONSUMED = ("mean", "std", "class_names", "input_shape", "task")
+_CONSUMED = ("mean", "std", "class_names", "input_shape", "task", "preprocessing")
 
 _MODEL_KEYS = (
-    "format", "runtime", "input_dtype", "input_layout", "input_shape", "output_shape", "quant",
-    "metric_name", "metric", "torch_metric", "metric_drop", "max_abs_diff", "rel_diff", "n_test",
-    "within_tolerance", "opset",
+    "format", "runtime", "input_layout", "metric_name", "metric", "torch_metric", "metric_drop", "max_abs_diff",
+    "rel_diff", "n_test", "within_tolerance", "opset",
 )  # fmt: skip
+
+
+def bundle_formats(platform: str, preference: Sequence[str] | None = None) -> list[str]:
+    """The formats a ``platform`` bundle ships, best first.
+
+    Without ``preference``: :data:`PLATFORM_DEFAULT_FORMATS` (all four formats for a platform
+    not listed there). With it (a target's ``runtime.artifacts``): the platform's formats in
+    ``preference``'s order, those missing from ``preference`` left out.
+    """
+    allowed = PLATFORM_DEFAULT_FORMATS.get(str(platform).lower(), _OTHER_DEFAULT)
+    if preference is None:
+        return list(allowed)
+    return [f for f in dict.fromkeys(preference) if f in allowed]
 
 
 def package_bundle(
@@ -55,52 +75,32 @@ def package_bundle(
     metadata: dict,
     out_dir: Path | None = None,
     formats: Sequence[str] | None = None,
+    preference: Sequence[str] | None = None,
 ) -> Path:
     """Write a deployable bundle for ``target_name`` to ``dist_dir`` and return ``dist_dir``.
 
     ``artifacts`` maps format -> entry as returned by :func:`export_all`. An entry's
     ``path`` is resolved against ``out_dir`` (the ``out_dir`` given to export_all) unless
     it is absolute. ``formats`` picks the model files to ship (each must be ``ok``); by
-    default the platform's :data:`PLATFORM_DEFAULT_FORMATS` that exported ``ok`` are
-    shipped and failed ones are listed under ``skipped`` in metadata.json.
+    default the :func:`bundle_formats` of ``platform`` (ordered by ``preference``, the
+    target's artifact list) that exported ``ok`` are shipped and the others are listed under
+    ``skipped`` in metadata.json. An ``onnx`` entry's ok ``dynamic_batch`` model ships with it.
 
     ``metadata`` keys that are interpreted: ``mean`` and ``std`` (scalar or per channel;
     the model's input is ``(raw - mean) / std``, default 0 and 1), ``class_names``,
-    ``input_shape`` (default from the entries), ``task``, ``preferred_artifact`` (a format:
-    becomes ``primary_model`` when shipped; default: the first shipped format within its INT8
-    budget). Anything else (``source_run``, budget verdict, dataset name, ...) is copied into
+    ``input_shape`` (default from the entries), ``task``, ``preferred_artifact`` (a format,
+    the one the budget was checked on: it ships even if the platform would not take it, and
+    becomes ``primary_model``; default: the first shipped format within its INT8 budget).
+    Anything else (``source_run``, ``budget`` verdict, dataset name, ...) is copied into
     metadata.json as given.
     An existing ``dist_dir`` is replaced.
     """
     dist_dir = Path(dist_dir)
     platform = str(platform).lower()
     metadata = dict(metadata or {})
-    if formats is not None:
-        missing = [f for f in formats if not (artifacts.get(f) or {}).get("ok")]
-        if missing:
-            raise EdgepruneError(f"cannot package {missing}: not exported successfully")
-        chosen, skipped = list(formats), []
-    else:
-        prefs = PLATFORM_DEFAULT_FORMATS.get(platform, _OTHER_DEFAULT)
-        chosen = [f for f in prefs if (artifacts.get(f) or {}).get("ok")]
-        skipped = [
-            {"format": f, "error": (artifacts.get(f) or {}).get("error") or "not exported"}
-            for f in prefs
-            if f not in chosen
-        ]
-    if not chosen:
-        raise EdgepruneError(
-            f"nothing to package for {platform!r}: none of {list(PLATFORM_DEFAULT_FORMATS.get(platform, _OTHER_DEFAULT))} "
-            "exported successfully"
-        )
-    sources = {}
-    for f in chosen:
-        rel = artifacts[f].get("path")
-        src = Path(rel) if rel and Path(rel).is_absolute() else (Path(out_dir) / rel if out_dir and rel else None)
-        if src is None or not src.is_file():
-            raise InputError(f"model file for {f} not found ({src or rel}); pass out_dir=<export directory>")
-        sources[f] = src
     preferred = metadata.get("preferred_artifact")
+    chosen, skipped = _choose(platform, artifacts, formats, preference, preferred)
+    sources = {f: _source(f, artifacts[f], out_dir) for f in chosen}
     within = [f for f in chosen if artifacts[f].get("within_tolerance", True)]
     primary = preferred if preferred in chosen else (within or chosen)[0]
     first = artifacts[primary]
@@ -114,34 +114,41 @@ def package_bundle(
     channels = input_shape[1] if len(input_shape) > 1 else 1
     mean, std = _per_channel(metadata.get("mean", 0.0), channels, "mean"), _per_channel(metadata.get("std", 1.0), channels, "std")
 
-    models = []
+    models, files = [], {}
     for f in chosen:
-        e = artifacts[f]
-        models.append({"file": sources[f].name, "size_bytes": sources[f].stat().st_size,
-                       "sha256": _files.sha256(sources[f]), **{k: e.get(k) for k in _MODEL_KEYS if k in e}})  # fmt: skip
+        models.append(_model_entry(sources[f], artifacts[f], f == primary))
+        files[sources[f].name] = sources[f]
+        dyn = artifacts[f].get("dynamic_batch") if f == "onnx" else None
+        if dyn and dyn.get("ok"):
+            src = _source(f"{f} (dynamic batch)", dyn, out_dir)
+            models.append(_model_entry(src, artifacts[f], False, dynamic=dyn))
+            files[src.name] = src
     try:
         from .. import __version__ as version
     except ImportError:  # pragma: no cover
         version = "unknown"
+    prep = dict(metadata.get("preprocessing") or {})
+    input_scale = float(prep.get("input_scale") or 1.0)  # e.g. 1/255: uint8 pixels were scaled before training
     meta = {k: v for k, v in metadata.items() if k not in _CONSUMED}
     meta.update(
         {
-            "schema": "edgeprune.bundle/1",
+            "schema": "edgeprune.bundle/2",
             "target": target_name,
             "platform": platform,
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "edgeprune_version": version,
             "task": task,
             "primary_model": sources[primary].name,
+            # facts every model file shares; dtypes and quantization are per model, in "models"
             "input": {
                 "shape": input_shape,
                 "layout": first.get("input_layout", "NCHW"),
-                "dtype": first.get("input_dtype", "float32"),
-                "normalization": {"mean": mean, "std": std, "formula": "x = (raw - mean[c]) / std[c]"},
-                "quantization": first.get("quant"),
+                "normalization": {"input_scale": input_scale, "mean": mean, "std": std,
+                                  "formula": "x = (raw * input_scale - mean[c]) / std[c]"},
+                # how the training data was made from raw files (colour mode, resize): do the same on the device
+                "preprocessing": {k: v for k, v in prep.items() if k not in ("mean", "std", "formula")},
             },
-            "output": {"shape": out_shape, "dtype": "int8" if first.get("quant") else "float32",
-                       "quantization": first.get("quant")},  # fmt: skip
+            "output": {"shape": out_shape},
             "class_names": class_names,
             "models": models,
             "skipped": skipped,
@@ -152,13 +159,13 @@ def package_bundle(
     parent.mkdir(parents=True, exist_ok=True)
     build = _files.make_tmp_dir(parent)
     try:
-        for f in chosen:
-            shutil.copyfile(sources[f], build / sources[f].name)
+        for name, src in files.items():
+            shutil.copyfile(src, build / name)
         (build / "metadata.json").write_text(json.dumps(meta, indent=2, default=json_default) + "\n")
         if class_names:
             (build / "labels.txt").write_text("".join(f"{c}\n" for c in class_names))
-        files = _write_snippets(build, platform, meta, chosen, {f: sources[f].name for f in chosen})
-        (build / "README.md").write_text(_readme(meta, platform, files))
+        snippets = _write_snippets(build, platform, meta, chosen, {f: sources[f].name for f in chosen})
+        (build / "README.md").write_text(_readme(meta, platform, snippets))
         old = None
         if dist_dir.exists():
             old = parent / (_files.TMP_PREFIX + "old-" + dist_dir.name)
@@ -172,6 +179,76 @@ def package_bundle(
         shutil.rmtree(build, ignore_errors=True)
         raise
     return dist_dir
+
+
+def _choose(platform, artifacts, formats, preference, preferred) -> tuple[list[str], list[dict]]:
+    """(formats to ship, ``skipped`` entries): explicit ``formats``, else the platform's that are ok."""
+    def ok(f):
+        return bool((artifacts.get(f) or {}).get("ok"))
+
+    if formats is not None:
+        missing = [f for f in formats if not ok(f)]
+        if missing:
+            raise EdgepruneError(f"cannot package {missing}: not exported successfully")
+        chosen, skipped = list(dict.fromkeys(formats)), []
+    else:
+        prefs = bundle_formats(platform, preference)
+        chosen = [f for f in prefs if ok(f)]
+        skipped = [{"format": f, "error": (artifacts.get(f) or {}).get("error") or "not exported"}
+                   for f in prefs if f not in chosen]  # fmt: skip
+        if preferred and preferred not in chosen and ok(preferred):
+            chosen.insert(0, preferred)  # the budget verdict is about this artifact: it must be in the bundle
+    if not chosen:
+        raise EdgepruneError(
+            f"nothing to package for {platform!r}: none of {bundle_formats(platform, preference)} exported "
+            "successfully (see export.json)"
+        )
+    return chosen, skipped
+
+
+def _source(fmt: str, entry: dict, out_dir: Path | None) -> Path:
+    rel = entry.get("path")
+    src = Path(rel) if rel and Path(rel).is_absolute() else (Path(out_dir) / rel if out_dir and rel else None)
+    if src is None or not src.is_file():
+        raise InputError(f"model file for {fmt} not found ({src or rel}); pass out_dir=<export directory>")
+    return src
+
+
+def _io(dtype: str | None, shape, quant: dict | None, side: str) -> dict:
+    """One side (``input``/``output``) of a model file: dtype, shape and scale/zero point (None: float I/O)."""
+    q = None
+    if quant and quant.get(f"{side}_scale") is not None:
+        q = {"scale": quant[f"{side}_scale"], "zero_point": quant[f"{side}_zero_point"],
+             "formula": "real = (q - zero_point) * scale" if side == "output" else "q = round(x / scale) + zero_point"}
+    return {"dtype": dtype or "float32", "shape": list(shape or []), "quantization": q}
+
+
+def _model_entry(src: Path, e: dict, primary: bool, dynamic: dict | None = None) -> dict:
+    """metadata.json's description of one model file (``dynamic``: the dynamic-batch ONNX entry)."""
+    quant = e.get("quant")
+    in_shape, out_shape = list(e.get("input_shape") or []), list(e.get("output_shape") or [])
+    if dynamic is not None:
+        batch = dynamic.get("details", {}).get("batch", "batch")
+        in_shape, out_shape = [batch, *in_shape[1:]], [batch, *out_shape[1:]]
+    out_dtype = "int8" if quant and quant.get("output_scale") is not None else "float32"
+    entry = {
+        "file": src.name,
+        "primary": primary,
+        "size_bytes": src.stat().st_size,
+        "sha256": _files.sha256(src),
+        "precision": "int8" if e.get("format", "").endswith("int8") else "fp32",
+        "batch": "dynamic" if dynamic is not None else 1,
+        "input": _io(e.get("input_dtype"), in_shape, quant, "input"),
+        "output": _io(out_dtype, out_shape, quant, "output"),
+        **{k: e.get(k) for k in _MODEL_KEYS if k in e},
+    }
+    if dynamic is not None:
+        entry.update(max_abs_diff=dynamic.get("max_abs_diff"), rel_diff=dynamic.get("rel_diff"),
+                     batches_checked=dynamic.get("batches_checked"),
+                     input_name=dynamic.get("details", {}).get("input_name"))  # fmt: skip
+        for key in ("metric", "metric_drop"):  # measured on the fixed-batch file only
+            entry.pop(key, None)
+    return entry
 
 
 def _per_channel(value, channels: int, name: str) -> list[float]:
@@ -200,9 +277,9 @@ def _write_snippets(build: Path, platform: str, meta: dict, chosen: list[str], n
         return files
     (build / "infer.py").write_text(_INFER_PY)
     files.append("infer.py")
-    onnx_files = [names[f] for f in chosen if f.startswith("onnx")]
-    if platform == "jetson" and onnx_files:
-        (build / "build_engine.sh").write_text(_trtexec(onnx_files))
+    onnx_models = [m for m in meta["models"] if m["file"].endswith(".onnx")]
+    if platform == "jetson" and onnx_models:
+        (build / "build_engine.sh").write_text(_trtexec(onnx_models))
         os.chmod(build / "build_engine.sh", 0o755)
         files.append("build_engine.sh")
     return files
@@ -220,7 +297,7 @@ def _model_meta(meta: dict, file: str) -> dict:
     return next(m for m in meta["models"] if m["file"] == file)
 
 
-def _trtexec(onnx_files: list[str]) -> str:
+def _trtexec(onnx_models: list[dict]) -> str:
     lines = [
         "#!/bin/sh",
         "# Build TensorRT engines on the Jetson itself (engines are tied to the GPU and TensorRT version).",
@@ -229,9 +306,16 @@ def _trtexec(onnx_files: list[str]) -> str:
         'TRTEXEC="${TRTEXEC:-/usr/src/tensorrt/bin/trtexec}"',
         'cd "$(dirname "$0")"',
     ]
-    for f in onnx_files:
+    for m in onnx_models:
+        f = m["file"]
         stem = f[: -len(".onnx")]
-        if ".int8" in f:
+        if m["batch"] == "dynamic":
+            dims = "x".join(str(d) for d in m["input"]["shape"][1:])
+            lines.append("# dynamic batch: pick the batch range the application needs (here 1..32, tuned for 8)")
+            lines.append(f'# "$TRTEXEC" --onnx={f} --fp16 --minShapes={m["input_name"]}:1x{dims} '
+                         f'--optShapes={m["input_name"]}:8x{dims} --maxShapes={m["input_name"]}:32x{dims} '
+                         f"--saveEngine={stem}.fp16.engine")  # fmt: skip
+        elif ".int8" in f:
             lines.append("# explicit INT8 from the QDQ graph (scales come from the calibration in the file)")
             lines.append(f'"$TRTEXEC" --onnx={f} --int8 --fp16 --saveEngine={stem}.engine')
         else:
@@ -244,7 +328,8 @@ _INFER_PY = '''\
 #!/usr/bin/env python3
 """Run this bundle's model on a device: python3 infer.py INPUT.npy [--model FILE] [--threads N]
 
-INPUT.npy holds raw (un-normalized) input of shape metadata["input"]["shape"] (batch 1) or
+INPUT.npy holds raw input as stored (e.g. 0-255 pixels; metadata["input"]["normalization"]
+["input_scale"] brings it to the training scale) of shape metadata["input"]["shape"] (batch 1) or
 without the batch axis. Normalization and INT8 (de)quantization are done here from
 metadata.json. .tflite runs with ai_edge_litert (pip install ai-edge-litert), falling back
 to tflite_runtime or tensorflow.lite; .onnx runs with onnxruntime (TensorRT/CUDA provider
@@ -267,7 +352,7 @@ def preprocess(raw):
     bshape = [1, -1] + [1] * (len(shape) - 2)
     mean = np.asarray(norm["mean"], np.float32).reshape(bshape)
     std = np.asarray(norm["std"], np.float32).reshape(bshape)
-    return (x - mean) / std
+    return (x * np.float32(norm.get("input_scale", 1.0)) - mean) / std
 
 
 def load_tflite(path, threads):
@@ -352,11 +437,11 @@ def _kotlin(meta: dict, file: str, model: dict) -> str:
     for d in shape[1:]:
         n_in *= int(d)
     n_out = 1
-    for d in (model.get("output_shape") or [1, 1])[1:]:
+    for d in (model["output"]["shape"] or [1, 1])[1:]:
         n_out *= int(d)
     spatial = n_in // max(1, int(shape[1]) if len(shape) > 1 else 1)
-    q = model.get("quant") or {}
-    int8 = model.get("input_dtype") == "int8"
+    in_q, out_q = model["input"]["quantization"] or {}, model["output"]["quantization"] or {}
+    int8 = model["input"]["dtype"] == "int8"
     norm = meta["input"]["normalization"]
 
     def floats(vals):
@@ -377,10 +462,10 @@ def _kotlin(meta: dict, file: str, model: dict) -> str:
         read = "        output.rewind()\n        return FloatArray(OUTPUT_SIZE) { output.getFloat() }"
         in_bytes, out_bytes = "4", "4"
     consts = (
-        f"        const val IN_SCALE = {_kt_float(q.get('input_scale', 1.0))}\n"
-        f"        const val IN_ZERO_POINT = {int(q.get('input_zero_point', 0))}\n"
-        f"        const val OUT_SCALE = {_kt_float(q.get('output_scale', 1.0))}\n"
-        f"        const val OUT_ZERO_POINT = {int(q.get('output_zero_point', 0))}\n"
+        f"        const val IN_SCALE = {_kt_float(in_q.get('scale', 1.0))}\n"
+        f"        const val IN_ZERO_POINT = {int(in_q.get('zero_point', 0))}\n"
+        f"        const val OUT_SCALE = {_kt_float(out_q.get('scale', 1.0))}\n"
+        f"        const val OUT_ZERO_POINT = {int(out_q.get('zero_point', 0))}\n"
         if int8
         else ""
     )
@@ -406,6 +491,7 @@ class ModelRunner(context: Context, threads: Int = 2) : AutoCloseable {{
         const val INPUT_SIZE = {n_in}      // {' x '.join(str(d) for d in shape[1:])}
         const val CHANNEL_SIZE = {spatial}
         const val OUTPUT_SIZE = {n_out}
+        const val INPUT_SCALE = {_kt_float(norm.get('input_scale', 1.0))}
         val MEAN = floatArrayOf({floats(norm['mean'])})
         val STD = floatArrayOf({floats(norm['std'])})
 {consts}    }}
@@ -422,13 +508,13 @@ class ModelRunner(context: Context, threads: Int = 2) : AutoCloseable {{
         interpreter = Interpreter(model, Interpreter.Options().setNumThreads(threads))
     }}
 
-    /** raw: INPUT_SIZE un-normalized values in channel-major (NCHW) order. Returns the model's scores. */
+    /** raw: INPUT_SIZE values as stored (e.g. 0-255 pixels), channel-major (NCHW). Returns the model's scores. */
     fun predict(raw: FloatArray): FloatArray {{
         require(raw.size == INPUT_SIZE) {{ "expected $INPUT_SIZE values, got ${{raw.size}}" }}
         input.rewind()
         for (i in 0 until INPUT_SIZE) {{
             val c = i / CHANNEL_SIZE
-            val v = (raw[i] - MEAN[c]) / STD[c]
+            val v = (raw[i] * INPUT_SCALE - MEAN[c]) / STD[c]
 {put}
         }}
         input.rewind()
@@ -449,23 +535,38 @@ class ModelRunner(context: Context, threads: Int = 2) : AutoCloseable {{
 """
 
 
+def _prep_words(prep: dict) -> str:
+    """``{"color_mode": "L", "resize": [28, 28], ...}`` -> "convert to L, resize to 28x28 (bilinear)"."""
+    parts = []
+    if prep.get("color_mode"):
+        parts.append(f"convert to {prep['color_mode']}")
+    if prep.get("resize"):
+        parts.append(f"resize to {'x'.join(map(str, prep['resize']))}" + (f" ({prep['resample']})" if prep.get("resample") else ""))
+    return ", ".join(parts)
+
+
 def _readme(meta: dict, platform: str, files: list[str]) -> str:
+    primary = _model_meta(meta, meta["primary_model"])
     lines = [
         f"# {meta['target']} ({platform})",
         "",
         f"Primary model: `{meta['primary_model']}`; input {meta['input']['layout']} {meta['input']['shape']} "
-        f"{meta['input']['dtype']}; normalization `(raw - mean) / std` with mean={meta['input']['normalization']['mean']}, "
-        f"std={meta['input']['normalization']['std']}. All facts are in `metadata.json`.",
+        f"{primary['input']['dtype']}; from raw input as stored (e.g. 0-255 pixels): "
+        f"`(raw * {meta['input']['normalization']['input_scale']:.6g} - mean) / std` with "
+        f"mean={meta['input']['normalization']['mean']}, std={meta['input']['normalization']['std']}"
+        + (f"; images: {_prep_words(meta['input']['preprocessing'])}" if _prep_words(meta['input']['preprocessing'])
+           else "") + ". Each model's input/output dtype and quantization are in "
+        "`metadata.json` (`models`).",
         "",
-        "| file | format | size (bytes) | metric | torch | drop | within budget |",
-        "|---|---|---|---|---|---|---|",
+        "| file | format | batch | input dtype | output dtype | size (bytes) | metric | torch | drop | within INT8 tolerance |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in meta["models"]:
         metric = m.get("metric")
         torch_metric = m.get("torch_metric")
         drop = m.get("metric_drop")
         lines.append(
-            f"| {m['file']} | {m.get('format')} | {m['size_bytes']} | "
+            f"| {m['file']} | {m.get('format')} | {m['batch']} | {m['input']['dtype']} | {m['output']['dtype']} | {m['size_bytes']} | "
             f"{'' if metric is None else f'{metric:.3f}'} | {'' if torch_metric is None else f'{torch_metric:.3f}'} | "
             f"{'' if drop is None else f'{drop:.3f}'} | {m.get('within_tolerance')} |"
         )
@@ -505,6 +606,30 @@ def _readme(meta: dict, platform: str, files: list[str]) -> str:
             "```",
             "",
         ]
+    lines += _budget_lines(meta.get("budget"))
     if meta.get("skipped"):
         lines += ["Not included: " + "; ".join(f"{s['format']} ({s['error']})" for s in meta["skipped"]), ""]
     return "\n".join(lines)
+
+
+def _budget_lines(budget) -> list[str]:
+    """README lines for a ``budget`` verdict (as the package stage passes it), or none."""
+    if not isinstance(budget, dict) or not isinstance(budget.get("lines"), list):
+        return []
+    verdict = {True: "PASSED", False: "FAILED"}.get(budget.get("passed"), "not checked")
+    out = [
+        "## Budget",
+        "",
+        f"{verdict} for `{budget.get('artifact')}` (`{budget.get('file', 'metadata.json')}` has the details).",
+        "",
+        "| line | value | budget | source | passed |",
+        "|---|---|---|---|---|",
+    ]
+    for ln in budget["lines"]:
+        out.append(f"| {ln.get('name')} | {_num(ln.get('value'))} | {_num(ln.get('budget'))} | {ln.get('source') or ''} | "
+                   f"{ln.get('passed')} |")  # fmt: skip
+    return out + [""]
+
+
+def _num(x) -> str:
+    return "n/a" if x is None else (f"{x:.4g}" if isinstance(x, float) else str(x))

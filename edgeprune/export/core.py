@@ -34,6 +34,13 @@ FILENAMES = {
     "tflite-int8": "model.int8.tflite",
 }
 
+#: The optional dynamic-batch fp32 ONNX model (``export_all(..., dynamic_batch=True)``); its
+#: entry is ``entry["dynamic_batch"]`` inside the ``onnx`` entry.
+DYNAMIC_ONNX = "model.dynamic.onnx"
+
+#: Batch sizes a dynamic-batch model is run with, besides the whole test split in chunks of 256.
+DYNAMIC_CHECK_BATCHES = (1, 7)
+
 TASK_METRICS = {"classification": "accuracy", "reconstruction": "psnr"}
 
 #: An fp32 artifact fails when max|artifact - torch| / max|torch| exceeds this.
@@ -64,6 +71,8 @@ def export_all(
     task: str = "classification",
     opset: int | None = None,
     int8_tolerance: float = 1.0,
+    dynamic_batch: bool = False,
+    metric: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, dict]:
     """Export ``model`` to each of ``formats`` in ``out_dir`` and verify every artifact.
@@ -72,15 +81,26 @@ def export_all(
     ``calib`` holds float32 real training samples ``(N, *input_shape[1:])`` for INT8
     calibration (all of them are used: the caller picks N, a few hundred is plenty).
     ``test_x``/``test_y`` is the whole test split; for ``task="reconstruction"`` the target
-    is ``test_x`` and the metric PSNR (dB), for ``"classification"`` top-1 accuracy (%).
+    is ``test_x`` and the metric PSNR (dB), for ``"classification"`` top-1 accuracy (%), unless
+    ``metric`` names another one (a registered name or ``file.py:function``, higher is better).
 
     Returns ``{format: entry}`` with the keys documented in the package docstring. One
     artifact's failure (converter error, crash, parity failure) never stops the others: it
     gives ``ok=False`` and a one-line ``error``. fp32 artifacts fail when their relative
     max difference to torch exceeds :data:`FP32_REL_TOL`; INT8 artifacts whose metric drops
     more than ``int8_tolerance`` (points, or dB for PSNR) stay ``ok`` with
-    ``within_tolerance=False``. Only ``ok`` artifacts are written under their final name
-    (:data:`FILENAMES`), atomically. A summary is also written to ``out_dir/export.json``.
+    ``within_tolerance=False`` and are listed by :func:`int8_over_tolerance`. Only ``ok``
+    artifacts are written under their final name (:data:`FILENAMES`), atomically. A summary
+    (with ``int8_over_tolerance``) is also written to ``out_dir/export.json``.
+
+    ``dynamic_batch=True`` (with ``"onnx"`` in ``formats``) also writes :data:`DYNAMIC_ONNX`,
+    the fp32 ONNX model with a symbolic batch axis, checked in onnxruntime on the test split
+    in chunks of 256 and on batches of :data:`DYNAMIC_CHECK_BATCHES`; its entry (``ok``,
+    ``path``, ``size_bytes``, ``sha256``, ``max_abs_diff``, ``rel_diff``, ``batches_checked``,
+    ``error``) is ``results["onnx"]["dynamic_batch"]``. Its failure does not fail ``onnx``.
+
+    ONNX export and quantization run in this process, the litert-torch conversions in a
+    child process (see :func:`_export_onnx` for why).
     """
     import torch
 
@@ -105,7 +125,7 @@ def export_all(
     else:
         targets = test_x
     progress = progress or (lambda message: None)
-    metric_name = TASK_METRICS[task]
+    metric_name = metric or TASK_METRICS[task]  # the run's one metric (a user metric too), else the task's
     metric_fn = get_metric(metric_name)
     out_dir = Path(out_dir).resolve()  # the TFLite child runs with another cwd: relative paths would break
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -131,6 +151,7 @@ def export_all(
             metric_fn=metric_fn,
             torch_metric=float(metric_fn(ref, targets)),
             int8_tolerance=float(int8_tolerance),
+            dynamic_batch=bool(dynamic_batch),
             out_dir=out_dir,
             base={
                 "metric_name": metric_name,
@@ -159,6 +180,7 @@ def export_all(
                 "metric_name": metric_name,
                 "torch_metric": ctx.torch_metric,
                 "int8_tolerance": int8_tolerance,
+                "int8_over_tolerance": int8_over_tolerance(results, int8_tolerance),
                 "artifacts": results,
             },
         )
@@ -168,6 +190,19 @@ def export_all(
             child.kill()
         shutil.rmtree(scratch, ignore_errors=True)
         model.train(was_training)
+
+
+def int8_over_tolerance(results: dict[str, dict], tolerance: float) -> list[dict]:
+    """The INT8 artifacts that exported ``ok`` but lose more than ``tolerance`` of the metric.
+
+    One dict per such artifact: ``format, metric_name, metric, torch_metric, metric_drop, tolerance``.
+    """
+    return [
+        {"format": f, "metric_name": e["metric_name"], "metric": e["metric"], "torch_metric": e["torch_metric"],
+         "metric_drop": e["metric_drop"], "tolerance": float(tolerance)}
+        for f, e in results.items()
+        if f in _INT8 and e.get("ok") and not e.get("within_tolerance")
+    ]  # fmt: skip
 
 
 def _torch_outputs(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -296,14 +331,25 @@ def _int8_problem(fmt: str, path: Path, runner, entry: dict) -> str | None:
 
 
 def _export_onnx(model, example, calib, scratch: Path, fmts, opset, ctx: _Ctx, progress) -> dict[str, dict]:
-    from .onnx_export import export_onnx_fp32, quantize_onnx_int8
+    """fp32 ONNX (and the optional dynamic-batch copy), then static INT8 from the fp32 model.
+
+    Runs in the calling process, unlike litert-torch: the dynamo exporter, onnxsim and the
+    strided MinMax calibration are bounded by a few copies of the weights plus the exporters'
+    imports. Measured once on the development host (``benchmarks/export/results.md``, "ONNX
+    export memory": VmHWM of a fresh process): exporting and quantizing the Fashion-MNIST
+    ResNet (175k parameters, 256 calibration images) raised the peak RSS from 320 MB to 462 MB
+    (+142 MB), while a child process would first cost 220 MB just to import torch again.
+    Models whose ONNX export could exhaust memory would not fit the targets' memory budgets.
+    """
+    from .onnx_export import DEFAULT_OPSET, DYNAMO_MIN_OPSET, export_onnx_fp32, quantize_onnx_int8
 
     results: dict[str, dict] = {}
     fp32_tmp = scratch / "model.fp32.onnx"
     fp32_error = None
     t0 = time.perf_counter()
     entry = ctx.entry("onnx")
-    progress("onnx: exporting with torch.onnx (dynamo) + onnxsim")
+    exporter = "dynamo" if (DEFAULT_OPSET if opset is None else opset) >= DYNAMO_MIN_OPSET else "torchscript"
+    progress(f"onnx: exporting with torch.onnx ({exporter}) + onnxsim")
     try:
         info = export_onnx_fp32(model, example, fp32_tmp, opset)
         entry["details"].update(info)
@@ -319,6 +365,10 @@ def _export_onnx(model, example, calib, scratch: Path, fmts, opset, ctx: _Ctx, p
             pub_tmp = scratch / (_files.TMP_PREFIX + FILENAMES["onnx"])
             shutil.copyfile(fp32_tmp, pub_tmp)
             _verify_and_publish(entry, pub_tmp, ctx)
+        if ctx.dynamic_batch:
+            entry["dynamic_batch"] = _export_onnx_dynamic(model, example, scratch, opset, ctx, progress)
+        else:
+            (ctx.out_dir / DYNAMIC_ONNX).unlink(missing_ok=True)  # an older run's would not match model.onnx
         entry["seconds"] = round(time.perf_counter() - t0, 3)
         results["onnx"] = entry
 
@@ -341,6 +391,36 @@ def _export_onnx(model, example, calib, scratch: Path, fmts, opset, ctx: _Ctx, p
         entry["seconds"] = round(time.perf_counter() - t0, 3)
         results["onnx-int8"] = entry
     return results
+
+
+def _export_onnx_dynamic(model, example, scratch: Path, opset, ctx: _Ctx, progress) -> dict:
+    """Export :data:`DYNAMIC_ONNX`, check it against torch at several batch sizes, publish if ok."""
+    from .onnx_export import export_onnx_fp32
+
+    progress("onnx: exporting the dynamic-batch model")
+    entry = {"ok": False, "path": None, "size_bytes": None, "sha256": None, "max_abs_diff": None, "rel_diff": None,
+             "batches_checked": [], "error": None}  # fmt: skip
+    final = ctx.out_dir / DYNAMIC_ONNX
+    tmp = scratch / (_files.TMP_PREFIX + DYNAMIC_ONNX)
+    try:
+        entry["details"] = export_onnx_fp32(model, example, tmp, opset, dynamic_batch=True)
+        runner = OrtRunner(tmp)
+        outs = [(len(ctx.test_x), runner.run(ctx.test_x))]  # chunks of 256
+        outs += [(n, runner.run_batch(ctx.test_x[:n])) for n in DYNAMIC_CHECK_BATCHES if n <= len(ctx.test_x)]
+    except Exception as exc:  # noqa: BLE001
+        entry["error"] = f"dynamic-batch ONNX export failed: {_files.one_line(exc)}"
+        final.unlink(missing_ok=True)
+        return entry
+    scale = float(np.max(np.abs(ctx.ref))) or 1.0
+    diff = max(float(np.max(np.abs(out.reshape(ctx.ref[:n].shape).astype(np.float64) - ctx.ref[:n]))) for n, out in outs)
+    entry.update(max_abs_diff=diff, rel_diff=diff / scale, batches_checked=[n for n, _ in outs])
+    if not diff / scale <= FP32_REL_TOL:
+        entry["error"] = f"dynamic-batch parity failure: relative max difference {diff / scale:.3g} exceeds {FP32_REL_TOL:g}"
+        final.unlink(missing_ok=True)
+        return entry
+    entry.update(size_bytes=tmp.stat().st_size, sha256=_files.sha256(tmp), path=final.name, ok=True)
+    _files.publish(tmp, final)
+    return entry
 
 
 def _read_opset(path: Path) -> int | None:

@@ -35,10 +35,16 @@ def _quiet():
     return stack
 
 
-def export_onnx_fp32(model, example_input, dst: Path, opset: int | None = None) -> dict:
-    """Export ``model`` (eval mode) with batch fixed to the example's, simplify, save to ``dst``.
+#: Name of the batch axis in a dynamic-batch ONNX model's input and output.
+BATCH_DIM = "batch"
 
-    Returns ``{"opset": int, "exporter": str, "notes": [...]}``.
+
+def export_onnx_fp32(model, example_input, dst: Path, opset: int | None = None, dynamic_batch: bool = False) -> dict:
+    """Export ``model`` (eval mode), simplify with onnxsim, check and save to ``dst`` (one file).
+
+    The batch axis is fixed to the example's (batch 1) unless ``dynamic_batch``: then the
+    first axis of the input and output is the symbolic dimension :data:`BATCH_DIM`.
+    Returns ``{"opset": int, "exporter": str, "batch": 1 | "batch", "input_name": str, "notes": [...]}``.
     """
     import onnx
     import torch
@@ -46,16 +52,21 @@ def export_onnx_fp32(model, example_input, dst: Path, opset: int | None = None) 
     opset = DEFAULT_OPSET if opset is None else int(opset)
     notes: list[str] = []
     raw = dst.with_name(dst.name + ".raw.onnx")
+    wanted = BATCH_DIM if dynamic_batch else int(example_input.shape[0])
+    if dynamic_batch:  # torch.export specializes a size-1 axis to a constant: trace with batch 2
+        example_input = torch.cat([example_input, example_input])
     with _quiet(), torch.no_grad():
         if opset >= DYNAMO_MIN_OPSET:
             exporter = "torch.onnx dynamo"
-            torch.onnx.export(
-                model, (example_input,), str(raw), dynamo=True, external_data=False, opset_version=opset, verbose=False
-            )
+            dyn = {"dynamic_shapes": ({0: torch.export.Dim(BATCH_DIM, min=1)},)} if dynamic_batch else {}
+            torch.onnx.export(model, (example_input,), str(raw), dynamo=True, external_data=False,
+                              opset_version=opset, verbose=False, **dyn)  # fmt: skip
         else:
             exporter = "torch.onnx torchscript"
             notes.append(f"opset {opset} is below the dynamo exporter's minimum {DYNAMO_MIN_OPSET}: used the legacy exporter")
-            torch.onnx.export(model, (example_input,), str(raw), dynamo=False, opset_version=opset)
+            axes = {"input": {0: BATCH_DIM}, "output": {0: BATCH_DIM}} if dynamic_batch else None
+            torch.onnx.export(model, (example_input,), str(raw), dynamo=False, opset_version=opset,
+                              input_names=["input"], output_names=["output"], dynamic_axes=axes)  # fmt: skip
     proto = onnx.load(str(raw))
     got = _default_opset(proto)
     if got != opset:
@@ -72,9 +83,18 @@ def export_onnx_fp32(model, example_input, dst: Path, opset: int | None = None) 
     except Exception as exc:  # onnxsim is an optimisation, never a reason to fail
         notes.append(f"onnxsim failed ({type(exc).__name__}): kept the unsimplified graph")
     onnx.checker.check_model(proto)
+    batch = _batch_dim(proto)
+    if batch != wanted:
+        raise RuntimeError(f"exported input batch axis is {batch!r}, expected {wanted!r}")
     onnx.save(proto, str(dst))
     raw.unlink(missing_ok=True)
-    return {"opset": got, "exporter": exporter, "notes": notes}
+    return {"opset": got, "exporter": exporter, "batch": batch, "input_name": proto.graph.input[0].name, "notes": notes}
+
+
+def _batch_dim(proto):
+    """The first axis of the graph's first input: an int, or the symbolic name."""
+    dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    return int(dim.dim_value) if dim.HasField("dim_value") else dim.dim_param
 
 
 def _default_opset(proto) -> int:

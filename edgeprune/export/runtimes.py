@@ -75,7 +75,12 @@ class OrtRunner:
         self.input_shape = list(inp[0].shape)
         self.fixed_batch = self.input_shape[0] if isinstance(self.input_shape[0], int) else None
 
+    def run_batch(self, x: np.ndarray) -> np.ndarray:
+        """One ``session.run`` on the whole batch ``x`` (a dynamic-batch model takes any size)."""
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
     def run(self, x: np.ndarray) -> np.ndarray:
+        """Outputs for ``x``: fed in the model's fixed batch, or in chunks of 256 when the batch is dynamic."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         step = self.fixed_batch or 256
         outs = [self.session.run(None, {self.input_name: x[i : i + step]})[0] for i in range(0, len(x), step)]

@@ -15,7 +15,7 @@ files: ::
      "log": "tflite.log",             # everything the converter prints goes here
      "result": "result.json",         # rewritten (atomically) after every job
      "jobs": [{"format": "tflite", "out": "tmp.tflite"},
-              {"format": "tflite-int8", "out": "tmp.int8.tflite"}]}
+              {"format": "tflite-int8", "out": "tmp.int8.tflite"}]}   # optional "observer": "histogram"
 
 Protocol: the original stdout carries only ``START <format>`` lines (the parent turns them
 into progress messages); each job's outcome ``{"ok", "error", "seconds", ...}`` lands in
@@ -86,16 +86,96 @@ def convert_fp32(program_path: str, example, out: str) -> dict:
     return {"converter": f"litert-torch {litert_torch.__version__}"}
 
 
-def convert_int8_pt2e(program_path: str, example, calib, out: str) -> dict:
-    """Full INT8 (int8 input and output) through PT2E: symmetric per-channel weights,
-    min/max-observed activations calibrated on real samples, lowered by litert-torch."""
+#: What each PT2E INT8 recipe is, written into the artifact entry (``details.quantizer``). The
+#: export stage always uses ``"minmax"``; ``"histogram"`` (litert-torch's own default) exists
+#: so that benchmarks/export can measure the difference (job key ``"observer"``).
+PT2E_RECIPES = {
+    "minmax": "pt2e static int8: weights symmetric per-channel (PerChannelMinMaxObserver), activations per-tensor "
+    "affine (MinMaxObserver: plain min/max over the calibration samples), int8 input and output",
+    "histogram": "pt2e static int8: weights symmetric per-channel (PerChannelMinMaxObserver), activations per-tensor "
+    "affine (HistogramObserver: L2-optimal clipping range), int8 input and output",
+}
+
+
+def quantization_config(observer: str = "minmax"):
+    """litert-torch's static per-channel int8 config, with plain min/max activation observers by default.
+
+    ``get_symmetric_quantization_config(is_per_channel=True)`` observes activations with a
+    HistogramObserver (it searches the clipping range that minimises the L2 quantization
+    error); for ``observer="minmax"`` the activation spec keeps every other field (int8,
+    [-128, 127], per-tensor affine, eps) and only swaps the observer for a MinMaxObserver.
+    Weights use PerChannelMinMaxObserver in both.
+    """
+    import dataclasses
+
+    from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
+    from torchao.quantization.pt2e.observer import MinMaxObserver, PerChannelMinMaxObserver
+
+    if observer not in PT2E_RECIPES:
+        raise ValueError(f"unknown activation observer {observer!r}; choose from {sorted(PT2E_RECIPES)}")
+    base = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
+    if base.weight.observer_or_fake_quant_ctr.p.func is not PerChannelMinMaxObserver:  # a future litert-torch may change it
+        raise RuntimeError(f"unexpected weight observer in litert-torch's config: {base.weight.observer_or_fake_quant_ctr}")
+    if observer == "histogram":
+        return base
+    act = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
+    return dataclasses.replace(base, input_activation=act, output_activation=act)
+
+
+def annotate_adds(model, config) -> int:
+    """Annotate every tensor + tensor ``aten.add`` the litert-torch annotators left alone.
+
+    litert-torch's "add" annotator finds adds by their source partition (``operator.add``,
+    ``torch.add`` in ``source_fn_stack``), which torch 2.13's exported graphs do not carry
+    (they record ``torch_fn`` instead), so it annotates no residual ``a + b`` at all; an
+    unannotated add is lowered to int8 only when its neighbours happen to be observed, so two
+    chained residual adds (MobileNetV2's first stage) became DEQUANTIZE + float ADD +
+    QUANTIZE in a "full INT8" model. Both inputs and the output get the config's activation
+    spec, as that annotator would give them. Returns how many adds were annotated.
+    """
+    import torch
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    count = 0
+    for node in model.graph.nodes:
+        if node.op != "call_function" or node.target is not torch.ops.aten.add.Tensor:
+            continue
+        if node.meta.get("quantization_annotation") is not None or len(node.args) < 2:
+            continue
+        a, b = node.args[:2]
+        if not (isinstance(a, torch.fx.Node) and isinstance(b, torch.fx.Node)):
+            continue
+        node.meta["quantization_annotation"] = QuantizationAnnotation(
+            input_qspec_map={a: config.input_activation, b: config.input_activation},
+            output_qspec=config.output_activation,
+            _annotated=True,
+        )
+        count += 1
+    return count
+
+
+def _quantizer(observer: str):
+    """A litert-torch PT2EQuantizer with :func:`quantization_config` that also runs :func:`annotate_adds`."""
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
+
+    class _Quantizer(PT2EQuantizer):
+        def annotate(self, model):
+            model = super().annotate(model)
+            annotate_adds(model, self.global_config)
+            return model
+
+    return _Quantizer().set_global(quantization_config(observer))
+
+
+def convert_int8_pt2e(program_path: str, example, calib, out: str, observer: str = "minmax") -> dict:
+    """Full INT8 (int8 input and output) through PT2E with :func:`quantization_config`,
+    calibrated on the real samples in ``calib``, lowered by litert-torch."""
     import litert_torch
     import torch
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+    quantizer = _quantizer(observer)
     module = torch.export.load(program_path).module()
     prepared = prepare_pt2e(module, quantizer)
     with torch.no_grad():
@@ -112,7 +192,7 @@ def convert_int8_pt2e(program_path: str, example, calib, out: str) -> dict:
     litert_torch.convert(converted, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(out)
     return {
         "converter": f"litert-torch {litert_torch.__version__}",
-        "quantizer": "pt2e symmetric per-channel int8, min/max calibration",
+        "quantizer": PT2E_RECIPES[observer],
         "calib_samples": int(len(calib)),
     }
 
@@ -145,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             elif fmt == "tflite-int8":
                 if calib is None:
                     calib = np.load(job["calib"]).astype(np.float32, copy=False)
-                info = convert_int8_pt2e(job["program"], example, calib, out)
+                info = convert_int8_pt2e(job["program"], example, calib, out, spec.get("observer", "minmax"))
             else:
                 raise ValueError(f"unknown TFLite format {fmt!r}")
             if not Path(out).is_file():

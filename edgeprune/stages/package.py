@@ -6,6 +6,9 @@ from ..runfolder import read_json
 
 name = "package"
 
+#: Keys of each budget line copied into metadata.json (the rest, e.g. advice, stays in budget/<target>.json).
+BUDGET_LINE_KEYS = ("name", "value", "budget", "source", "passed")
+
 
 def target_file(b) -> str:
     return f"dist/{b.target.name}/metadata.json"
@@ -19,30 +22,50 @@ def describe(b):
     return f"dist/{b.target.name}/ for {b.target.platform}"
 
 
+def budget_summary(verdict: dict, path: str) -> dict:
+    """The budget verdict as metadata.json carries it: passed, artifact, one line per budgeted quantity."""
+    return {
+        "file": path,
+        "target": verdict.get("target"),
+        "passed": verdict.get("passed"),
+        "artifact": verdict.get("artifact"),
+        "lines": [{k: line.get(k) for k in BUDGET_LINE_KEYS} for line in verdict.get("lines", [])],
+        **({"reason": verdict["reason"]} if verdict.get("reason") else {}),
+    }
+
+
 def run(b) -> list[str]:
     from ..export import package_bundle
+    from ..export.bundle import bundle_formats
 
     exp = read_json(b.run / "export.json")
     train = read_json(b.run / "train.json")
-    verdict = read_json(b.run / f"budget/{b.target.name}.json")
-    wanted = [f for f in b.target.artifacts if exp["artifacts"].get(f, {}).get("ok")]
-    artifacts = {f: exp["artifacts"][f] for f in wanted}
+    budget_path = f"budget/{b.target.name}.json"
+    verdict = read_json(b.run / budget_path)
+    artifacts = exp["artifacts"]
     d = train["dataset"]
     metadata = {
         "model": train["arch"]["model"],
         "task": train["task"],
         "input_shape": [1, *d["input_shape"]],
-        "input_layout": "NCHW",
         "mean": d["normalization"]["mean"],
         "std": d["normalization"]["std"],
         "class_names": d["classes"],
+        "preprocessing": d.get("preprocessing") or {},
         "source_run": b.run.path.name,
-        "target": b.target.name,
         "preferred_artifact": verdict.get("artifact"),
-        "budget_passed": verdict.get("passed"),
+        "budget": budget_summary(verdict, budget_path),
+        "int8_over_tolerance": exp.get("int8_over_tolerance", []),
     }
+    platform = b.target.platform
+    kw = {"preference": b.target.artifacts}
+    if not any((artifacts.get(f) or {}).get("ok") for f in bundle_formats(platform, b.target.artifacts)):
+        kw = {"formats": [f for f in b.target.artifacts if (artifacts.get(f) or {}).get("ok")]}
+        b.ui.warn(f"none of the {platform} formats {bundle_formats(platform, b.target.artifacts)} exported; the "
+                  f"bundle holds {kw['formats'] or 'nothing'} instead")  # fmt: skip
     dist = b.run / f"dist/{b.target.name}"
-    package_bundle(dist, target_name=b.target.name, platform=b.target.platform, artifacts=artifacts, metadata=metadata,
-                   out_dir=b.run / exp["dir"], formats=wanted)
-    b.ui.log(f"  bundle in {dist}")
+    package_bundle(dist, target_name=b.target.name, platform=platform, artifacts=artifacts, metadata=metadata,
+                   out_dir=b.run / exp["dir"], **kw)  # fmt: skip
+    shipped = [m["file"] for m in read_json(dist / "metadata.json")["models"]]
+    b.ui.log(f"  bundle in {dist}: {', '.join(shipped)}")
     return [target_file(b)]
