@@ -49,6 +49,8 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, str]]] = {
         "batch_size": (int, 64, "mini-batch size"),
         "lr": (float, 0.01, "peak learning rate (SGD with momentum, cosine schedule)"),
         "weight_decay": (float, 5e-4, "L2 weight decay"),
+        "threads": (int, 1, "torch threads for training, pruning and export (0: torch's default; 1 is the fastest for "
+                            "small models on a shared machine: 2 threads on a busy 2-core host trained 10x slower)"),
     },
     "method": {
         "name": (str, "pl-gates", "pruning method (see `edgeprune methods`)"),

@@ -226,24 +226,32 @@ def build(cfg: dict, run_dir: Path | None = None, *, ui: UI | None = None, force
         run.path.mkdir(parents=True, exist_ok=True)
         write_json(run / CONFIG_FILE, cfg)
         fps = _stage_fingerprints(b)
-        for st in stage_order():
-            if only and st.name not in only:
-                continue
-            fp = fps[st.name]
-            if not force and not only and run.is_complete(st.name, fp):
-                b.ui.skipped(st.name)
-                b.outcome[st.name] = read_json(run / summary_path(st, b))
-                continue
-            with b.ui.stage(st.name, st.describe(b)):
-                t0 = time.perf_counter()
-                files = st.run(b)
-                run.mark_complete(st.name, files, fp, time.perf_counter() - t0)
+        from .train import torch_threads  # torch is imported by the stages, not at CLI start-up
+
+        with torch_threads(cfg["train"].get("threads", 1)):
+            _run_stages(b, run, fps, force=force, only=only)
     except BaseException:
         # a folder this call created and in which no stage finished holds nothing worth keeping
         if created and run.path.exists() and not (run.path / RunFolder.STAGES_FILE).exists():
             shutil.rmtree(run.path, ignore_errors=True)
         raise
     return exit_code(b), b
+
+
+def _run_stages(b: Build, run: RunFolder, fps: dict, *, force: bool, only: list[str] | None) -> None:
+    """The stage loop of :func:`build`: skip complete stages (unless ``force``/``only``), run the rest."""
+    for st in stage_order():
+        if only and st.name not in only:
+            continue
+        fp = fps[st.name]
+        if not force and not only and run.is_complete(st.name, fp):
+            b.ui.skipped(st.name)
+            b.outcome[st.name] = read_json(run / summary_path(st, b))
+            continue
+        with b.ui.stage(st.name, st.describe(b)):
+            t0 = time.perf_counter()
+            files = st.run(b)
+            run.mark_complete(st.name, files, fp, time.perf_counter() - t0)
 
 
 def summary_path(stage, b: Build) -> str:

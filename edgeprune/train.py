@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -120,6 +121,18 @@ def train(
             on_epoch(rec)
     model.eval()
     return hist
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run the block with ``n`` torch threads (0: leave torch's default), then restore the previous count."""
+    prev = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
 
 
 def seed_everything(seed: int) -> None:
