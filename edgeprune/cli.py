@@ -33,7 +33,8 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--target", help="target profile name (see `edgeprune targets`) or path to a profile .toml [rpi4]")
     g.add_argument("--config", help="TOML config file [./edgeprune.toml if present]")
     g.add_argument("--dataset", help="digits (bundled), fashion-mnist, a .npz file (x_train, y_train, x_test, y_test), "
-                                     "an image folder (one sub-folder per class) or file.py:function [digits]")
+                                     "an image folder (one sub-folder per class) or file.py:function; other array "
+                                     "names via the config's [data] section [digits]")
     g.add_argument("--data-dir", help="directory of the dataset files (fashion-mnist)")
     g.add_argument("--data-limit", type=int, help="use only the first N training samples (quick runs)")
     g.add_argument("--model", help="built-in model (see `edgeprune models`) or your own: file.py:factory [cnn]")
@@ -41,10 +42,11 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--input-shape", help="model input shape, e.g. 1x3x32x32 [the dataset's]")
     g.add_argument("--task", choices=["classification", "reconstruction"], help="task [the model's, else classification]")
     g.add_argument("--metric", help="metric name (accuracy, psnr) or file.py:function [the task's]")
-    g.add_argument("--method", help="pruning method (see `edgeprune methods`) [l1]")
+    g.add_argument("--method", help="pruning method (see `edgeprune methods`) [pl-gates]")
     g.add_argument("--flops-keep", type=float, help="fraction of dense MACs to keep, overriding the target's budget (e.g. 0.5)")
     g.add_argument("--width-multiple", type=int, help="round kept channel widths up to this multiple [target's]")
-    g.add_argument("--epochs", type=int, help="dense training epochs [12]")
+    g.add_argument("--epochs", type=int, help="dense training epochs [12; 0 with --weights: the given model is the "
+                                              "dense model]")
     g.add_argument("--finetune-epochs", type=int, help="recovery training epochs after compaction [6]")
     g.add_argument("--seed", type=int, help="seed for data split, init and training [0]; same seed, same plan")
     g.add_argument("--formats", help="comma-separated export formats (onnx,onnx-int8,tflite,tflite-int8) [target's list]")

@@ -37,6 +37,14 @@ def test_reference_table_lists_every_key():
             assert (f"`{section}.{key}`" if section else f"`{key}`") in ref
 
 
+def test_readme_config_reference_is_the_generated_one():
+    """The README's config table is config.reference_markdown() verbatim: it cannot drift from the schema."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert config.reference_markdown().strip() in readme
+
+
 def test_digits_split_is_deterministic_and_disjoint():
     a, b = load_dataset("digits", seed=3), load_dataset("digits", seed=3)
     np.testing.assert_array_equal(a.x_test, b.x_test)
