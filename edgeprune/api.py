@@ -183,9 +183,13 @@ def build(model, *, train=None, test=None, val=None, dataset: str | None = None,
         if key in _config.SCHEMA and key:  # a whole section: model_options={...}, budget={...}
             cfg_over[key] = value
             continue
-        section = next((s for s, keys in _config.SCHEMA.items() if key in keys), None)
-        if section is None:
+        sections = [s for s, keys in _config.SCHEMA.items() if key in keys]
+        if not sections:
             raise ConfigError(f"unknown option {key!r}; see the README's config reference")
+        if len(sections) > 1:
+            raise ConfigError(f"option {key!r} exists in several sections ({', '.join(sections)}): pass it inside "
+                              f"one, e.g. {sections[0]}={{{key!r}: ...}}")
+        section = sections[0]
         if section == "":
             cfg_over[key] = value
         else:
@@ -198,7 +202,7 @@ def build(model, *, train=None, test=None, val=None, dataset: str | None = None,
         if wrote and not _run_uses(cfg, Path(cfg["dataset"])):
             _remove_data(Path(cfg["dataset"]))
         raise
-    return BuildResult(b.run.path, code, build_report(b.run.path, b.target.name))
+    return BuildResult(b.run.path, code, build_report(b.run.path, b.target))
 
 
 N_RANDOM_VERIFY = 32  # random inputs compact() compares on when it is given none

@@ -163,13 +163,8 @@ def make_parser() -> argparse.ArgumentParser:
                                    "--host: export and measure the built-in models on this machine (a few "
                                    "minutes) and cache the cost model's calibration for this CPU.")
     c.add_argument("--host", action="store_true", help="calibrate the cost model on this machine instead")
-    c.add_argument("--remote", help="user@host or user@host:port of the device")
     c.add_argument("--target", help="the spec profile the device belongs to (e.g. rpi5)")
-    c.add_argument("--port", type=int, help="SSH port (passed as ssh -p only when given)")
-    c.add_argument("--identity", help="SSH private key file (ssh -i)")
-    c.add_argument("--remote-python", metavar="PATH", help="python on the device [python3]")
-    c.add_argument("--ssh-option", action="append", metavar="OPT", dest="ssh_option",
-                   help="extra ssh -o option, e.g. UserKnownHostsFile=PATH (repeatable)")
+    _add_device_options(c, adb=False)
     c.add_argument("--out", type=Path, help="where to write the measured profile [./<target>-measured.toml, or "
                                             "next to a --target .toml file] or the host calibration [user cache]")
     return p
@@ -291,16 +286,15 @@ def _cmd_calibrate(a) -> int:
               f"({res['seconds']:.0f} s; in-sample median abs error %: {errs}); `edgeprune bench` uses it on this CPU")
         return 0
     if not a.remote or not a.target:
-        raise EdgepruneError("calibrate needs --remote USER@HOST and --target PROFILE (or --host for this machine)")
+        raise InputError("calibrate needs --remote USER@HOST and --target PROFILE (or --host for this machine)")
     from .bench.remote import calibrate_remote
     from .targets import load_target
 
     t = load_target(a.target)
-    if a.identity is not None and not Path(a.identity).is_file():
-        raise InputError(f"--identity {a.identity}: file not found; pass the private key of the device login")
-    ssh = {"port": a.port, "identity": a.identity, "ssh_options": tuple(a.ssh_option or ())}
-    if a.remote_python:
-        ssh["python"] = a.remote_python
+    dev = _device_settings(a)
+    ssh = {"port": dev.get("port"), "identity": dev.get("identity"), "ssh_options": tuple(dev.get("ssh_options") or ())}
+    if dev.get("python"):
+        ssh["python"] = dev["python"]
     result = calibrate_remote(a.remote, t, out_path=a.out, **ssh)
     name = Path(result["profile"]).stem
     here = Path(result["profile"]).resolve().parent == Path.cwd().resolve()

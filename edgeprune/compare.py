@@ -58,7 +58,7 @@ from typing import Callable
 
 import numpy as np
 
-from .runfolder import json_default
+from .runfolder import atomic_write_bytes, atomic_write_text, json_default
 from .errors import ConfigError, EdgepruneError
 
 # --------------------------------------------------------------------------------------------- peers
@@ -119,6 +119,9 @@ def parse_method(spec: str) -> MethodSpec:
     m = _SPEC.match(spec)
     name = m.group("name").strip() if m else spec
     known = available_methods()
+    if spec.count("[") != spec.count("]"):
+        raise ConfigError(f"method {spec!r}: unbalanced brackets; write options as NAME[key=value,...], "
+                          "e.g. pl-gates[gamma=0]")
     if not m or name not in known:
         raise ConfigError(f"unknown method {name!r}; choose from {', '.join(known)} (or 'all', 'edgeprune', 'tp')")
     wm = None
@@ -135,7 +138,8 @@ def parse_method(spec: str) -> MethodSpec:
         options[key.strip()] = _option_value(value.strip())
     if options:
         if name in TP_PEERS:
-            raise ConfigError(f"method {spec!r}: Torch-Pruning peers take no options here")
+            raise ConfigError(f"method {spec!r}: Torch-Pruning peers take no options here; their settings are "
+                              "--taylor-samples and --groupnorm-reg")
         from .methods import get_method
 
         get_method(name, options)  # unknown options or bad values fail now, before any training
@@ -239,6 +243,12 @@ class CompareConfig:
 EPOCH_BUDGETS = ("equal-total", "equal-finetune")
 
 
+def method_train_options(cfg: CompareConfig, seed: int = 0) -> dict:
+    """The run's training options as a registry method sees them (``FitContext.train_options``)."""
+    return {"epochs": cfg.method_train_epochs, "finetune_epochs": cfg.finetune_epochs, "batch_size": cfg.batch_size,
+            "lr": cfg.lr, "weight_decay": cfg.weight_decay, "seed": seed}
+
+
 def method_options(spec: "MethodSpec", cfg: CompareConfig) -> dict:
     """A registry method's options: ``--method-options`` for its name, overridden by the spec's ``[k=v]``."""
     return {**cfg.method_options.get(spec.name, {}), **dict(spec.options)}
@@ -254,7 +264,7 @@ def epoch_plan(spec: "MethodSpec", cfg: CompareConfig) -> dict:
         from .methods import get_method
 
         m = get_method(spec.name, method_options(spec, cfg))
-        own = m.own_epochs({"epochs": cfg.method_train_epochs, "finetune_epochs": cfg.finetune_epochs})
+        own = m.own_epochs(method_train_options(cfg))
         scratch = bool(getattr(m, "trains_from_scratch", False))
     if cfg.epoch_budget == "equal-finetune":
         ft = cfg.finetune_epochs
@@ -355,7 +365,6 @@ def tp_counts(model, example) -> dict:
     their bias term, ConvTranspose rescaled from output to input positions: the MACs every row is
     compared on (edgeprune's graph cost counts the same thing).
     """
-    import torch
     import torch_pruning as tp
     from torch import nn
 
@@ -458,9 +467,7 @@ def prune_edgeprune(spec: MethodSpec, dense, data: Data, cfg: CompareConfig, see
     wm = spec.width_multiple or cfg.width_multiple
     ctx = FitContext(
         a["x_train"], a["y_train"], a["x_val"], a["y_val"], example, graph, data.task, keep, wm, seed,
-        {"epochs": cfg.method_train_epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
-         "seed": seed},
-        progress=None, log=lambda s: log(f"    {s.strip()}"),
+        method_train_options(cfg, seed), progress=None, log=lambda s: log(f"    {s.strip()}"),
     )
     seed_everything(seed)
     t0 = time.perf_counter()
@@ -562,7 +569,6 @@ def prune_tp(spec: MethodSpec, dense, data: Data, cfg: CompareConfig, seed: int,
     <= 10% kept at -90% on the ResNet, and would handicap the peers.)
     """
     import torch
-    import torch_pruning as tp
 
     example = _example(data)
     base = copy.deepcopy(dense).eval()
@@ -741,7 +747,7 @@ def run_compare(cfg: CompareConfig, log: Callable[[str], None] = print) -> dict:
     dense model after the same fine-tuning budget (method "dense+ft", level 0); a row whose method
     failed has ``error`` set and no measurements.
     """
-    import torch
+    from .train import torch_threads
 
     expand_methods(cfg.methods)
     for lv in cfg.levels:
@@ -749,13 +755,8 @@ def run_compare(cfg: CompareConfig, log: Callable[[str], None] = print) -> dict:
             raise ConfigError(f"level {lv} must be a FLOPs-removal fraction in (0, 1), e.g. 0.5,0.75,0.9")
     if not cfg.seeds:
         raise ConfigError("give at least one seed")
-    prev = torch.get_num_threads()
-    try:
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+    with torch_threads(cfg.threads):
         return _run(cfg, log)
-    finally:
-        torch.set_num_threads(prev)
 
 
 def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
@@ -834,7 +835,9 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
         key = _row_key("dense", 0.0, seed)
         ckpt = cache / f"dense-seed{seed}.pt"
         dense = _build(cfg, data)
-        if key in done and ckpt.is_file():
+        if key in done and not ckpt.is_file():
+            done.pop(key)  # the row survived but its checkpoint did not: retrain (never prune an untrained model)
+        if key in done:
             blob = torch.load(ckpt, map_location="cpu", weights_only=True)
             if blob.get("fp") == dense_fp:
                 dense.load_state_dict(blob["state_dict"])
@@ -1075,7 +1078,8 @@ def widths_table(summary: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: list[dict], metric_name: str, path: Path, title: str = "") -> None:
+def plot(summary: list[dict], metric_name: str, path, title: str = "") -> None:
+    """Metric vs MACs kept and realised speed-up per method, as a PNG into ``path`` (a path or a binary file)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1115,7 +1119,7 @@ def plot(summary: list[dict], metric_name: str, path: Path, title: str = "") -> 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -1202,19 +1206,26 @@ def write_outputs(result: dict, cfg: CompareConfig, command: str | None = None) 
     public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     paths = {name: out / name for name in RESULT_FILES}
 
-    (paths["results.json"]).write_text(json.dumps({"meta": meta, "rows": public, "summary": summary}, indent=1,
-                                                  default=json_default) + "\n")
-    with paths["results.csv"].open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        w.writeheader()
-        for r in public:
-            w.writerow({k: ("" if r.get(k) is None else (f"{r[k]:.6g}" if isinstance(r.get(k), float) else r[k]))
-                        for k in CSV_FIELDS})
+    # everything is rendered first and each file replaced atomically: an interruption never leaves a
+    # truncated results.json (which --rebuild reads) beside the previous tables
     table = markdown_table(summary, meta["metric"], cfg.target_metric)
-    paths["table.md"].write_text(table)
+    csv_text = io.StringIO(newline="")
+    w = csv.DictWriter(csv_text, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    for r in public:
+        w.writerow({k: ("" if r.get(k) is None else (f"{r[k]:.6g}" if isinstance(r.get(k), float) else r[k]))
+                    for k in CSV_FIELDS})
     title = f"{cfg.model} on {meta['data']['name']} ({len(cfg.seeds)} seed(s); {_budget_phrase(cfg)})"
-    plot(summary, meta["metric"], paths["metric_vs_macs.png"], title)
-    paths["README.md"].write_text(readme(meta, cfg, summary, rows, table))
+    png = io.BytesIO()
+    plot(summary, meta["metric"], png, title)
+    texts = {
+        "results.json": json.dumps({"meta": meta, "rows": public, "summary": summary}, indent=1,
+                                   default=json_default) + "\n",
+        "results.csv": csv_text.getvalue(), "table.md": table, "README.md": readme(meta, cfg, summary, rows, table),
+    }
+    for name, text in texts.items():
+        atomic_write_text(paths[name], text)
+    atomic_write_bytes(paths["metric_vs_macs.png"], png.getvalue())
     return paths
 
 
@@ -1461,8 +1472,10 @@ def config_from_args(a: argparse.Namespace) -> CompareConfig:
     cfg.resume = a.resume
     if a.out is None:
         cfg.out = f"benchmarks/results/{cfg.dataset}-{cfg.model}" + ("-quick" if a.quick else "")
-    for k in ("epochs", "finetune_epochs", "latency_runs", "latency_rounds", "threads", "batch_size"):
-        if getattr(cfg, k) < (0 if k in ("epochs", "finetune_epochs") else 1):
+    for k in ("epochs", "finetune_epochs", "method_epochs", "latency_runs", "latency_rounds", "threads", "batch_size",
+              "val_samples"):
+        v = getattr(cfg, k)
+        if v is not None and v < (0 if "epochs" in k else 1):
             raise ConfigError(f"--{k.replace('_', '-')} must be {'>= 0' if 'epochs' in k else '>= 1'}")
     expand_methods(cfg.methods)  # validate names before any training
     return cfg

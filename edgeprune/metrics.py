@@ -43,8 +43,15 @@ IN_PROCESS_PREFIX = "api:"  # metrics passed as callables to the Python API: thi
 
 
 def register_in_process(fn) -> str:
-    """Register a metric callable passed to the Python API; return the name the config stores."""
-    name = IN_PROCESS_PREFIX + getattr(fn, "__name__", "metric")
+    """Register a metric callable passed to the Python API; return the name the config stores.
+
+    The name carries a hash of the function's code and constants, so two different callables (two
+    lambdas, or an edited function) get different names and a changed metric reruns the stages."""
+    import hashlib
+
+    code = getattr(fn, "__code__", None)
+    blob = repr((code.co_code, code.co_consts)) if code is not None else repr(fn)
+    name = f"{IN_PROCESS_PREFIX}{getattr(fn, '__name__', 'metric')}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
     METRICS[name] = fn
     return name
 

@@ -102,16 +102,20 @@ class Build:
 
     @cached_property
     def input_digests(self) -> dict:
-        """Content digests of the files the dense model is made from (weights, dataset, model file),
-        so new bytes under the same path rerun training (see :func:`runfolder.source_digest`)."""
+        """Content digests of the files the dense model is made from (weights, dataset, model file,
+        metric file), so new bytes under the same path rerun training (see :func:`runfolder.source_digest`)."""
         from .data import DATASETS
+        from .metrics import IN_PROCESS_PREFIX, METRICS
         from .models import MODELS
         from .runfolder import source_digest
 
         c = self.cfg
+        metric = c["metric"]
+        builtin_metric = not metric or metric.startswith(IN_PROCESS_PREFIX) or (metric in METRICS and ":" not in metric)
         return {"weights": source_digest(c["weights"]),
                 "dataset": None if c["dataset"] in DATASETS else source_digest(c["dataset"]),
-                "model": None if c["model"] in MODELS else source_digest(c["model"])}
+                "model": None if c["model"] in MODELS else source_digest(c["model"]),
+                "metric": None if builtin_metric else source_digest(metric)}
 
     @cached_property
     def arrays(self) -> dict:

@@ -141,13 +141,5 @@ class RunFolder:
         }
         write_json(self.path / self.STAGES_FILE, stages)
 
-    def invalidate_from(self, stages_order: list[str], stage: str) -> None:
-        """Forget ``stage`` and every later stage (their inputs changed)."""
-        stages = self._stages()
-        later = stages_order[stages_order.index(stage):]
-        for s in later:
-            stages.pop(s, None)
-        write_json(self.path / self.STAGES_FILE, stages)
-
     def stage_seconds(self) -> dict:
         return {k: v.get("seconds") for k, v in self._stages().items()}

@@ -671,6 +671,24 @@ def test_bundle_applies_the_recorded_preprocessing_to_raw_input(exported, digits
     got = _run_infer(dist, raw.astype(np.float32), "model.tflite")
     assert got["index"] == int(expected.argmax())
 
+    # an image file: infer.py converts it to the recorded colour mode and size, then scales and normalizes
+    from PIL import Image
+
+    pixels = np.clip(np.round((x[0] * std + mean) * 255), 0, 255).astype(np.uint8)  # the 8x8 grey image
+    Image.fromarray(pixels, mode="L").convert("RGB").resize((16, 16), Image.NEAREST).save(dist / "digit.png")
+    meta_img = dict(meta_in, preprocessing=dict(meta_in["preprocessing"], input_scale=1 / 255))
+    dist2 = package_bundle(tmp_path / "rpi-img", target_name="pi-5", platform="rpi", artifacts=result,
+                           metadata=meta_img, out_dir=d, preference=TARGET_ORDER["rpi"])  # fmt: skip
+    (dist / "digit.png").rename(dist2 / "digit.png")
+    want = Image.fromarray(pixels, mode="L").convert("RGB").resize((16, 16), Image.NEAREST).convert("L")
+    want = want.resize((8, 8), Image.BILINEAR)
+    xin = ((np.asarray(want, np.float32) / 255 - mean) / std)[None, None]
+    with torch.no_grad():
+        expected_img = int(model(torch.from_numpy(xin)).argmax())
+    cmd = [sys.executable, str(dist2 / "infer.py"), str(dist2 / "digit.png"), "--model", "model.tflite"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=dist2, timeout=120)
+    assert json.loads(out.stdout.strip().splitlines()[-1])["index"] == expected_img
+
 
 def test_bundle_skips_failed_and_refuses_nothing(exported, tmp_path):
     _, result, d, _ = exported["mlp"]

@@ -326,7 +326,7 @@ def _trtexec(onnx_models: list[dict]) -> str:
 
 _INFER_PY = '''\
 #!/usr/bin/env python3
-"""Run this bundle's model on a device: python3 infer.py INPUT.npy [--model FILE] [--threads N]
+"""Run this bundle's model on a device: python3 infer.py INPUT.npy|IMAGE.png [--model FILE] [--threads N]
 
 INPUT.npy holds raw input as stored (e.g. 0-255 pixels; metadata["input"]["normalization"]
 ["input_scale"] brings it to the training scale) of shape metadata["input"]["shape"] (batch 1) or
@@ -395,6 +395,22 @@ def load_onnx(path, threads):
     return lambda x: sess.run(None, {name: x})[0]
 
 
+def read_input(path):
+    """An .npy array as stored, or an image file made the way the training images were: converted to
+    metadata["input"]["preprocessing"]["color_mode"] and resized to its "resize" (needs Pillow)."""
+    if not str(path).lower().endswith((".png", ".jpg", ".jpeg", ".bmp")):
+        return np.load(path)
+    from PIL import Image
+
+    prep = META["input"].get("preprocessing") or {}
+    img = Image.open(path)
+    img = img.convert(prep.get("color_mode") or ("L" if META["input"]["shape"][1] == 1 else "RGB"))
+    h, w = prep.get("resize") or META["input"]["shape"][2:4]
+    img = img.resize((int(w), int(h)), Image.BILINEAR)
+    a = np.asarray(img, dtype=np.float32)
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)  # HWC -> CHW
+
+
 def load(model=None, threads=None):
     path = HERE / (model or META["primary_model"])
     return load_tflite(path, threads) if path.suffix == ".tflite" else load_onnx(path, threads)
@@ -407,7 +423,7 @@ def main():
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     run = load(args.model, args.threads)
-    y = np.asarray(run(preprocess(np.load(args.input))), dtype=np.float32)
+    y = np.asarray(run(preprocess(read_input(args.input))), dtype=np.float32)
     if META.get("task") == "classification":
         names = META.get("class_names") or [str(i) for i in range(y.shape[-1])]
         top = np.argsort(-y.reshape(-1))[:5]

@@ -12,7 +12,6 @@ from ..runfolder import read_json, write_json
 name = "bench"
 BENCH_DIR = "bench"
 summary_file = None  # one file per target: bench/<target>.json
-#: device-connection settings the CLI puts into cfg["bench"] next to the schema's keys (not part of config.SCHEMA)
 
 
 def target_file(b) -> str:
@@ -36,8 +35,12 @@ def calibration_fingerprint() -> str:
 
 def depends(b):
     c = b.cfg["bench"]
+    if c["remote"] and c.get("adb"):
+        from ..errors import ConfigError
+
+        raise ConfigError("bench.remote and bench.adb are both set: measure one device per run (drop --remote or --adb)")
     return [target_fingerprint(b.target), c["runs"], c["warmup"], c["repeats"], c["threads"], c["remote"],
-            c.get("port"), c.get("adb"), calibration_fingerprint()]
+            c.get("port"), c.get("python"), c.get("adb"), c.get("benchmark_binary"), calibration_fingerprint()]
 
 
 def describe(b):

@@ -6,7 +6,7 @@ import time
 
 from ..methods import FitContext, get_method
 from ..models import example_for
-from ..runfolder import read_json, write_json
+from ..runfolder import write_json
 from ..surgery import analyze, save_compact
 from .common import load_model, train_options
 
@@ -15,8 +15,9 @@ summary_file = "prune.json"
 
 
 def depends(b):
+    # finetune_epochs: pl-gates trains its gates that long when train.epochs is 0 (pretrained --weights)
     return [b.cfg["method"]["name"], b.cfg["method_options"], b.flops_keep, b.width_multiple,
-            b.cfg["train"]["epochs"]]
+            b.cfg["train"]["epochs"], b.cfg["train"]["finetune_epochs"]]
 
 
 def describe(b):
@@ -66,6 +67,3 @@ def run(b) -> list[str]:
              f"{len(plan.dropped)} residual branch(es) dropped")
     return ["plan.json", "pruned.pt", summary_file]
 
-
-def load_summary(b) -> dict:
-    return read_json(b.run / summary_file)
