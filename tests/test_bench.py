@@ -385,12 +385,11 @@ def test_committed_calibration_and_results_agree():
 
 def test_host_prediction_error_on_the_default_build(built):
     """The shipped calibration against fresh host measurements of the default build's artifacts: each error
-    within the worst leave-one-model-out error committed for that runtime (when calibrated on this CPU)."""
+    within the worst leave-one-model-out error committed for that runtime when calibrated on this CPU; on another
+    CPU (the host's spec peak is re-read from /proc/cpuinfo, the efficiencies are the other CPU's) within 3x."""
     run, _ = built
     cal = costmodel.load_calibration()
     info = costmodel.calibration_info(cal)
-    if not info["matches_this_host"]:
-        pytest.skip(f"the calibration is for {info['host_cpu']}, not this CPU: run `edgeprune calibrate --host`")
     res = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "costmodel" / "results.json").read_text())
     bench = json.loads((run / "bench" / "rpi4.json").read_text())
     exp = json.loads((run / "export.json").read_text())
@@ -399,8 +398,11 @@ def test_host_prediction_error_on_the_default_build(built):
         key = f"{costmodel.runtime_of(fmt)}-fp32"
         pred = costmodel.predict(costmodel.graph_for_artifact(paths, fmt), "host", runtime=costmodel.runtime_of(fmt))
         meas = bench["artifacts"][fmt]["host"]["p50_ms"]
-        err = abs(pred["latency_ms"] / meas - 1) * 100
-        assert err <= res["summary"][key]["lomo_max_abs_pct_err"] + 10, (fmt, pred["latency_ms"], meas)
+        if info["matches_this_host"]:
+            err = abs(pred["latency_ms"] / meas - 1) * 100
+            assert err <= res["summary"][key]["lomo_max_abs_pct_err"] + 10, (fmt, pred["latency_ms"], meas)
+        else:
+            assert 1 / 3 <= pred["latency_ms"] / meas <= 3, (fmt, info["host_cpu"], pred["latency_ms"], meas)
 
 
 def test_measured_profile_is_used(tmp_path, models):
