@@ -11,7 +11,7 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -53,6 +53,97 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray | None, task: str, m
     return metric(out, x if task == "reconstruction" else y)
 
 
+@dataclass
+class Schedule:
+    """What a hook learns before training starts (:meth:`TrainHook.begin`)."""
+
+    epochs: int
+    steps_per_epoch: int
+    total_steps: int
+    batch_size: int
+    samples: int
+
+
+class TrainHook:
+    """How a method plugs into the ONE training loop (:func:`train`). Every method is optional.
+
+    The precedents: Torch-Pruning's ``pruner.regularize(model)`` after backward, NNCF's
+    ``compression_ctrl.loss()`` plus its scheduler. A hook never runs a loop of its own.
+
+    * ``begin(schedule)``: the number of epochs / steps before anything is built (warm-ups, schedules);
+    * ``params()``: extra parameter groups, each a dict ``{"params": [...], "lr": ..., "optimizer": "sgd" |
+      "adam", **optimizer options}``; groups of one optimizer kind share one optimizer and every
+      optimizer follows the loop's cosine schedule. Model parameters listed here leave the default
+      SGD group (so a hook may also give part of the model its own lr);
+    * ``loss(model, batch, step) -> tensor``: an extra loss term; ``batch = (x, y)``, ``step`` the 0-based
+      index of the step, the model's forward of this batch already done;
+    * ``after_backward(model, step)``: gradients exist and the optimizers have not stepped (add or edit
+      gradients, like Torch-Pruning's ``regularize``);
+    * ``after_step(model, step)``: after the optimizer step (anneal, clamp / project, re-apply masks,
+      remove a structure for good);
+    * ``after_epoch(model, epoch) -> dict``: called after each epoch (1-based) before validation; the dict is
+      merged into the epoch's record (curves for the report).
+    """
+
+    def begin(self, schedule: Schedule) -> None:
+        pass
+
+    def params(self) -> list[dict]:
+        return []
+
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> torch.Tensor | None:
+        return None
+
+    def after_backward(self, model: nn.Module, step: int) -> None:
+        pass
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        pass
+
+    def after_epoch(self, model: nn.Module, epoch: int) -> dict | None:
+        return None
+
+
+class _LegacyHook(TrainHook):
+    """``extra_loss`` / ``extra_params`` keyword arguments of :func:`train`, as a hook."""
+
+    def __init__(self, extra_loss, extra_params):
+        self.extra_loss, self.extra_params = extra_loss, list(extra_params or [])
+
+    def params(self):
+        return [{"params": self.extra_params}] if self.extra_params else []
+
+    def loss(self, model, batch, step):
+        return self.extra_loss(model, batch[0], batch[1], step) if self.extra_loss else None
+
+
+def _call(hook, name: str, *args):
+    fn = getattr(hook, name, None)
+    return fn(*args) if fn is not None else None
+
+
+def _optimizers(model: nn.Module, hooks, lr: float, weight_decay: float) -> list[torch.optim.Optimizer]:
+    """The default SGD group (model parameters no hook claims) plus the hooks' groups, one optimizer per kind."""
+    groups = [dict(g) for h in hooks for g in (_call(h, "params") or [])]
+    claimed = {id(p) for g in groups for p in g["params"]}
+    sgd = {"lr": lr, "momentum": 0.9, "weight_decay": weight_decay, "nesterov": True}
+    by_kind: dict[str, list[dict]] = {"sgd": [{"params": [p for p in model.parameters() if id(p) not in claimed]}]}
+    for g in groups:
+        by_kind.setdefault(g.pop("optimizer", "sgd"), []).append(g)
+    out = []
+    for kind, gs in by_kind.items():
+        gs = [g for g in gs if list(g["params"])]
+        if not gs:
+            continue
+        if kind == "sgd":
+            out.append(torch.optim.SGD(gs, **sgd))
+        elif kind == "adam":
+            out.append(torch.optim.Adam(gs, lr=lr))
+        else:
+            raise ValueError(f"hook parameter group asks for optimizer {kind!r}; use 'sgd' or 'adam'")
+    return out
+
+
 def train(
     model: nn.Module,
     x_train: np.ndarray,
@@ -71,18 +162,32 @@ def train(
     on_step: Callable[[int, int], None] | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    hooks: Sequence[TrainHook] | TrainHook = (),
+    generator: torch.Generator | None = None,
 ) -> History:
-    """Train in place. ``extra_loss(model, x, y, step)`` adds a regularizer (method hooks)."""
+    """Train in place: the one loop of plain training, fine-tuning and every training method.
+
+    SGD (momentum 0.9, Nesterov, ``weight_decay``) on the model's parameters plus the ``hooks``'
+    parameter groups (:class:`TrainHook`), a cosine schedule over all steps, a deterministic
+    shuffle from ``seed`` (or from ``generator``, which a hook may share to draw its own noise in
+    a reproducible order). ``extra_loss(model, x, y, step)`` / ``extra_params`` are the older
+    spelling of a hook's ``loss`` / ``params``. ``optimizer`` replaces the loop's optimizers.
+    """
     hist = History()
     if epochs <= 0:
         return hist
-    g = torch.Generator().manual_seed(seed)
-    params = list(model.parameters()) + list(extra_params or [])
-    opt = optimizer or torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
+    hooks = [hooks] if isinstance(hooks, TrainHook) or not isinstance(hooks, (list, tuple)) else list(hooks)
+    if extra_loss is not None or extra_params:
+        hooks.append(_LegacyHook(extra_loss, extra_params))
+    g = generator if generator is not None else torch.Generator().manual_seed(seed)
     n = len(x_train)
     steps_per_epoch = max(1, math.ceil(n / batch_size))
     total = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    for h in hooks:
+        _call(h, "begin", Schedule(epochs, steps_per_epoch, total, batch_size, n))
+    opts = [optimizer] if optimizer is not None else _optimizers(model, hooks, lr, weight_decay)
+    cosine = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))  # noqa: E731
+    scheds = [torch.optim.lr_scheduler.LambdaLR(o, cosine) for o in opts]
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
     step = 0
     for epoch in range(epochs):
@@ -96,14 +201,22 @@ def train(
             out = model(xb)
             loss = task_loss(task, out, xb, yb)
             total_loss = loss
-            if extra_loss is not None:
-                extra = extra_loss(model, xb, yb, step)
-                total_loss = loss + extra
-                extra_sum += float(extra.detach())
-            opt.zero_grad(set_to_none=True)
+            for h in hooks:
+                extra = _call(h, "loss", model, (xb, yb), step)
+                if extra is not None:
+                    total_loss = total_loss + extra
+                    extra_sum += float(extra.detach())
+            for o in opts:
+                o.zero_grad(set_to_none=True)
             total_loss.backward()
-            opt.step()
-            sched.step()
+            for h in hooks:
+                _call(h, "after_backward", model, step)
+            for o in opts:
+                o.step()
+            for s in scheds:
+                s.step()
+            for h in hooks:
+                _call(h, "after_step", model, step)
             loss_sum += float(loss.detach())
             step += 1
             if on_step:
@@ -114,7 +227,9 @@ def train(
             "extra_loss": extra_sum / steps_per_epoch,
             "seconds": time.perf_counter() - t0,
         }
-        if val is not None:
+        for h in hooks:
+            rec.update(_call(h, "after_epoch", model, epoch + 1) or {})
+        if val is not None and len(val[0]):
             rec["val_metric"] = evaluate(model, val[0], val[1], task, metric)
         hist.epochs.append(rec)
         if on_epoch:

@@ -10,7 +10,7 @@ Methods never cut modules: the surgery stage does.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..surgery import ModelGraph, PruningPlan, round_width
+from .options import NoOptions, build_options, describe_options, to_dict
 
 METHODS: dict[str, type["PruningMethod"]] = {}
 
@@ -35,12 +36,23 @@ def list_methods() -> list[str]:
     return sorted(METHODS)
 
 
-def get_method(name: str, options: dict | None = None) -> "PruningMethod":
+def method_class(name: str) -> type["PruningMethod"]:
     try:
-        cls = METHODS[name]
+        return METHODS[name]
     except KeyError:
         raise ConfigError(f"unknown method {name!r}; choose one of {list_methods()}") from None
-    return cls(**(options or {}))
+
+
+def get_method(name: str, options: dict | None = None) -> "PruningMethod":
+    """The registered method ``name`` with its options validated against its ``options_cls``."""
+    return method_class(name)(**(options or {}))
+
+
+def method_info(name: str) -> dict:
+    """What `edgeprune methods` and the docs show: summary, whether it trains, options with defaults and help."""
+    cls = method_class(name)
+    return {"name": name, "summary": cls.summary, "trains": cls.does_train(),
+            "trains_from_scratch": bool(cls.trains_from_scratch), "options": describe_options(cls.options_cls)}
 
 
 @dataclass
@@ -60,6 +72,21 @@ class FitContext:
     train_options: dict  # epochs, batch_size, lr, weight_decay of the run
     progress: Callable[[str, int, int], None] | None = None  # (label, done, total)
     log: Callable[[str], None] = print
+    metric: str | None = None  # the run's metric (a registered name or file.py:function); None: the task's
+
+    def train(self, model: nn.Module, hooks=(), **overrides) -> Any:
+        """Train ``model`` in place with the ONE training loop (:func:`edgeprune.train.train`) on the run's
+        training data, plugging in ``hooks``; ``overrides`` (epochs, lr, batch_size, val, label, ...) replace
+        the run's training options. Returns the loop's :class:`~edgeprune.train.History`."""
+        from ..train import train
+
+        opts = {k: self.train_options[k] for k in ("epochs", "batch_size", "lr", "weight_decay") if k in self.train_options}
+        opts.update(seed=self.seed, task=self.task, metric=self.metric)
+        label = overrides.pop("label", "training")
+        if self.progress and "on_step" not in overrides:
+            overrides["on_step"] = lambda s, t: self.progress(label, s, t)
+        opts.update(overrides)
+        return train(model, self.x_train, self.y_train, hooks=hooks, **opts)
 
 
 @dataclass
@@ -70,13 +97,36 @@ class MethodResult:
 
 
 class PruningMethod:
+    """A pruning method: registered by name (:func:`register_method`), options declared once in
+    ``options_cls`` (a dataclass, see :mod:`edgeprune.methods.options`), ``fit`` returns a plan.
+
+    The base class validates the options into ``self.opts``; a subclass needs no ``__init__``.
+    Methods that train plug a hook into :func:`edgeprune.train.train` (``ctx.train(model, hook)``)
+    instead of keeping an epoch loop of their own.
+    """
+
     name = "base"
     summary = ""
+    options_cls: type = NoOptions
+    trains = False  # True: fit() trains (weights, gates, coefficients); `edgeprune methods` shows it
     trains_from_scratch = False  # True: ignores the dense weights and trains its own model
 
     def __init__(self, **options):
-        if options:
-            raise ConfigError(f"method {self.name!r} takes no option(s) {sorted(options)}")
+        self.opts = build_options(self.options_cls, options, self.name)
+
+    @property
+    def options(self) -> dict:
+        """The validated options as a plain dict (JSON-ready)."""
+        return to_dict(self.opts)
+
+    @classmethod
+    def quick_options(cls) -> dict:
+        """Options for a quick run on a small model (the contract test: a few seconds on digits)."""
+        return {}
+
+    @classmethod
+    def does_train(cls) -> bool:
+        return bool(cls.trains) or cls.own_epochs is not PruningMethod.own_epochs
 
     def fit(self, model: nn.Module, ctx: FitContext) -> MethodResult:  # pragma: no cover - interface
         raise NotImplementedError
