@@ -43,6 +43,8 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--task", choices=["classification", "reconstruction"], help="task [the model's, else classification]")
     g.add_argument("--metric", help="metric name (accuracy, psnr) or file.py:function [the task's]")
     g.add_argument("--method", help="pruning method (see `edgeprune methods`) [pl-gates]")
+    g.add_argument("--method-option", action="append", metavar="KEY=VALUE", dest="method_option",
+                   help="an option of the method, e.g. gamma=0.1 (repeatable; values as in TOML; see `edgeprune methods`)")
     g.add_argument("--flops-keep", type=float, help="fraction of dense MACs to keep, overriding the target's budget (e.g. 0.5)")
     g.add_argument("--width-multiple", type=int, help="round kept channel widths up to this multiple [target's]")
     g.add_argument("--epochs", type=int, help="dense training epochs [12; 0 with --weights: the given model is the "
@@ -101,6 +103,10 @@ def _overrides(a: argparse.Namespace) -> dict:
         vals = {k: v for k, v in vals.items() if v is not None}
         if vals:
             ov[sec] = vals
+    if getattr(a, "method_option", None):
+        from .methods.options import parse_assignments
+
+        ov["method_options"] = parse_assignments(a.method_option)
     return ov
 
 
@@ -137,7 +143,9 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="machine-readable output")
 
     for kind in ("models", "methods", "datasets"):
-        sub.add_parser(kind, help=f"list the registered {kind}")
+        k = sub.add_parser(kind, help=f"list the registered {kind}" + (" with their options" if kind == "methods" else ""))
+        if kind == "methods":
+            k.add_argument("--json", action="store_true", help="machine-readable output")
 
     for stage, help_ in STAGE_HELP.items():
         later = "" if stage == "bench" else "; later stages are not rerun"
@@ -220,17 +228,35 @@ def _cmd_list(kind: str) -> int:
         for n in sorted(MODELS):
             doc = (MODELS[n].__doc__ or "").strip().splitlines()
             print(f"{n:12s} {model_task(n):15s} {doc[0] if doc else ''}")
-    elif kind == "methods":
-        from .methods import METHODS
-
-        for n in sorted(METHODS):
-            print(f"{n:12s} {METHODS[n].summary}")
     else:
         from .data import DATASETS
 
         for n in sorted(DATASETS):
             doc = (DATASETS[n].__doc__ or "").strip().splitlines()
             print(f"{n:15s} {doc[0] if doc else ''}")
+    return 0
+
+
+def _cmd_methods(a) -> int:
+    """Every registered method: summary, whether it trains, its options with defaults and help (one declaration)."""
+    from .methods import list_methods, method_info
+
+    infos = [method_info(n) for n in list_methods()]
+    if a.json:
+        print(json.dumps(infos, indent=2, default=str))
+        return 0
+    for m in infos:
+        trains = "trains (from scratch)" if m["trains_from_scratch"] else "trains" if m["trains"] else "no training"
+        print(f"{m['name']}  [{trains}]  {m['summary']}")
+        if m["options"]:
+            print(f"    {'option':14s} {'type':22s} {'default':>22s}  meaning")
+        for o in m["options"]:
+            d = o["default"]
+            default = ("run's " + o["from_run"] if d is None and o.get("from_run") else "auto" if d is None else
+                       f"{d:.4g}" if isinstance(d, float) else json.dumps(d) if not isinstance(d, str) else repr(d))
+            rng = "".join(f" {op}{o[k]}" for k, op in (("min", ">="), ("gt", ">"), ("max", "<=")) if o.get(k) is not None)
+            print(f"    {o['name']:14s} {o['type'] + rng:22s} {default:>22s}  {o['help']}")
+    print("options: --method-option KEY=VALUE (build), [method_options] or [method.<name>] in the config TOML")
     return 0
 
 
@@ -321,7 +347,9 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_build(a)
         if a.command == "targets":
             return _cmd_targets(a)
-        if a.command in ("models", "methods", "datasets"):
+        if a.command == "methods":
+            return _cmd_methods(a)
+        if a.command in ("models", "datasets"):
             return _cmd_list(a.command)
         if a.command == "calibrate":
             return _cmd_calibrate(a)

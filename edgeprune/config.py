@@ -90,6 +90,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, str]]] = {
 }
 
 FREE_FORM = {"model_options", "method_options"}
+METHOD_TABLES = "_method_tables"  # [method.<name>] tables while layers merge; folded into method_options by resolve()
 
 
 def defaults() -> dict:
@@ -126,6 +127,9 @@ def merge(base: dict, overrides: dict, where: str) -> dict:
                 cfg[key].update(value)
                 continue
             for sub, v in value.items():
+                if key == "method" and isinstance(v, dict):  # [method.<name>]: that method's options
+                    cfg.setdefault(METHOD_TABLES, {}).setdefault(sub, {}).update(v)
+                    continue
                 if sub not in SCHEMA[key]:
                     raise ConfigError(f"{where}: unknown key '{key}.{sub}'; known keys: {', '.join(SCHEMA[key])}")
                 cfg[key][sub] = _check_type(where, f"{key}.{sub}", v, SCHEMA[key][sub][0])
@@ -169,8 +173,28 @@ def resolve(config_file: str | Path | None = None, overrides: dict | None = None
         cfg = merge(cfg, overrides, "command line")
     if cfg["weights"] and not any("epochs" in (layer.get("train") or {}) for layer in layers):
         cfg["train"]["epochs"] = 0
+    _fold_method_tables(cfg)
     validate(cfg)
     return cfg
+
+
+def _fold_method_tables(cfg: dict) -> None:
+    """``[method.<name>]`` tables: each is checked against that method's options; the chosen method's
+    becomes ``method_options`` (``[method_options]`` / ``--method-option`` override it)."""
+    from .methods.base import get_method
+
+    tables = cfg.pop(METHOD_TABLES, {})
+    for name, opts in tables.items():
+        get_method(name, opts)
+    cfg["method_options"] = {**tables.get(cfg["method"]["name"], {}), **cfg["method_options"]}
+
+
+def validate_method(cfg: dict) -> None:
+    """The method name and its options, checked against the method's own declaration (one mechanism for the
+    config, the CLI, the API and compare: :func:`edgeprune.methods.options.build_options`)."""
+    from .methods.base import get_method
+
+    get_method(cfg["method"]["name"], cfg["method_options"])
 
 
 def validate(cfg: dict) -> None:
@@ -182,6 +206,7 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"train.finetune_epochs must be >= 0, got {t['finetune_epochs']}")
     if not 0.0 <= cfg["method"]["flops_keep"] <= 1.0:
         raise ConfigError(f"method.flops_keep must be in (0, 1], got {cfg['method']['flops_keep']}")
+    validate_method(cfg)
     if cfg["data_limit"] < 0:
         raise ConfigError("data_limit must be >= 0")
     if cfg["task"] not in ("", "classification", "reconstruction"):
@@ -210,6 +235,12 @@ def reference_markdown() -> str:
     """The config reference table for the README, generated from the schema."""
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for section, keys in SCHEMA.items():
+        if section == "method_options":
+            lines.append("| `[method_options]` | table | | options of the chosen method, checked against its declaration "
+                         "(`edgeprune methods`); also `--method-option KEY=VALUE` |")
+            lines.append("| `[method.<name>]` | table | | options of method `<name>`, used when it is the chosen method "
+                         "(`[method_options]` overrides them) |")
+            continue
         if section in FREE_FORM:
             lines.append(f"| `[{section}]` | table | | free-form options passed to the {section.split('_')[0]} |")
             continue

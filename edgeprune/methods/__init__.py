@@ -2,6 +2,8 @@
 
 from . import magnitude  # noqa: F401  (registers l1, l2)
 from . import pl_gates  # noqa: F401  (registers pl-gates)
-from .base import METHODS, FitContext, MethodResult, PruningMethod, get_method, list_methods, register_method
+from .base import (METHODS, FitContext, MethodResult, PruningMethod, get_method, list_methods, method_info,
+                   register_method)
 
-__all__ = ["METHODS", "FitContext", "MethodResult", "PruningMethod", "get_method", "list_methods", "register_method"]
+__all__ = ["METHODS", "FitContext", "MethodResult", "PruningMethod", "get_method", "list_methods", "method_info",
+           "register_method"]

@@ -116,35 +116,84 @@ def _plot_training(report) -> str | None:
     return _svg(fig)
 
 
-def _plot_kappa(report) -> str | None:
-    """The method's training curves: κ̂, expected MACs vs the annealed target, gate-open rates (pl-gates)."""
+# A method's history declares its curves (history["plots"]); this file draws whatever is declared:
+# {"title": str, "panels": [{"title", "xlabel", "ylabel", "yscale": "linear" | "log",
+#   "series": [{"y": key, "x": key, "label", "style", "color", "linewidth",
+#               "field": name (y is a list of records: plot record[field]),
+#               "per_key": true (y is {name: list}: one line per name), "labels": "groups" (name -> group label)}]}]}
+PANEL_KEYS = {"title", "xlabel", "ylabel", "yscale", "series"}
+SERIES_KEYS = {"y", "x", "label", "style", "color", "linewidth", "field", "per_key", "labels"}
+
+
+def check_plots(history: dict) -> list[str]:
+    """Problems of a history's plot declaration (empty: drawable). Keys must name lists in the history."""
+    decl = history.get("plots")
+    if decl is None:
+        return []
+    if not isinstance(decl, dict) or not isinstance(decl.get("panels"), list):
+        return ["history['plots'] must be {'title': ..., 'panels': [...]}"]
+    out = []
+    for i, p in enumerate(decl["panels"]):
+        if not isinstance(p, dict) or set(p) - PANEL_KEYS or not isinstance(p.get("series"), list):
+            out.append(f"panel {i}: keys must be among {sorted(PANEL_KEYS)}, with a 'series' list")
+            continue
+        if p.get("yscale", "linear") not in ("linear", "log"):
+            out.append(f"panel {i}: yscale must be 'linear' or 'log'")
+        for j, sr in enumerate(p["series"]):
+            if not isinstance(sr, dict) or "y" not in sr or set(sr) - SERIES_KEYS:
+                out.append(f"panel {i} series {j}: needs 'y'; keys among {sorted(SERIES_KEYS)}")
+                continue
+            for k in ("y", "x"):
+                if k in sr and sr[k] not in history:
+                    out.append(f"panel {i} series {j}: {k}={sr[k]!r} is not a key of the history")
+    return out
+
+
+def _series(h: dict, s: dict, labels: dict) -> list[tuple]:
+    """``[(label, xs, ys)]`` of one declared series; nothing where its data is missing or x and y differ in length."""
+    y = h.get(s["y"])
+    if s.get("per_key"):
+        names = labels if s.get("labels") == "groups" else {}
+        return [(names.get(k, k), range(1, len(v) + 1), v) for k, v in (y or {}).items() if v]
+    if not isinstance(y, list) or not y:
+        return []
+    if s.get("field"):
+        y = [r.get(s["field"]) if isinstance(r, dict) else None for r in y]
+    xs = h.get(s["x"]) if s.get("x") else None
+    if not xs:
+        xs = range(len(y))
+    elif len(xs) != len(y):
+        return []
+    return [(s.get("label"), xs, y)]
+
+
+def _plot_method(report) -> str | None:
+    """The method's own curves, as its history declares them (``history["plots"]``; see :func:`check_plots`)."""
     h = (report.get("method") or {}).get("history") or {}
-    if not h.get("kappa"):
+    if not isinstance(h, dict) or check_plots(h) or not h.get("plots"):
         return None
-    fig, axes = plt.subplots(1, 3, figsize=(12.4, 3.0))
-    ax = axes[0]
-    ax.plot(h.get("kappa_step") or range(len(h["kappa"])), h["kappa"], color="#d35400")
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_title("κ̂ = L̂/μ̂ of the masked network", fontsize=9)
-    ax = axes[1]
-    if h.get("expected_macs"):
-        steps = h.get("expected_macs_step") or range(len(h["expected_macs"]))
-        ax.plot(steps, h["expected_macs"], label="expected MACs kept", color="#2f6fb3")
-        if h.get("macs_target") and len(h["macs_target"]) == len(h["expected_macs"]):
-            ax.plot(steps, h["macs_target"], "--", label="budget (annealed)", color="#8a94ad")
-        ax.legend(fontsize=7)
-    ax.set_xlabel("training step")
-    ax.set_title("Budget term: expected fraction of MACs", fontsize=9)
-    ax = axes[2]
     labels = report["model"].get("group_labels") or {}
-    for name, rates in (h.get("gate_open_rate") or {}).items():
-        ax.plot(range(1, len(rates) + 1), rates, label=labels.get(name, name), linewidth=1)
-    ax.set_xlabel("record")
-    ax.set_title("Mean gate-open rate per group", fontsize=9)
-    if len(h.get("gate_open_rate") or {}) <= 8:
-        ax.legend(fontsize=6)
-    fig.suptitle("Gate training (measured during the prune stage)", fontsize=10)
+    panels = [(p, [ln for s in p["series"] for ln in _series(h, s, labels)]) for p in h["plots"]["panels"]]
+    panels = [(p, lines) for p, lines in panels if lines]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(4.2, 4.13 * len(panels)), 3.0), squeeze=False)
+    for ax, (p, lines) in zip(axes[0], panels):
+        specs = [s for s in p["series"] for _ in _series(h, s, labels)]
+        for (label, xs, ys), s in zip(lines, specs):
+            kw = {k: s[k] for k in ("color", "linewidth") if k in s}
+            ax.plot(list(xs), ys, s.get("style", "-"), label=label, **kw)
+        if p.get("yscale") == "log":
+            ax.set_yscale("log")
+        ax.set_xlabel(p.get("xlabel", ""))
+        if p.get("ylabel"):
+            ax.set_ylabel(p["ylabel"])
+        ax.set_title(p.get("title", ""), fontsize=9)
+        named = [ln for ln in lines if ln[0]]
+        if 0 < len(named) <= 8:
+            ax.legend(fontsize=7 if len(named) <= 2 else 6)
+    fig.suptitle(h["plots"].get("title") or f"{report['method'].get('method', '')} (measured during the prune stage)",
+                 fontsize=10)
     return _svg(fig)
 
 
@@ -338,7 +387,7 @@ def render_html(report: dict) -> str:
     sib_note = ("" if report.get("sibling_runs") else
                 '<p class="note">Accuracy vs compute: no other run of this model and dataset in the parent folder, '
                 "so no other methods are overlaid.</p>")
-    wide = _plot_kappa(report)
+    wide = _plot_method(report)
     if wide:
         figs += f'</div><div><figure class="wide">{wide}</figure>'  # full width below the grid
     method = report.get("method") or {}

@@ -15,7 +15,8 @@ summary_file = "prune.json"
 
 
 def depends(b):
-    # finetune_epochs: pl-gates trains its gates that long when train.epochs is 0 (pretrained --weights)
+    # a method that trains may take its epochs from the run's (FitContext.train_options), including
+    # finetune_epochs when train.epochs is 0 (pretrained --weights)
     return [b.cfg["method"]["name"], b.cfg["method_options"], b.flops_keep, b.width_multiple,
             b.cfg["train"]["epochs"], b.cfg["train"]["finetune_epochs"]]
 
@@ -34,7 +35,7 @@ def run(b) -> list[str]:
         a["x_train"], a["y_train"], a["x_val"], a["y_val"], example, graph, b.task, b.flops_keep, b.width_multiple,
         b.cfg["seed"], dict(train_options(b), epochs=b.cfg["train"]["epochs"],
                             finetune_epochs=b.cfg["train"]["finetune_epochs"]),
-        progress=b.ui.progress, log=b.ui.log,
+        progress=b.ui.progress, log=b.ui.log, metric=b.metric,
     )
     t0 = time.perf_counter()
     result = method.fit(model, ctx)
@@ -48,6 +49,7 @@ def run(b) -> list[str]:
     summary = {
         "method": method.name,
         "summary": method.summary,
+        "options": method.options,
         "flops_keep_requested": b.flops_keep,
         "width_multiple": b.width_multiple,
         "predicted": predicted,
