@@ -76,6 +76,7 @@ def _expect(method: str, key: str, value, what: str) -> ConfigError:
 def _coerce(method: str, f: dataclasses.Field, tp, value):
     """``value`` checked against the field's type and metadata rules (ints widen to floats)."""
     meta = f.metadata or {}
+    raw = value  # messages name the value as it was given
     default = _field_default(f)
     types_, none_ok, lits = _kinds(tp) if tp is not None else ([type(default)], default is None, None)
     if value is None:
@@ -101,14 +102,14 @@ def _coerce(method: str, f: dataclasses.Field, tp, value):
         else:
             value = float(value)
             if not math.isfinite(value):
-                raise _expect(method, f.name, value, "a finite number")
+                raise _expect(method, f.name, raw, "a finite number")
         lo, hi, gt = meta.get("min"), meta.get("max"), meta.get("gt")
         if lo is not None and value < lo:
-            raise _expect(method, f.name, value, f"a value >= {lo}")
+            raise _expect(method, f.name, raw, f"a value >= {lo}")
         if gt is not None and value <= gt:
-            raise _expect(method, f.name, value, f"a value > {gt}")
+            raise _expect(method, f.name, raw, f"a value > {gt}")
         if hi is not None and value > hi:
-            raise _expect(method, f.name, value, f"a value <= {hi}")
+            raise _expect(method, f.name, raw, f"a value <= {hi}")
         return value
     if str in types_:
         if not isinstance(value, str):
