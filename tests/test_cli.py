@@ -127,6 +127,51 @@ def test_bad_input_exit_2_one_line_no_run_folder(tmp_path, args, config, match):
     assert not out.exists() or not any(out.iterdir()), "a partial run folder was left behind"
 
 
+def test_methods_lists_every_method_with_its_options(capsys):
+    from edgeprune.cli import main
+    from edgeprune.methods import list_methods
+
+    assert main(["methods"]) == 0  # in-process: the module's entry point without a second torch import
+    out = capsys.readouterr().out
+    for name in list_methods():
+        assert any(line.startswith(f"{name}  [") for line in out.splitlines()), name
+    assert "gamma" in out and "0.05" in out and "run's train.epochs" in out
+    assert main(["methods", "--json"]) == 0
+    infos = {m["name"]: m for m in json.loads(capsys.readouterr().out)}
+    assert list(infos) == list_methods() and infos["pl-gates"]["trains"] and not infos["l1"]["trains"]
+    assert {o["name"]: o["default"] for o in infos["pl-gates"]["options"]}["kappa_every"] == 20
+
+
+def test_method_options_from_the_command_line_override_the_config(tmp_path):
+    from edgeprune import config
+    from edgeprune.cli import _overrides, make_parser
+
+    (tmp_path / "c.toml").write_text("[method.pl-gates]\ngamma = 0.2\nepochs = 3\n")
+    a = make_parser().parse_args(["build", "--method-option", "epochs=1", "--method-option", "branches=false"])
+    cfg = config.resolve(tmp_path / "c.toml", _overrides(a))
+    assert cfg["method_options"] == {"gamma": 0.2, "epochs": 1, "branches": False}
+
+
+@pytest.mark.parametrize("args,config,match", [
+    (["--method-option", "gama=1"], None, "method 'pl-gates' has no option(s) ['gama']; options: batch_size"),
+    (["--method-option", "gamma"], None, "write KEY=VALUE"),
+    (["--method", "l1", "--method-option", "gamma=0"], None, "method 'l1' has no option(s) ['gamma']"),
+    ([], "[method.pl-gates]\ngamma = -1\n", "method 'pl-gates' option gamma=-1: expected a value >= 0"),
+])
+def test_bad_method_options_exit_2_one_line_no_run_folder(tmp_path, capsys, args, config, match):
+    from edgeprune.cli import main
+
+    extra = []
+    if config is not None:
+        (tmp_path / "bad.toml").write_text(config)
+        extra = ["--config", str(tmp_path / "bad.toml")]
+    out = tmp_path / "runs"
+    assert main(["build", *args, *extra, "--output", str(out)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert match in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
 def test_targets_list_and_show():
     p = run_cli("targets")
     assert p.returncode == 0
