@@ -206,9 +206,9 @@ def test_bernoulli_gates_under_a_macs_penalty_close_in_the_one_loop(digits):
         def after_step(self, model, step):
             net.project_()
 
-    before = float(net.expected_macs()) / dense
+    before = float(net.expected_macs().detach()) / dense
     train(net, x, y, epochs=2, hooks=[Complexity()], generator=net.generator)
-    after = float(net.expected_macs()) / dense
+    after = float(net.expected_macs().detach()) / dense
     net.close()
     assert before == pytest.approx(0.9 ** 2, rel=0.05) and after < before - 0.2
     assert float(net.logits.min()) >= 0.0 and float(net.logits.max()) <= 1.0  # projected onto [0, 1]

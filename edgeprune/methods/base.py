@@ -74,13 +74,22 @@ class FitContext:
     log: Callable[[str], None] = print
     metric: str | None = None  # the run's metric (a registered name or file.py:function); None: the task's
 
+    def run_option(self, key: str):
+        """A training option of the run (``epochs``, ``finetune_epochs``, ``batch_size``, ``lr``, ``weight_decay``):
+        the config holds the one default, so a missing key is an error, not a second default."""
+        try:
+            return self.train_options[key]
+        except KeyError:
+            raise ConfigError(f"FitContext.train_options has no {key!r}; pass the run's training options "
+                              f"(epochs, batch_size, lr, weight_decay)") from None
+
     def train(self, model: nn.Module, hooks=(), **overrides) -> Any:
         """Train ``model`` in place with the ONE training loop (:func:`edgeprune.train.train`) on the run's
         training data, plugging in ``hooks``; ``overrides`` (epochs, lr, batch_size, val, label, ...) replace
         the run's training options. Returns the loop's :class:`~edgeprune.train.History`."""
         from ..train import train
 
-        opts = {k: self.train_options[k] for k in ("epochs", "batch_size", "lr", "weight_decay") if k in self.train_options}
+        opts = {k: self.run_option(k) for k in ("epochs", "batch_size", "lr", "weight_decay") if k not in overrides}
         opts.update(seed=self.seed, task=self.task, metric=self.metric)
         label = overrides.pop("label", "training")
         if self.progress and "on_step" not in overrides:
@@ -117,7 +126,11 @@ class PruningMethod:
     @property
     def options(self) -> dict:
         """The validated options as a plain dict (JSON-ready)."""
-        return to_dict(self.opts)
+        return self.__dict__.get("_options") or to_dict(getattr(self, "opts", None))
+
+    @options.setter
+    def options(self, value: dict) -> None:  # methods written before options_cls may still assign a dict
+        self._options = dict(value)
 
     @classmethod
     def quick_options(cls) -> dict:

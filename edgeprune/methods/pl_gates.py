@@ -266,9 +266,9 @@ class PLGates(PruningMethod):
         t_start = time.perf_counter()
         tr = ctx.train_options
         epochs = self.own_epochs(tr)
-        lr = o.lr if o.lr is not None else float(tr.get("lr", 0.01))
-        bs = o.batch_size if o.batch_size is not None else int(tr.get("batch_size", 64))
-        wd = float(tr.get("weight_decay", 5e-4))
+        lr = o.lr if o.lr is not None else float(ctx.run_option("lr"))
+        bs = o.batch_size if o.batch_size is not None else int(ctx.run_option("batch_size"))
+        wd = float(ctx.run_option("weight_decay"))
         graph = ctx.graph
         dense_macs = float(graph.dense_cost()["macs"])
 
