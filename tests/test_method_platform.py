@@ -243,3 +243,21 @@ def test_fold_and_bn_recalibration_give_the_static_network():
     assert static(x).shape == (16, 10)
     net.close()
     assert np.isfinite(float(static.net.run(x, keep, keep_b).sum()))
+
+
+# ------------------------------------------------------------------ plots declared by the method
+
+
+def test_plot_declarations_are_checked_and_old_histories_get_their_class_declaration():
+    from edgeprune.methods.pl_gates import PLGates
+    from edgeprune.report.build import _with_plots
+    from edgeprune.report.html import _plot_method, check_plots
+
+    h = {"loss": [1.0, 0.5], "plots": {"panels": [{"title": "t", "series": [{"y": "loss"}, {"y": "nope"}]},
+                                                  {"series": [{"x": "loss"}], "colour": "red"}]}}
+    problems = check_plots(h)
+    assert len(problems) == 2 and "'nope' is not a key" in problems[0] and "keys must be among" in problems[1]
+    assert _plot_method({"method": {"history": h}, "model": {}}) is None  # not drawn half-way
+    old = {"method": "pl-gates", "history": {"kappa": [3.0, 2.0], "kappa_step": [0, 20]}}
+    assert _with_plots(old)["history"]["plots"] is PLGates.plots and "plots" not in old["history"]
+    assert _with_plots({"method": "l1", "history": {}}) == {"method": "l1", "history": {}}

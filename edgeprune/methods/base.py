@@ -119,6 +119,7 @@ class PruningMethod:
     options_cls: type = NoOptions
     trains = False  # True: fit() trains (weights, gates, coefficients); `edgeprune methods` shows it
     trains_from_scratch = False  # True: ignores the dense weights and trains its own model
+    plots: dict | None = None  # how the report draws history curves (history["plots"] wins; docs/methods/README.md)
 
     def __init__(self, **options):
         self.opts = build_options(self.options_cls, options, self.name)

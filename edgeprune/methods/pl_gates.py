@@ -240,6 +240,7 @@ class PLGates(PruningMethod):
                "regularizer, then frozen into a static plan (Chen et al., ICLR 2023; reconstruction)")
     options_cls = PLGatesOptions
     trains = True
+    plots = PLOTS
     trains_from_scratch = False  # fine-tunes the dense weights with gates (option from_scratch=true re-initialises)
 
     def __init__(self, **options):

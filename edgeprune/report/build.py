@@ -114,6 +114,18 @@ def _sibling_runs(run: Path, cfg: dict, metric_name: str) -> list:
     return out
 
 
+def _with_plots(prune: dict) -> dict:
+    """The prune record; a history without a plot declaration (run folders written before methods declared their
+    curves) gets the one its method's class declares (``PruningMethod.plots``), if any."""
+    h = prune.get("history")
+    if not isinstance(h, dict) or "plots" in h or not prune.get("method"):
+        return prune
+    from ..methods.base import METHODS
+
+    plots = getattr(METHODS.get(prune["method"]), "plots", None)
+    return {**prune, "history": {**h, "plots": plots}} if plots else prune
+
+
 def build_report(run_dir: Path, target_name=None) -> dict:
     """The report dict of a run folder for a target (a Target, a name/path, or None = the run's)."""
     run = Path(run_dir)
@@ -168,7 +180,7 @@ def build_report(run_dir: Path, target_name=None) -> dict:
             "groups": train["graph"]["groups"],
             "group_labels": _group_labels(train["arch"], train["graph"]["groups"]),
         },
-        "method": prune,
+        "method": _with_plots(prune),
         "training": {"dense": train["history"], "finetune": finetune.get("history", [])},
         "artifacts": artifacts,
         "latency_per_target": per_target,
