@@ -73,8 +73,8 @@ class TrainHook:
     * ``begin(schedule)``: the number of epochs / steps before anything is built (warm-ups, schedules);
     * ``params()``: extra parameter groups, each a dict ``{"params": [...], "lr": ..., "optimizer": "sgd" |
       "adam", **optimizer options}``; groups of one optimizer kind share one optimizer and every
-      optimizer follows the loop's cosine schedule. Model parameters listed here leave the default
-      SGD group (so a hook may also give part of the model its own lr);
+      group follows the loop's cosine schedule unless it sets ``"constant_lr": True``. Model parameters
+      listed here leave the default SGD group (so a hook may also give part of the model its own lr);
     * ``loss(model, batch, step) -> tensor``: an extra loss term; ``batch = (x, y)``, ``step`` the 0-based
       index of the step, the model's forward of this batch already done;
     * ``after_backward(model, step)``: gradients exist and the optimizers have not stepped (add or edit
@@ -187,7 +187,9 @@ def train(
         _call(h, "begin", Schedule(epochs, steps_per_epoch, total, batch_size, n))
     opts = [optimizer] if optimizer is not None else _optimizers(model, hooks, lr, weight_decay)
     cosine = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))  # noqa: E731
-    scheds = [torch.optim.lr_scheduler.LambdaLR(o, cosine) for o in opts]
+    # a hook's group with "constant_lr": True keeps its lr (e.g. projected SGD on probabilities)
+    scheds = [torch.optim.lr_scheduler.LambdaLR(o, [(lambda s: 1.0) if g.get("constant_lr") else cosine
+                                                    for g in o.param_groups]) for o in opts]
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
     step = 0
     for epoch in range(epochs):

@@ -1,5 +1,6 @@
 """Pruning methods, one module each, registered by name."""
 
+from . import complexity_aware  # noqa: F401  (registers complexity-aware)
 from . import magnitude  # noqa: F401  (registers l1, l2)
 from . import pl_gates  # noqa: F401  (registers pl-gates)
 from .base import (METHODS, FitContext, MethodResult, PruningMethod, get_method, list_methods, method_info,

@@ -9,6 +9,8 @@ Methods never cut modules: the surgery stage does.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -174,3 +176,18 @@ def uniform_widths(graph: ModelGraph, flops_keep: float, width_multiple: int, dr
         else:
             hi = mid
     return widths(lo)
+
+
+def jsonable(x):
+    """``x`` with tensors, numpy scalars and non-finite floats turned into JSON values (for histories)."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, torch.Tensor):
+        return x.tolist()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
