@@ -224,6 +224,13 @@ def embed(model: bytes, metadata: dict, files: dict[str, bytes] | None = None) -
     return out.getvalue()
 
 
+def io_tensor_names(model: bytes) -> tuple[str, str]:
+    """Names of the first input and the first output tensor of the main subgraph of a .tflite file."""
+    m = _schema().Model.GetRootAs(bytes(model), 0)
+    g = m.Subgraphs(0)
+    return g.Tensors(g.Inputs(0)).Name().decode("utf-8"), g.Tensors(g.Outputs(0)).Name().decode("utf-8")
+
+
 def read_model_metadata(model: bytes) -> tuple[dict | None, dict[str, bytes]]:
     """(metadata dict or None, associated files name -> bytes) of a .tflite file's bytes."""
     fb = _schema()
