@@ -72,7 +72,7 @@ def test_packaged_tflite_carries_training_preprocessing_and_labels(built):
         it = Interpreter(model_content=data)
         inp, out = it.get_input_details()[0], it.get_output_details()[0]
         assert inp["name"] in inp_md["description"] and out["name"] in out_md["description"]
-        assert str(list(inp["shape"])) in inp_md["description"] and str(list(out["shape"])) in out_md["description"]
+        assert str(inp["shape"].tolist()) in inp_md["description"] and str(out["shape"].tolist()) in out_md["description"]
         assert inp_md["dimension_names"] == ["batch", "channel", "height", "width"]
         if inp["dtype"] == np.float32:  # value range of the normalized input, from the raw range 0..1/input_scale
             m, sd = norm["options"]["mean"][0], norm["options"]["std"][0]

@@ -227,3 +227,16 @@ def test_targets_command_shows_families(tmp_path):
     assert lines["jetson, nvidia-jetson"] == "jetson-orin-nano, jetson-nano"
     assert lines["rpi, raspberry-pi, raspberrypi, pi"] == "rpi5, rpi4"
     assert lines["android, phone"].startswith("android-mid")
+
+
+def test_build_names_the_member_it_chose_and_the_run_folder_uses_it(tmp_path):
+    from edgeprune.pipeline import default_run_name
+
+    from .conftest import run_cli
+
+    assert default_run_name({"target": "jetson", "model": "cnn", "method": {"name": "l1"}}) == "jetson-orin-nano-cnn-l1"
+    # fails fast after resolving (unknown model): the one line is printed before any work
+    p = run_cli("build", "--target", "pi", "--model", "no-such-model", "--output", tmp_path, cwd=tmp_path)
+    assert p.returncode == 2, p.stderr
+    assert "pi -> rpi5; `edgeprune targets` lists the others" in " ".join(p.stderr.split())
+    assert list(tmp_path.iterdir()) == []

@@ -61,7 +61,7 @@ def run(b) -> list[str]:
         "source_run": b.run.path.name,
         # name/description/version embedded as TFLite Metadata in each shipped .tflite
         "description": f"{train['arch']['model']} {train['task']} model trained on {d.get('name', 'the dataset')}, "
-                       f"pruned with {b.cfg['method']['name']} for {b.target.name} ({b.target.title}) by edgeprune",
+                       f"pruned with {b.cfg['method']['name']} by edgeprune for {b.target.name}: {b.target.title}",
         "model_version": f"{b.run.path.name} (edgeprune {_version()})",
         "preferred_artifact": verdict.get("artifact"),
         "budget": budget_summary(verdict, budget_path),
