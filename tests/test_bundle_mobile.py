@@ -39,7 +39,7 @@ def _test_split(run):
     cfg = json.loads((run / "config.json").read_text())
     d = json.loads((run / "train.json").read_text())["dataset"]
     ds = load_dataset(cfg["dataset"], seed=cfg["seed"])
-    return ds.x_test / d["preprocessing"]["input_scale"], d
+    return ds.x_test / d["preprocessing"]["input_scale"], ds.y_test, d
 
 
 def test_packaged_tflite_carries_training_preprocessing_and_labels(built):
@@ -88,7 +88,7 @@ def test_embedded_models_run_identically_and_metadata_reproduces_the_int8_input(
     NormalizationOptions, quantize with the input tensor's scale/zero point] gives exactly the int8 input that
     training's preprocessing gives."""
     run, _ = built
-    raw, d = _test_split(run)
+    raw, y_test, d = _test_split(run)
     prep = d["preprocessing"]
     for name in ("model.tflite", "model.int8.tflite"):
         shipped = (run / "dist" / "rpi4" / name).read_bytes()
@@ -111,15 +111,8 @@ def test_embedded_models_run_identically_and_metadata_reproduces_the_int8_input(
         y_shipped, _, _ = _run(shipped, x_train)
         y_exported, _, _ = _run(exported, x_train)
         assert np.array_equal(y_shipped, y_exported), name
-        acc = (y_shipped.argmax(1) == np.asarray(_y_test(run))).mean()
+        acc = (y_shipped.argmax(1) == np.asarray(y_test)).mean()
         assert acc > 0.8, (name, acc)  # a real classifier, not zeros
-
-
-def _y_test(run):
-    from edgeprune.data import load_dataset
-
-    cfg = json.loads((run / "config.json").read_text())
-    return load_dataset(cfg["dataset"], seed=cfg["seed"]).y_test
 
 
 def _android_bundle(run, tmp_path):

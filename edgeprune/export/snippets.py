@@ -192,7 +192,7 @@ def readme(meta: dict, platform: str, files: list[str]) -> str:
             "`infer.py` directly.",
             "",
         ]
-    if "ModelRunner.kt" in files or "ModelRunner.swift" in files:
+    if any(m["file"].endswith(".tflite") for m in meta["models"]):
         lines += _mobile_readme(meta, files)
     lines += _budget_lines(meta.get("budget"))
     if meta.get("skipped"):
@@ -201,7 +201,7 @@ def readme(meta: dict, platform: str, files: list[str]) -> str:
 
 
 def _mobile_readme(meta: dict, files: list[str]) -> list[str]:
-    """README sections for the phone samples: the embedded TFLite Metadata, Android (Kotlin), iOS (Swift)."""
+    """README sections: the TFLite Metadata in the .tflite files and, where shipped, Android (Kotlin), iOS (Swift)."""
     tfl = [m for m in meta["models"] if m["file"].endswith(".tflite")]
     norm = meta["input"]["normalization"]
     scale = float(norm.get("input_scale") or 1.0)
@@ -212,10 +212,11 @@ def _mobile_readme(meta: dict, files: list[str]) -> list[str]:
         "",
         f"{', '.join('`' + m['file'] + '`' for m in tfl)} describe themselves the Android way (TFLite Metadata): "
         f"input normalization `(raw - mean) / std` with mean=[{raw_mean}], std=[{raw_std}] on raw values "
-        f"0..{1 / scale:g}, the value range, `labels.txt` packed inside and attached to the output as its axis "
-        "labels, model name, version and description. Android Studio's ML Model Binding and the metadata "
-        "extractor read it. The input is a feature tensor (NCHW), not an NHWC image: the Task Library's image "
-        "classifier does not take it; use the samples below.",
+        f"0..{1 / scale:g}, the value range, "
+        + ("`labels.txt` packed inside and attached to the output as its axis labels, " if meta.get("class_names") else "")
+        + "model name, version and description. Android Studio's ML Model Binding and the metadata "
+        "extractor read it" + (". The input is a feature tensor (NCHW), not an NHWC image: the Task Library's "
+                               "image classifier does not take it." if meta["input"]["layout"] != "NHWC" else "."),
         "",
     ]
     if "ModelRunner.kt" in files:
