@@ -300,7 +300,7 @@ def _embed_metadata(path: Path, meta: dict, entry: dict, given: dict) -> None:
 
 
 def _write_snippets(build: Path, platform: str, meta: dict, chosen: list[str], names: dict[str, str]) -> list[str]:
-    """mobile (android): ModelRunner.kt + ModelRunner.swift; jetson: infer.py + build_engine.sh; rpi, others: infer.py."""
+    """mobile (android): ModelRunner.kt + .swift; jetson: infer.py + build_engine.sh; rpi, others: infer.py."""
     files = []
     if platform in snippets.MOBILE_PLATFORMS:
         tfl = [f for f in chosen if f.startswith("tflite")]

@@ -44,7 +44,8 @@ SCHEMA: dict[str, list[tuple[str, str]]] = {
                          ("output_tensor_metadata", "[TensorMetadata]"), ("associated_files", "[AssociatedFile]"),
                          ("input_process_units", "[ProcessUnit]"), ("output_process_units", "[ProcessUnit]")],
     "TensorMetadata": [("name", "str"), ("description", "str"), ("dimension_names", "[str]"), ("content", "Content"),
-                       ("process_units", "[ProcessUnit]"), ("stats", "Stats"), ("associated_files", "[AssociatedFile]")],
+                       ("process_units", "[ProcessUnit]"), ("stats", "Stats"),
+                       ("associated_files", "[AssociatedFile]")],
     "Content": [("content_properties", "union:ContentProperties"), ("range", "ValueRange")],
     "FeatureProperties": [],
     "ImageProperties": [("color_space", "enum:ColorSpaceType"), ("default_size", "ImageSize")],
@@ -90,7 +91,8 @@ def _vector(b: flatbuffers.Builder, offsets: list[int]) -> int:
 
 
 def _build(b: flatbuffers.Builder, table: str, data: dict) -> int:
-    unknown = set(data) - {f for f, _ in SCHEMA[table]} - {f"{f}_type" for f, k in SCHEMA[table] if k.startswith("union:")}
+    allowed = {f for f, _ in SCHEMA[table]} | {f"{f}_type" for f, k in SCHEMA[table] if k.startswith("union:")}
+    unknown = set(data) - allowed
     if unknown:
         raise ValueError(f"{table} has no field(s) {sorted(unknown)}")
     fields = _slots(table)
@@ -178,7 +180,8 @@ def unpack_metadata(buf: bytes) -> dict:
     """``ModelMetadata`` flatbuffer bytes -> dict (the fields of :data:`SCHEMA` that are set)."""
     buf = bytes(buf)
     if len(buf) < 8 or buf[4:8] != METADATA_IDENTIFIER:
-        raise InputError(f"not a TFLite ModelMetadata flatbuffer (identifier {buf[4:8]!r}, want {METADATA_IDENTIFIER!r})")
+        raise InputError(f"not a TFLite ModelMetadata flatbuffer (identifier {buf[4:8]!r}, "
+                         f"want {METADATA_IDENTIFIER!r})")
     return _read(buf, flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, 0), "ModelMetadata")
 
 
