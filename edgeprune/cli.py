@@ -218,7 +218,18 @@ def _cmd_targets(a) -> int:
               f"{bud.peak_memory_mb or 0:>7.0f}  {t.title}{where}")
     print("sustained: fp32 conv-net GFLOP/s the cost model uses (d = derived from a published benchmark, "
           "u = unverified, m = measured); user profiles: <name>.toml in the working directory")
+    _print_families()
     return 0
+
+
+def _print_families() -> None:
+    """`edgeprune targets`: each family name (and aliases), the member it resolves to, the other members."""
+    from .targets import families
+
+    print("\nfamilies (--target FAMILY builds for its default, the first member):")
+    for f in families().values():
+        names = ", ".join([f"{f.name}"] + list(f.aliases))
+        print(f"  {names:38s} -> {', '.join(f.members())}")
 
 
 def _cmd_list(kind: str) -> int:
@@ -275,9 +286,21 @@ def _cmd_build(a) -> int:
 
     cfg = config.resolve(a.config, _overrides(a))
     cfg["bench"].update(_device_settings(a))
-    code, b = build(cfg, ui=UI(quiet=a.quiet), force=a.force)
+    ui = UI(quiet=a.quiet)
+    _resolve_family(cfg, ui)
+    code, b = build(cfg, ui=ui, force=a.force)
     _final_line(code, b)
     return code
+
+
+def _resolve_family(cfg: dict, ui) -> None:
+    """``--target jetson``: build for the family's default member, and say so in one line."""
+    from .targets import resolve_family
+
+    fam = resolve_family(cfg["target"])
+    if fam is not None:
+        ui.log(f"{cfg['target']} -> {fam.default}; `edgeprune targets` lists the others")
+        cfg["target"] = fam.default
 
 
 def _cmd_stage(a) -> int:

@@ -569,7 +569,8 @@ def test_bundle_android(exported, tmp_path):
     dist = package_bundle(tmp_path / "dist", target_name="pixel-8", platform="android", artifacts=result,
                           metadata=bundle_meta(), out_dir=d, preference=TARGET_ORDER["android"])  # fmt: skip
     names = sorted(p.name for p in dist.iterdir())
-    assert names == sorted(["model.int8.tflite", "model.tflite", "metadata.json", "labels.txt", "ModelRunner.kt", "README.md"])
+    assert names == sorted(["model.int8.tflite", "model.tflite", "metadata.json", "labels.txt", "ModelRunner.kt",
+                            "ModelRunner.swift", "README.md"])  # fmt: skip
     meta = json.loads((dist / "metadata.json").read_text())
     assert meta["platform"] == "android" and meta["target"] == "pixel-8"
     assert meta["source_run"] == "runs/test" and meta["budget"] == {"ok": True}
@@ -588,7 +589,11 @@ def test_bundle_android(exported, tmp_path):
     fp32 = by_file["model.tflite"]
     assert fp32["input"] == {"dtype": "float32", "shape": [1, 1, 8, 8], "quantization": None}
     assert fp32["output"] == {"dtype": "float32", "shape": [1, 10], "quantization": None}
-    assert (dist / "model.int8.tflite").read_bytes() == (d / "model.int8.tflite").read_bytes()
+    from edgeprune.export.tflite_metadata import read_model_metadata  # the exported model plus TFLite Metadata
+
+    assert read_model_metadata((d / "model.int8.tflite").read_bytes()) == (None, {})
+    md, packed = read_model_metadata((dist / "model.int8.tflite").read_bytes())
+    assert md["author"] == "edgeprune" and packed == {"labels.txt": (dist / "labels.txt").read_bytes()}
     primary = meta["primary_model"]
     assert primary == ("model.int8.tflite" if result["tflite-int8"]["within_tolerance"] else "model.tflite")
     assert [m["file"] for m in meta["models"] if m["primary"]] == [primary]

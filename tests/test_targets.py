@@ -173,3 +173,70 @@ def test_new_fact_units_are_checked(tmp_path):
     text = RPI4_TEXT.replace('sustained_fp32_gflops = { value = 15.8, unit = "GFLOP/s"',
                              'sustained_fp32_gflops = { value = 15.8, unit = "MFLOP/s"')
     assert "'device.sustained_fp32_gflops.unit'" in _bad(tmp_path, text)
+
+
+# --------------------------------------------------------------------------- families
+
+
+@pytest.mark.parametrize("typed, member", [("jetson", "jetson-orin-nano"), ("rpi", "rpi5"), ("raspberry-pi", "rpi5"),
+                                           ("pi", "rpi5"), ("Raspberry-Pi", "rpi5"), ("android", "android-mid")])
+def test_family_resolves_to_its_default_member(typed, member):
+    from edgeprune.targets import resolve_family
+
+    t = load_target(typed)
+    assert t.name == member
+    fam = resolve_family(typed)
+    assert fam.default == member and fam.members()[0] == member and t.platform == fam.name
+
+
+def test_families_are_data_and_list_every_member():
+    from edgeprune.targets import families, resolve_family
+
+    fams = families()
+    assert set(fams) == {"jetson", "rpi", "android"}
+    for f in fams.values():  # every built-in profile of the platform is a member, the default first
+        assert set(f.members()) == {n for n in list_targets() if load_target(n).platform == f.name}
+        assert f.why
+    assert resolve_family("rpi4") is None and resolve_family("jetson-nano") is None  # a board is not a family
+
+
+def test_user_profile_named_like_an_alias_wins(tmp_path, monkeypatch):
+    (tmp_path / "pi.toml").write_text(RPI4_TEXT.replace('name = "rpi4"', 'name = "pi"').replace("threads = 4", "threads = 3"))
+    monkeypatch.chdir(tmp_path)
+    assert load_target("pi").threads == 3 and load_target("rpi").name == "rpi5"
+
+
+@pytest.mark.parametrize("typo, suggestion", [("jetsn", "'jetson'"), ("andriod", "'android'"), ("raspbery-pi", "'raspberry-pi'"),
+                                              ("rpi3", "'rpi4'")])
+def test_close_misspelling_gets_did_you_mean(typo, suggestion):
+    with pytest.raises(InputError) as e:
+        load_target(typo)
+    msg = str(e.value)
+    assert "did you mean" in msg and suggestion in msg and "\n" not in msg
+    with pytest.raises(InputError) as e:
+        load_target("quantum-toaster")
+    assert "did you mean" not in str(e.value)
+
+
+def test_targets_command_shows_families(tmp_path):
+    from .conftest import run_cli
+
+    p = run_cli("targets", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    lines = {ln.split("->")[0].strip(): ln.split("->")[1].strip() for ln in p.stdout.splitlines() if "->" in ln}
+    assert lines["jetson, nvidia-jetson"] == "jetson-orin-nano, jetson-nano"
+    assert lines["rpi, raspberry-pi, raspberrypi, pi"] == "rpi5, rpi4"
+    assert lines["android, phone"].startswith("android-mid")
+
+
+def test_build_names_the_member_it_chose_and_the_run_folder_uses_it(tmp_path):
+    from edgeprune.pipeline import default_run_name
+
+    from .conftest import run_cli
+
+    assert default_run_name({"target": "jetson", "model": "cnn", "method": {"name": "l1"}}) == "jetson-orin-nano-cnn-l1"
+    # fails fast after resolving (unknown model): the one line is printed before any work
+    p = run_cli("build", "--target", "pi", "--model", "no-such-model", "--output", tmp_path, cwd=tmp_path)
+    assert p.returncode == 2, p.stderr
+    assert "pi -> rpi5; `edgeprune targets` lists the others" in " ".join(p.stderr.split())
+    assert list(tmp_path.iterdir()) == []

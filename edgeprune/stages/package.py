@@ -1,4 +1,4 @@
-"""Stage 9: the device bundle dist/<target>/: model file(s), metadata, labels, usage snippet."""
+"""Stage 9: the device bundle dist/<target>/: model file(s) with TFLite Metadata, metadata, labels, usage snippets."""
 
 from __future__ import annotations
 
@@ -34,6 +34,12 @@ def budget_summary(verdict: dict, path: str) -> dict:
     }
 
 
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
 def run(b) -> list[str]:
     from ..export import package_bundle
     from ..export.bundle import bundle_formats
@@ -53,6 +59,10 @@ def run(b) -> list[str]:
         "class_names": d["classes"],
         "preprocessing": d.get("preprocessing") or {},
         "source_run": b.run.path.name,
+        # name/description/version embedded as TFLite Metadata in each shipped .tflite
+        "description": f"{train['arch']['model']} {train['task']} model trained on {d.get('name', 'the dataset')}, "
+                       f"pruned with {b.cfg['method']['name']} by edgeprune for {b.target.name}: {b.target.title}",
+        "model_version": f"{b.run.path.name} (edgeprune {_version()})",
         "preferred_artifact": verdict.get("artifact"),
         "budget": budget_summary(verdict, budget_path),
         "int8_over_tolerance": exp.get("int8_over_tolerance", []),

@@ -8,6 +8,7 @@ user adds a board by writing a file with the same schema and passing its path::
     t = load_target("rpi5")             # built-in, by name
     t = load_target("boards/my.toml")   # any file with the schema below
     t = load_target("rpi4-measured")    # ./rpi4-measured.toml (written by `edgeprune calibrate`)
+    t = load_target("jetson")           # a family: its default member, jetson-orin-nano (families.toml)
 
 Schema (every key is checked; an unknown key is an error so a typo cannot be silently ignored)::
 
@@ -43,6 +44,7 @@ cost model can use them directly.
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -52,8 +54,8 @@ from typing import Any, Optional
 
 from ..errors import ConfigError, InputError
 
-__all__ = ["Fact", "Budget", "Target", "load_target", "list_targets", "builtin_targets", "user_targets", "BASES",
-           "PLATFORMS", "ARTIFACTS"]
+__all__ = ["Fact", "Budget", "Target", "Family", "load_target", "list_targets", "builtin_targets", "user_targets",
+           "families", "resolve_family", "BASES", "PLATFORMS", "ARTIFACTS"]
 
 BASES = ("spec", "derived", "measured", "unverified")
 PLATFORMS = ("rpi", "jetson", "android", "other")
@@ -176,9 +178,13 @@ def _builtin_dir():
     return resources.files(__name__)
 
 
+FAMILIES_FILE = "families.toml"  # family table beside the profiles; not a profile itself
+
+
 def builtin_targets() -> list[str]:
     """Names of the built-in profiles, sorted."""
-    return sorted(p.name[: -len(".toml")] for p in _builtin_dir().iterdir() if p.name.endswith(".toml"))
+    return sorted(p.name[: -len(".toml")] for p in _builtin_dir().iterdir()
+                  if p.name.endswith(".toml") and p.name != FAMILIES_FILE)  # fmt: skip
 
 
 def user_targets(folder: "str | Path | None" = None) -> dict[str, Path]:
@@ -221,7 +227,81 @@ def load_target(name_or_path: "str | Path") -> Target:
     user = user_targets()
     if s in user:
         return _load_file(user[s])
-    raise InputError(f"unknown target {s!r}; choose one of {list_targets()} or pass a path to a .toml profile")
+    fam = resolve_family(s)
+    if fam is not None:
+        return load_target(fam.default)
+    raise InputError(f"unknown target {s!r}{_did_you_mean(s)}; choose one of {list_targets()}, a family "
+                     f"({', '.join(families())}) or a path to a .toml profile")
+
+
+# ----------------------------------------------------------------------------------- families
+
+
+@dataclass(frozen=True)
+class Family:
+    """A name that stands for a kind of board (``jetson``): resolves to ``default``, the current board."""
+
+    name: str
+    title: str
+    default: str
+    aliases: tuple = ()
+    why: str = ""
+
+    def members(self) -> list[str]:
+        """The profiles of this family (built-in and in the working directory), the default first."""
+        names = [n for n in list_targets() if n != self.default and _platform_of(n) == self.name]
+        return [self.default, *names]
+
+
+def _platform_of(name: str) -> Optional[str]:
+    try:
+        return load_target(name).platform
+    except (ConfigError, InputError):
+        return None
+
+
+def families() -> dict[str, Family]:
+    """The target families of ``families.toml``, by name (checked: each default is a built-in profile of the
+    family's platform, no alias shadows a profile or another family)."""
+    where = f"<builtin>/{FAMILIES_FILE}"
+    try:
+        data = tomllib.loads(_builtin_dir().joinpath(FAMILIES_FILE).read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{where}: malformed TOML ({e}); fix the syntax") from None
+    builtin, out, seen = builtin_targets(), {}, set()
+    for name, raw in data.items():
+        _typed(where, name, raw, (dict,), "a table [family]")
+        _check_keys(where, f"{name}.", raw, {"title", "default", "aliases", "why"}, {"title", "default"})
+        if name not in PLATFORMS:
+            raise _err(where, name, f"must be a platform, one of {list(PLATFORMS)}")
+        default = _typed(where, f"{name}.default", raw["default"], (str,), "a string")
+        if default not in builtin:
+            raise _err(where, f"{name}.default", f"= {default!r} is not a built-in profile")
+        aliases = tuple(_typed(where, f"{name}.aliases", raw.get("aliases", []), (list,), "a list of strings"))
+        for a in (name, *aliases):
+            if a in builtin or a in seen:
+                raise _err(where, f"{name}.aliases", f"has {a!r}, which is already a profile or family name")
+            seen.add(a)
+        out[name] = Family(name, raw["title"], default, aliases, raw.get("why", ""))
+    for f in out.values():
+        if load_target(f.default).platform != f.name:
+            raise _err(where, f"{f.name}.default", f"= {f.default!r} is not a {f.name} profile")
+    return out
+
+
+def resolve_family(name: str) -> Optional[Family]:
+    """The family that ``name`` (a family name or an alias, any case) stands for, or None. An existing
+    profile of that name (built-in or in the working directory) is not a family."""
+    key = str(name).strip().lower()
+    if key in builtin_targets() or key in user_targets():
+        return None
+    return next((f for f in families().values() if key == f.name or key in f.aliases), None)
+
+
+def _did_you_mean(name: str) -> str:
+    words = list_targets() + [w for f in families().values() for w in (f.name, *f.aliases)]
+    close = difflib.get_close_matches(str(name).lower(), words, n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
 def _load_file(p: Path) -> Target:
