@@ -4,7 +4,7 @@ The Python API (``edgeprune.build``, ``edgeprune.compact``, ``edgeprune.export``
 ``edgeprune.bench``) is imported lazily so that ``import edgeprune`` stays cheap.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 _API = {"build", "compact", "export", "bench", "BuildResult"}
 

@@ -111,7 +111,7 @@ def _overrides(a: argparse.Namespace) -> dict:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .version import __version__
 
     p = argparse.ArgumentParser(
         prog="edgeprune",

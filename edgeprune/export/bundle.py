@@ -127,7 +127,7 @@ def package_bundle(
             src = _source(f"{f} (dynamic batch)", dyn, out_dir)
             files[src.name], formats_of[src.name] = src, (f, dyn)
     try:
-        from .. import __version__ as version
+        from ..version import __version__ as version
     except ImportError:  # pragma: no cover
         version = "unknown"
     prep = dict(metadata.get("preprocessing") or {})

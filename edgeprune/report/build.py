@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 from pathlib import Path
 
-from .. import __version__
+from ..version import __version__
 from ..runfolder import read_json
 
 SCHEMA_VERSION = "edgeprune-report/1"

@@ -35,7 +35,7 @@ def budget_summary(verdict: dict, path: str) -> dict:
 
 
 def _version() -> str:
-    from .. import __version__
+    from ..version import __version__
 
     return __version__
 
