@@ -157,6 +157,8 @@ class SoftCoef(PruningMethod):
         x, y = ctx.x_val[:n], ctx.y_val[:n]
         fn, metric_name = model_metric_fn(o, ctx)
         masks = ChannelMasks(model, ctx.graph, p.names)
+        work = copy.deepcopy(model).eval()  # the masked copy: reset from ``dense`` before every evaluation
+        dense = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
         def plan_for(widths):
             return plan_from_scores(ctx.graph, scores, widths, width_multiple=p.width_multiple)
@@ -167,10 +169,10 @@ class SoftCoef(PruningMethod):
             for g in p.names:
                 idx = plan.keep.get(g, range(ctx.graph.groups[g].size))
                 z[masks.offsets[g] + torch.as_tensor(list(idx), dtype=torch.long)] = 1.0
-            m = copy.deepcopy(model)
-            masks.fold_(m, z)
+            work.load_state_dict(dense)
+            masks.fold_(work, z)
             with torch.no_grad():
-                return fn(m.eval(), x, y)
+                return fn(work, x, y)
 
         p.evaluate = evaluate
         dense_metric = fn(model, x, y)
@@ -193,9 +195,8 @@ class SoftCoef(PruningMethod):
         final = p.metric(c)
         widths = p.widths(c)
         plan = plan_for(widths)
-        exact = plan.predicted_cost(ctx.graph)
-        dense = ctx.graph.dense_cost()
-        rho_plan = 1.0 - exact[o.constraint] / dense[o.constraint]
+        exact, dense_cost = plan.predicted_cost(ctx.graph), ctx.graph.dense_cost()
+        rho_plan = 1.0 - exact[o.constraint] / dense_cost[o.constraint]
         history = {
             "optimizer": o.optimizer, "metric": metric_name, "constraint": o.constraint, "target": p.target,
             "eps": o.eps, "rho": rho_plan, "feasible": bool(abs(rho_plan - p.target) <= o.eps + 1e-9),
