@@ -44,8 +44,6 @@ AE_VARIANTS = {
     "uniform": {"optimizer": "uniform"},
     "random": {"optimizer": "random"},
     "l1prop": {"optimizer": "l1prop"},
-    "gradient-nofloor": {"optimizer": "gradient", "floor": 0.0},
-    "grid-0.05-nofloor": {"optimizer": "grid", "grid_step": 0.05, "max_evals": 5000, "floor": 0.0},
     # where floors bind: 85% of parameters removed
     "gradient@85": {"optimizer": "gradient", "sparsity": 0.85},
     "gradient@85-nofloor": {"optimizer": "gradient", "sparsity": 0.85, "floor": 0.0},
@@ -53,9 +51,9 @@ AE_VARIANTS = {
     "grid-0.05@85-nofloor": {"optimizer": "grid", "grid_step": 0.05, "max_evals": 5000, "sparsity": 0.85, "floor": 0.0},
     "uniform@85": {"optimizer": "uniform", "sparsity": 0.85},
 }
-CLS_BASE = {"constraint": "macs", "eps": 0.02, "val_samples": 500}
+CLS_BASE = {"constraint": "macs", "eps": 0.02, "val_samples": 200}
 CLS_VARIANTS = {
-    "gradient": {"optimizer": "gradient", "iters": 6},
+    "gradient": {"optimizer": "gradient", "iters": 4},
     "grid-0.34": {"optimizer": "grid", "grid_step": 0.34, "max_evals": 500},
     "uniform": {"optimizer": "uniform"},
     "random": {"optimizer": "random"},

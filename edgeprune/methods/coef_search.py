@@ -173,8 +173,9 @@ class Problem:
         if self.rho(point(hi_t)) < self.target - self.eps:
             raise ConfigError(
                 f"the sparsity target {self.target:.1%} ± {self.eps:.1%} of {self.kind} cannot be reached: even the "
-                f"largest coefficients allowed by the floors remove {self.rho(point(hi_t)):.1%}; lower the floor "
-                "(floor=..., component_floors=...) or the target")
+                f"largest coefficients allowed by the floors and width multiple {self.width_multiple} remove "
+                f"{self.rho(point(hi_t)):.1%}; lower the floor (floor=..., component_floors=...), the width multiple "
+                "or the target")
         if self.rho(point(lo_t)) > self.target + self.eps:
             raise ConfigError(f"the sparsity target {self.target:.1%} ± {self.eps:.1%} of {self.kind} is below what "
                               "width rounding allows; raise the target or lower the width multiple")
