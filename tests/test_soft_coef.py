@@ -211,3 +211,8 @@ def test_reconstruction_grid_png(tmp_path, digits):
     img = imread(path)
     assert path.name == "reconstructions.png" and img.shape[0] > 100 and img.shape[1] > 100
     assert img.std() > 0.05  # not a blank image
+    from edgeprune.report.images import inline_png
+
+    tag = inline_png(path, caption="original, dense, pruned")
+    assert tag.startswith("<figure><img") and "data:image/png;base64,iVBOR" in tag and "<figcaption>" in tag
+    assert inline_png(tmp_path / "missing.png") == ""

@@ -70,3 +70,17 @@ def write_reconstructions(folder: Path, x: np.ndarray, models: dict, *, n: int =
     x = np.asarray(x[:n], dtype=np.float32)
     rows = {label: predict(m, x) for label, m in models.items()}
     return reconstruction_grid(x, rows, Path(folder) / name, n=n, scores=scores)
+
+
+def inline_png(path: Path, caption: str = "", alt: str = "reconstructions") -> str:
+    """A ``<figure>`` embedding the PNG as a data URI, for the self-contained report.html ("" if absent)."""
+    import base64
+    import html
+
+    path = Path(path)
+    if not path.is_file():
+        return ""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+    return (f'<figure><img alt="{html.escape(alt)}" style="max-width:100%;image-rendering:pixelated" '
+            f'src="data:image/png;base64,{data}">{cap}</figure>')
