@@ -233,28 +233,38 @@ def fd_gradient(f: Callable[[np.ndarray], float], c: np.ndarray, delta: float | 
     return g
 
 
-def gradient_ascent(p: Problem, c0: np.ndarray, *, iters: int = 8, delta: float = 0.1, step: float = 0.2,
-                    decay: float = 0.7, log: Callable[[str], None] = lambda s: None) -> tuple[np.ndarray, dict]:
+def gradient_ascent(p: Problem, c0: np.ndarray, *, iters: int = 6, delta: float = 0.1, step: float = 0.2,
+                    decay: float = 0.7, patience: int = 3,
+                    log: Callable[[str], None] = lambda s: None) -> tuple[np.ndarray, dict]:
     """Projected gradient ascent from ``c0`` (projected first); the best feasible iterate wins.
 
-    Step ``k`` moves ``step * decay**k`` (in coefficient units) along the normalised estimate,
-    then projects onto box ∩ band. FD steps are at least one channel (``1 / size``)."""
+    Step ``k`` moves ``max(step * decay**k, unit)`` (coefficient units; ``unit``: the largest one-channel,
+    or one-width-multiple, change of any group, so that late steps still change widths) along the
+    estimate normalised to a largest entry of 1, then projects onto box ∩ band. FD steps are at least
+    one channel (``width_multiple / size``)."""
     c = p.project(c0)
     best_c, best_m = c, p.metric(c)
     deltas = np.maximum(delta, p.width_multiple / p.sizes)
+    unit = float(np.max(p.width_multiple / p.sizes))  # the schedule never drops below one rounding step
     path = [{"iter": 0, "metric": best_m, "rho": p.rho(c), "evaluations": p.evaluations, "c": c.round(4).tolist()}]
+    stale = 0
     for k in range(iters):
+        if stale >= patience:
+            log(f"  gradient: no better iterate in {patience} iterations, stopping")
+            break
         g = fd_gradient(p.metric, c, deltas, p.lo, p.hi, snap=p.snap)
         norm = np.abs(g).max()
         if norm == 0:
             log(f"  gradient {k + 1}: zero estimate, stopping")
             break
-        eta = step * decay**k
+        eta = max(step * decay**k, unit)
         c_new = p.project(c + eta * g / norm)
         m = p.metric(c_new)
         c = c_new
         if m > best_m:
-            best_c, best_m = c, m
+            best_c, best_m, stale = c, m, 0
+        else:
+            stale += 1
         path.append({"iter": k + 1, "metric": m, "rho": p.rho(c), "evaluations": p.evaluations, "step": eta,
                      "c": c.round(4).tolist()})
         log(f"  gradient {k + 1}/{iters}: metric {m:.4g}, rho {p.rho(c):.3f}, step {eta:.3f}, "

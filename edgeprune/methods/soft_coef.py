@@ -52,7 +52,8 @@ class SoftCoefOptions:
     val_samples: int = field(default=1000, metadata={"help": "validation samples per metric evaluation (0: all)"})
     grid_step: float = field(default=0.1, metadata={"help": "grid spacing of the coefficients"})
     max_evals: int = field(default=500, metadata={"help": "grid: refuse grids needing more metric evaluations"})
-    iters: int = field(default=8, metadata={"help": "gradient: ascent iterations (2 x groups + 1 evaluations each)"})
+    iters: int = field(default=6, metadata={"help": "gradient: ascent iterations (2 x groups + 1 evaluations each)"})
+    patience: int = field(default=3, metadata={"help": "gradient: stop after this many iterations without a new best"})
     delta: float = field(default=0.1, metadata={"help": "gradient: central-difference half-step (>= one channel)"})
     step: float = field(default=0.2, metadata={"help": "gradient: first step length in coefficient units"})
     decay: float = field(default=0.7, metadata={"help": "gradient: step length multiplier per iteration"})
@@ -73,8 +74,8 @@ class SoftCoefOptions:
             raise ValueError("floors must be in [0, 1)")
         if not 0.0 < self.grid_step <= 1.0 or self.delta <= 0 or self.step <= 0 or not 0 < self.decay <= 1:
             raise ValueError("grid_step in (0, 1], delta > 0, step > 0 and decay in (0, 1] are required")
-        if self.iters < 0 or self.max_evals < 1 or self.val_samples < 0:
-            raise ValueError("iters >= 0, max_evals >= 1 and val_samples >= 0 are required")
+        if self.iters < 0 or self.patience < 1 or self.max_evals < 1 or self.val_samples < 0:
+            raise ValueError("iters >= 0, patience >= 1, max_evals >= 1 and val_samples >= 0 are required")
         if self.start not in ("uniform", "l1prop"):
             raise ValueError(f"start must be uniform or l1prop, got {self.start!r}")
         if isinstance(self.components, str):
@@ -177,13 +178,14 @@ class SoftCoef(PruningMethod):
         p.evaluate = evaluate
         dense_metric = fn(model, x, y)
         log = ctx.log
-        log(f"soft-coef[{o.optimizer}]: {len(p.names)} groups in {len(set(comp.values()))} component(s), "
+        log(f"soft-coef ({o.optimizer}): {len(p.names)} groups in {len(set(comp.values()))} component(s), "
             f"{o.constraint} sparsity {p.target:.1%} ± {o.eps:.1%}, metric {metric_name} on {n} validation samples "
             f"(dense {dense_metric:.4g})")
         extra: dict = {}
         if o.optimizer == "gradient":
             start = self._l1prop(p, scores, ctx.graph) if o.start == "l1prop" else cs.uniform(p)
-            c, extra = cs.gradient_ascent(p, start, iters=o.iters, delta=o.delta, step=o.step, decay=o.decay, log=log)
+            c, extra = cs.gradient_ascent(p, start, iters=o.iters, delta=o.delta, step=o.step, decay=o.decay,
+                                          patience=o.patience, log=log)
         elif o.optimizer == "grid":
             c, extra = cs.grid_search(p, step=o.grid_step, max_evals=o.max_evals, log=log)
         elif o.optimizer == "uniform":
@@ -210,7 +212,7 @@ class SoftCoef(PruningMethod):
         plan.meta = {"flops_keep": ctx.flops_keep, "soft_coef": {k: history[k] for k in (
             "optimizer", "metric", "constraint", "target", "eps", "rho", "val_metric", "evaluations", "coefficients")},
             "options": {k: v for k, v in asdict(o).items() if not callable(v)}}
-        log(f"soft-coef[{o.optimizer}]: {metric_name} {final:.4g} (dense {dense_metric:.4g}) at {o.constraint} "
+        log(f"soft-coef ({o.optimizer}): {metric_name} {final:.4g} (dense {dense_metric:.4g}) at {o.constraint} "
             f"sparsity {rho_plan:.1%} after {p.evaluations} evaluations, {history['seconds']:.1f} s")
         return MethodResult(plan, model, history)
 
