@@ -101,11 +101,14 @@ def run(a) -> None:
     names = a.variants.split(",") if a.variants else list(variants)
     ds = load_dataset(a.dataset, limit=a.train_limit or None)
     prep = (lambda x: x) if recon else ds.normalize
-    x_train, x_val, x_test = prep(ds.x_train), prep(ds.x_val), prep(ds.x_test)
+    n_test = a.test_limit or len(ds.x_test)
+    x_train, x_val, x_test = prep(ds.x_train), prep(ds.x_val), prep(ds.x_test[:n_test])
+    ds.y_test = ds.y_test[:n_test]
     example = torch.zeros(1, *ds.input_shape)
     meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "git": git_rev(),
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), shared with other jobs",
-            "command": "python " + " ".join(sys.argv), "torch": torch.__version__}
+            "command": "python " + " ".join(sys.argv), "torch": torch.__version__, "train_samples": len(x_train),
+            "test_samples": n_test, "val_samples_per_evaluation": base["val_samples"]}
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     for seed in [int(s) for s in a.seeds.split(",")]:
         model, train_s = dense_model(a, ds, seed, task, x_train, out / "cache")
@@ -176,7 +179,9 @@ def report(out: Path) -> None:
           f"- Machine: {meta.get('machine', '?')}; torch {meta.get('torch', '?')}; wall times are on a shared 2-core "
           "host (load averages in results.jsonl)",
           "- Test metric on the whole test split after cutting the model with the plan (no fine-tuning); the "
-          "coefficients were searched on a validation slice. Mean ± 95% CI (t) over seeds.", "",
+          "coefficients were searched on a validation slice. Mean ± 95% CI (t) over seeds.",
+          f"- Data: {meta.get('train_samples', '?')} training samples, metric on the first {meta.get('test_samples', '?')} "
+          f"test samples, {meta.get('val_samples_per_evaluation', '?')} validation samples per metric evaluation", "",
           f"| variant | test {unit} | val {unit} | metric evaluations | wall s | params removed | MACs removed | n |",
           "|---|---|---|---|---|---|---|---|"]
     dense = {r["seed"]: r["dense_test"] for r in rows}
@@ -216,6 +221,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=0.2)
     p.add_argument("--train-limit", type=int, default=0, help="first K training samples (0: all)")
+    p.add_argument("--test-limit", type=int, default=0, help="first K test samples (0: all)")
     p.add_argument("--variants", default="", help="comma list (default: all for the model)")
     p.add_argument("--images", action="store_true", help="rerun seed 0 to draw reconstructions.png")
     p.add_argument("--out", required=True)
