@@ -36,7 +36,7 @@ from edgeprune.models import build_model
 from edgeprune.surgery import analyze, compact
 from edgeprune.train import evaluate, predict, train
 
-AE_BASE = {"constraint": "params", "sparsity": 0.5, "eps": 0.02, "val_samples": 1000}
+AE_BASE = {"constraint": "params", "sparsity": 0.5, "eps": 0.02, "val_samples": 500}
 AE_VARIANTS = {
     "gradient": {"optimizer": "gradient"},
     "grid-0.05": {"optimizer": "grid", "grid_step": 0.05, "max_evals": 5000},
