@@ -216,3 +216,23 @@ def test_reconstruction_grid_png(tmp_path, digits):
     tag = inline_png(path, caption="original, dense, pruned")
     assert tag.startswith("<figure><img") and "data:image/png;base64,iVBOR" in tag and "<figcaption>" in tag
     assert inline_png(tmp_path / "missing.png") == ""
+
+
+def test_bn_calibration_weights_reproduce_the_searched_metric(digits):
+    """With bn_calibration the returned weights carry the final plan's statistics: the cut model scores exactly
+    what the search measured on the validation slice (and differs from the stale-statistics score)."""
+    from edgeprune.surgery import compact
+    from edgeprune.train import evaluate, train
+
+    torch.manual_seed(0)
+    model = build_model("resnet", digits.input_shape, 10)
+    train(model, digits.x_train, digits.y_train, epochs=1, lr=0.05)
+    ctx = _ctx(model.eval(), digits, "classification")
+    opts = {"optimizer": "uniform", "val_samples": 200, "bn_calibration": 256}
+    res = get_method("soft-coef", opts).fit(model, ctx)
+    small = compact(res.model, res.plan, ctx.example, ctx.graph)
+    acc = evaluate(small, digits.x_val[:200], digits.y_val[:200], "classification")
+    assert acc == pytest.approx(res.history["val_metric"], abs=1e-9)
+    stale = get_method("soft-coef", dict(opts, bn_calibration=0)).fit(model, ctx).history["val_metric"]
+    assert stale != res.history["val_metric"]
+    assert not torch.equal(res.model.state_dict()["1.branch.1.1.running_mean"], model.state_dict()["1.branch.1.1.running_mean"])

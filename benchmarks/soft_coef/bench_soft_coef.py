@@ -58,6 +58,11 @@ CLS_VARIANTS = {
     "uniform": {"optimizer": "uniform"},
     "random": {"optimizer": "random"},
     "l1prop": {"optimizer": "l1prop"},
+    # the same with BatchNorm statistics re-estimated on 512 training samples before every evaluation
+    "gradient+bn": {"optimizer": "gradient", "iters": 4, "bn_calibration": 512},
+    "uniform+bn": {"optimizer": "uniform", "bn_calibration": 512},
+    "random+bn": {"optimizer": "random", "bn_calibration": 512},
+    "l1prop+bn": {"optimizer": "l1prop", "bn_calibration": 512},
 }
 T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78}
 
@@ -131,7 +136,7 @@ def run(a) -> None:
                 print(f"seed {seed} {name}: refused: {e}", flush=True)
             else:
                 row["seconds"] = time.perf_counter() - t0
-                small = compact(model, res.plan, example, graph)
+                small = compact(res.model, res.plan, example, graph)
                 cost, dense = res.plan.predicted_cost(graph), graph.dense_cost()
                 h = res.history
                 row.update(test=evaluate(small, x_test, ds.y_test, task), val=h["val_metric"], dense_val=h["dense_metric"],
@@ -200,7 +205,8 @@ def report(out: Path) -> None:
     for a_, b_ in [("gradient", "grid-0.05"), ("gradient", "grid-0.1"), ("grid-0.05", "uniform"), ("gradient", "uniform"),
                    ("gradient", "l1prop"), ("gradient", "random"), ("gradient", "gradient-nofloor"),
                    ("grid-0.05", "grid-0.05-nofloor"), ("gradient", "grid-0.34"), ("gradient@85", "gradient@85-nofloor"),
-                   ("grid-0.05@85", "grid-0.05@85-nofloor"), ("gradient@85", "uniform@85")]:
+                   ("grid-0.05@85", "grid-0.05@85-nofloor"), ("gradient@85", "uniform@85"),
+                   ("gradient+bn", "uniform+bn"), ("gradient+bn", "l1prop+bn"), ("gradient+bn", "random+bn")]:
         d = [by[(s, a_)]["test"] - by[(s, b_)]["test"] for s in dense if (s, a_) in by and (s, b_) in by]
         if d:
             md.append(f"- {a_} − {b_}: {_mci(d)} ({len(d)} seeds: {', '.join(f'{x:+.3f}' for x in d)})")

@@ -57,6 +57,9 @@ class SoftCoefOptions:
     delta: float = field(default=0.1, metadata={"help": "gradient: central-difference half-step (>= one channel)"})
     step: float = field(default=0.2, metadata={"help": "gradient: first step length in coefficient units"})
     decay: float = field(default=0.7, metadata={"help": "gradient: step length multiplier per iteration"})
+    bn_calibration: int = field(default=0, metadata={
+        "help": "training samples to re-estimate BatchNorm statistics on before every evaluation (0: off); the "
+                "returned weights carry the statistics re-estimated for the final plan"})
     start: str = field(default="uniform", metadata={"help": "gradient: start point, uniform or l1prop"})
 
     def __post_init__(self):
@@ -74,6 +77,8 @@ class SoftCoefOptions:
             raise ValueError("floors must be in [0, 1)")
         if not 0.0 < self.grid_step <= 1.0 or self.delta <= 0 or self.step <= 0 or not 0 < self.decay <= 1:
             raise ValueError("grid_step in (0, 1], delta > 0, step > 0 and decay in (0, 1] are required")
+        if self.bn_calibration < 0:
+            raise ValueError(f"bn_calibration must be >= 0, got {self.bn_calibration}")
         if self.iters < 0 or self.patience < 1 or self.max_evals < 1 or self.val_samples < 0:
             raise ValueError("iters >= 0, patience >= 1, max_evals >= 1 and val_samples >= 0 are required")
         if self.start not in ("uniform", "l1prop"):
@@ -110,6 +115,31 @@ def model_metric_fn(opts: SoftCoefOptions, ctx: FitContext):
         return float(out_fn(predict(model, x), x if ctx.task == "reconstruction" else y))
 
     return run, name
+
+
+def _norms(model: nn.Module) -> list:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def recalibrate(model: nn.Module, x: np.ndarray, batch_size: int = 128) -> None:
+    """Re-estimate BatchNorm running statistics of ``model`` on ``x`` (cumulative average), then eval mode.
+
+    Removing channels shifts the statistics of the layers that consumed them; without this a pruned
+    BN network is judged (and the coefficients chosen) on stale statistics."""
+    norms = _norms(model)
+    if not norms or len(x) == 0:
+        return
+    saved = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.train()
+    for i in range(0, len(x), batch_size):
+        model(torch.from_numpy(x[i : i + batch_size]))
+    for bn, mom in zip(norms, saved):
+        bn.momentum = mom
+    model.eval()
 
 
 @register_method("soft-coef")
@@ -172,9 +202,11 @@ class SoftCoef(PruningMethod):
                 z[masks.offsets[g] + torch.as_tensor(list(idx), dtype=torch.long)] = 1.0
             work.load_state_dict(dense)
             masks.fold_(work, z)
+            recalibrate(work, x_cal)
             with torch.no_grad():
                 return fn(work, x, y)
 
+        x_cal = ctx.x_train[: o.bn_calibration]
         p.evaluate = evaluate
         dense_metric = fn(model, x, y)
         log = ctx.log
@@ -196,6 +228,11 @@ class SoftCoef(PruningMethod):
             c = self._l1prop(p, scores, ctx.graph)
         final = p.metric(c)
         widths = p.widths(c)
+        if o.bn_calibration and _norms(model):
+            evaluate(widths)  # ``work`` now holds the statistics of the final plan: hand them over
+            stats = {k: v for k, v in work.state_dict().items() if "running_" in k or "num_batches" in k}
+            model = copy.deepcopy(model)
+            model.load_state_dict({**dense, **stats})
         plan = plan_for(widths)
         exact, dense_cost = plan.predicted_cost(ctx.graph), ctx.graph.dense_cost()
         rho_plan = 1.0 - exact[o.constraint] / dense_cost[o.constraint]
