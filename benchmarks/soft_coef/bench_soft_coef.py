@@ -183,7 +183,7 @@ def report(out: Path) -> None:
           f"- Command: `{meta.get('command', '?')}`", f"- Date: {meta.get('date', '?')} (UTC), git {meta.get('git', '?')}",
           f"- Machine: {meta.get('machine', '?')}; torch {meta.get('torch', '?')}; wall times are on a shared 2-core "
           "host (load averages in results.jsonl)",
-          "- Test metric on the whole test split after cutting the model with the plan (no fine-tuning); the "
+          "- Test metric on the test split (size under Data) after cutting the model with the plan (no fine-tuning); the "
           "coefficients were searched on a validation slice. Mean ± 95% CI (t) over seeds.",
           f"- Data: {meta.get('train_samples', '?')} training samples, metric on the first {meta.get('test_samples', '?')} "
           f"test samples, {meta.get('val_samples_per_evaluation', '?')} validation samples per metric evaluation", "",
