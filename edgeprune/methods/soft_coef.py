@@ -147,12 +147,6 @@ class SoftCoef(PruningMethod):
     summary = "soft per-group pruning coefficients optimised for the task metric under a sparsity band (gradient/grid)"
     options_cls = SoftCoefOptions
 
-    def __init__(self, **options):
-        try:
-            self.opts = self.options_cls(**options)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"method {self.name!r}: {e}") from None
-
     @classmethod
     def quick_options(cls) -> dict:
         return {"iters": 2, "val_samples": 200, "grid_step": 0.25, "max_evals": 200}
