@@ -57,9 +57,9 @@ class PLGatesOptions:
                  "or γ·c·κ̂ (the paper's form, not normalised)")
     gamma_calibrate: bool = option(True, "scale the term by c = ‖∇_gates task loss‖ / ‖∇_gates term‖ measured at the "
                                          "first estimate (false: c = 1)")
-    kappa_every: int = option(20, "estimate κ̂ every k steps (0: never, not even for the log)", min=0)
+    kappa_every: int = option(50, "estimate κ̂ every k steps (0: never, not even for the log)", min=0)
     kappa_batch: int = option(32, "samples in the κ̂ sub-batch (λ_min needs many kernel rows: >= 32)", min=2)
-    kappa_outputs: int = option(10, "output directions per sample in the tangent kernel: all outputs when the model "
+    kappa_outputs: int = option(4, "output directions per sample in the tangent kernel: all outputs when the model "
                                     "has at most this many, else a fixed random orthonormal projection", min=1)
     epochs: int | None = option(None, "epochs of joint gate + weight training (default: the run's train.epochs, or "
                                       "train.finetune_epochs (at least 1) when train.epochs is 0)", min=0,
