@@ -394,7 +394,7 @@ class PLGates(PruningMethod):
         hist["kappa_seconds_total"] = float(sum(r["kappa_seconds"] for r in hist["epochs"]))
         hist["train_seconds_total"] = float(sum(r["seconds"] for r in hist["epochs"]))
         hist["kappa_first"] = hook.k0
-        hist.setdefault("gamma_scale", {"c": hook.scale} if hook.scale is not None else None)
+        hist.setdefault("gamma_scale", {"c": hook.scale} if o.gamma > 0 and hook.scale is not None else None)
         hist["score"], hist["gates"] = o.score, o.gates
         if hook.sens is not None:
             hist["kappa_sensitivity"] = {g: v.tolist() for g, v in
