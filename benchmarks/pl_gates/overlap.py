@@ -38,6 +38,9 @@ VARIANTS = {  # label -> pl-gates options (the reference of each gate kind first
     "gamma=0 score=kappa": {"gamma": 0.0, "score": "kappa"},
     "gamma=0 score=mixed": {"gamma": 0.0, "score": "mixed"},
     "gamma=0.5": {"gamma": 0.5},
+    # control: γ = 0 with the initial logit moved by 0.01 -- how much the kept set moves under a tiny
+    # perturbation of the gate trajectory that has nothing to do with κ̂
+    "gamma=0 control": {"gamma": 0.0, "gate_init": 2.99},
     "network gamma=0": {"gates": "network", "gamma": 0.0},
     "network gamma=0.1": {"gates": "network", "gamma": 0.1},
 }
@@ -55,6 +58,7 @@ def main() -> None:
     ap.add_argument("--dense-epochs", type=int, default=2)
     ap.add_argument("--gate-epochs", type=int, default=1)
     ap.add_argument("--keep", type=float, default=0.25, help="fraction of MACs kept (0.25: 75%% removed)")
+    ap.add_argument("--kappa-every", type=int, default=50, help="pl-gates kappa_every for every variant")
     ap.add_argument("--seeds", default="0,1,2", help="comma list; one dense model per seed")
     ap.add_argument("--variants", default=";".join(VARIANTS), help="semicolon-separated labels")
     args = ap.parse_args()
@@ -75,7 +79,8 @@ def main() -> None:
         "machine": f"{platform.machine()} {os.cpu_count()} cores, shared with other jobs",
         "loadavg_start": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "setting": f"{args.dataset} ({len(xtr)} training images), resnet 16/32/64, "
-                   f"{args.dense_epochs} dense epochs, {args.gate_epochs} gate epoch(s), keep {args.keep}",
+                   f"{args.dense_epochs} dense epochs, {args.gate_epochs} gate epoch(s), keep {args.keep}, "
+                   f"κ̂ every {args.kappa_every} steps",
     }
     for seed in [int(x) for x in args.seeds.split(",")]:
         runs = results["runs"].setdefault(str(seed), {})
@@ -96,7 +101,8 @@ def main() -> None:
                              log=print)
             seed_everything(seed)
             print(f"[seed {seed}: {label}]", flush=True)
-            res = get_method("pl-gates", dict(VARIANTS[label], epochs=args.gate_epochs)).fit(model, ctx)
+            opts = dict(VARIANTS[label], epochs=args.gate_epochs, kappa_every=args.kappa_every)
+            res = get_method("pl-gates", opts).fit(model, ctx)
             h = res.history
             runs[label] = {
                 "options": VARIANTS[label], "keep": {g: list(map(int, v)) for g, v in res.plan.keep.items()},
