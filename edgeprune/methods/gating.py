@@ -140,11 +140,20 @@ def tangent_kernel(fn, params: dict[str, torch.Tensor], xs: torch.Tensor) -> tor
 
 
 def kappa_from_kernel(k: torch.Tensor, eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(κ̂, μ̂, λ_max)`` with ``μ̂ = λ_min(K)``, ``L̂ = sqrt(λ_max(K))``, ``κ̂ = L̂ / μ̂``."""
+    """``(κ̂, μ̂, λ_max)`` with ``μ̂ = λ_min(K)`` and ``κ̂ = λ_max(K) / λ_min(K)``.
+
+    Scale-free: rescaling the outputs by ``c`` multiplies ``K`` by ``c²`` and leaves κ̂
+    unchanged (the earlier ``sqrt(λ_max) / λ_min`` changed by ``1/c``). For the square loss
+    ``λ_min(K)`` lower-bounds the PL constant and ``λ_max(K)`` bounds the smoothness of the
+    loss along the data (Liu, Zhu & Belkin 2020), so their ratio is the condition number of
+    the linearised problem on these samples -- our reconstruction of the paper's κ = L/μ.
+    The smallest eigenvalue needs more kernel rows than a handful of samples give: use at
+    least 32 samples (``kappa_batch``).
+    """
     ev = torch.linalg.eigvalsh(0.5 * (k + k.T).double())
-    lam_min = ev[0].clamp_min(eps)
     lam_max = ev[-1].clamp_min(eps)
-    return torch.sqrt(lam_max) / lam_min, lam_min, lam_max
+    lam_min = ev[0].clamp_min(eps * lam_max.detach())
+    return lam_max / lam_min, lam_min, lam_max
 
 
 def timed_kappa(fn, params: dict[str, torch.Tensor], xs: torch.Tensor) -> KappaEstimate:
@@ -152,6 +161,22 @@ def timed_kappa(fn, params: dict[str, torch.Tensor], xs: torch.Tensor) -> KappaE
     k = tangent_kernel(fn, params, xs)
     kappa, lmin, lmax = kappa_from_kernel(k)
     return KappaEstimate(kappa, float(lmin.detach()), float(lmax.detach()), time.perf_counter() - t0, int(k.shape[0]))
+
+
+def standardize(v: np.ndarray) -> np.ndarray:
+    """``(v - mean) / std`` over all entries (std 0: zeros), so scores of different kinds can be added."""
+    v = np.asarray(v, dtype=np.float64)
+    sd = float(v.std())
+    return (v - v.mean()) / sd if sd > 0 else np.zeros_like(v)
+
+
+def kept_overlap(keep_a: dict[str, list[int]], keep_b: dict[str, list[int]]) -> dict[str, float]:
+    """Per group ``|A ∩ B| / max(|A|, |B|)`` of two plans' kept index sets (1: the same nodes kept)."""
+    out = {}
+    for g in sorted(set(keep_a) & set(keep_b)):
+        a, b = set(keep_a[g]), set(keep_b[g])
+        out[g] = len(a & b) / max(len(a), len(b), 1)
+    return out
 
 
 def output_projection(n_out: int, n_keep: int, seed: int) -> torch.Tensor | None:

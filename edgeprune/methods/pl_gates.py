@@ -41,7 +41,8 @@ from ..surgery import plan_from_scores
 from ..train import Schedule, TrainHook, evaluate
 from .base import FitContext, MethodResult, PruningMethod, register_method
 from .gates import GatedModel, HardConcrete, StaticView, has_batchnorm, recalibrate_bn
-from .gating import bn_eval, output_projection, timed_kappa, widths_to_budget
+from .gate_network import GateNetwork, calibration_logits
+from .gating import bn_eval, output_projection, standardize, timed_kappa, widths_to_budget
 from .options import option
 
 
@@ -49,12 +50,16 @@ from .options import option
 class PLGatesOptions:
     """Options of ``pl-gates`` (``None``: taken from the run's training options)."""
 
-    gamma: float = option(0.05, "weight γ of the condition-number term (0 disables it)", min=0)
-    kappa_loss: Literal["log", "linear"] = option(
-        "log", "term added to the loss: γ·log κ̂ (scale-free) or γ·κ̂ (the paper's form)")
-    kappa_every: int = option(20, "estimate κ̂ every k steps (0: never, not even for the log)", min=0)
-    kappa_batch: int = option(8, "samples in the κ̂ sub-batch", min=2)
-    kappa_outputs: int = option(10, "output directions per sample in the tangent kernel: all outputs when the model "
+    gamma: float = option(0.1, "weight γ of the condition-number term (0 disables it); with gamma_calibrate, "
+                               "γ = 1 makes the term's gate gradient as large as the task's at the first estimate", min=0)
+    kappa_loss: Literal["ratio", "log", "linear"] = option(
+        "ratio", "term added to the loss: γ·c·κ̂/κ̂₀ (κ̂₀ the first estimate, c the calibration), γ·c·log κ̂, "
+                 "or γ·c·κ̂ (the paper's form, not normalised)")
+    gamma_calibrate: bool = option(True, "scale the term by c = ‖∇_gates task loss‖ / ‖∇_gates term‖ measured at the "
+                                         "first estimate (false: c = 1)")
+    kappa_every: int = option(50, "estimate κ̂ every k steps (0: never, not even for the log)", min=0)
+    kappa_batch: int = option(32, "samples in the κ̂ sub-batch (λ_min needs many kernel rows: >= 32)", min=2)
+    kappa_outputs: int = option(4, "output directions per sample in the tangent kernel: all outputs when the model "
                                     "has at most this many, else a fixed random orthonormal projection", min=1)
     epochs: int | None = option(None, "epochs of joint gate + weight training (default: the run's train.epochs, or "
                                       "train.finetune_epochs (at least 1) when train.epochs is 0)", min=0,
@@ -77,13 +82,52 @@ class PLGatesOptions:
                                       "network", min=1)
     eval_samples: int = option(2000, "validation samples evaluated after each epoch (0: none)", min=0)
     from_scratch: bool = option(False, "re-initialise the weights instead of starting from the dense model")
+    score: Literal["logit", "kappa", "mixed"] = option(
+        "logit", "what ranks the nodes for the static plan: the gate logits, the κ̂ sensitivity -d log κ̂/d gate "
+                 "(nodes that worsen conditioning go first), or the sum of both, standardised")
+    gates: Literal["logits", "network"] = option(
+        "logits", "free per-node logits, or a gating network on pooled activations adding batch-dependent offsets")
+    gate_hidden: int = option(32, "hidden units of the gating network (gates=network)", min=1)
+
+    def __post_init__(self):
+        if self.score != "logit" and not self.kappa_every:
+            raise ValueError("score=kappa/mixed needs κ̂ estimates: set kappa_every > 0")
 
 
 class GatedNetwork(GatedModel):
     """The model with hard-concrete gates on every group's channels (and residual branches), plus κ̂."""
 
-    def __init__(self, model: nn.Module, graph, *, branches: bool, gate_init: float, temperature: float):
+    def __init__(self, model: nn.Module, graph, *, branches: bool, gate_init: float, temperature: float,
+                 network: GateNetwork | None = None):
         super().__init__(model, graph, gate=HardConcrete(temperature), branches=branches, init=gate_init)
+        self.gnet = network  # gates=network: batch-dependent logit offsets (None: free logits)
+        self.delta: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def theta(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The current logits: the free ones plus the gating network's offsets for the last batch."""
+        if self.delta is None:
+            return self.logits, self.branch_logits
+        return self.logits + self.delta[0], self.branch_logits + self.delta[1]
+
+    def sample(self, generator=None):
+        t, tb = self.theta()
+        return self.gate.sample(t, generator), self.gate.sample(tb, generator)
+
+    def deterministic(self):
+        t, tb = self.theta()
+        return self.gate.deterministic(t), self.gate.deterministic(tb)
+
+    def probs(self):
+        t, tb = self.theta()
+        return self.gate.prob_open(t), self.gate.prob_open(tb)
+
+    def trainable_gate_parameters(self) -> list[nn.Parameter]:
+        return self.gate_parameters() + (list(self.gnet.parameters()) if self.gnet is not None else [])
+
+    def forward(self, x):
+        if self.gnet is not None:
+            self.delta = self.gnet(x)
+        return super().forward(x)
 
     @property
     def beta(self) -> float:
@@ -125,6 +169,10 @@ class PLGatesHook(TrainHook):
         self.kgen = torch.Generator().manual_seed(ctx.seed + 7919)
         self.lam = 0.0
         self.kappa_grads, self.kappa_term = None, 0.0
+        self.k0 = None  # first κ̂: the normaliser of the ratio term
+        self.scale = None if (o.gamma_calibrate and o.gamma > 0) else 1.0  # c, measured at the first estimate
+        self.sens = None  # EMA of d log κ̂ / d gate (nodes, branches)
+        self.gparams = net.trainable_gate_parameters()
 
     def begin(self, schedule: Schedule) -> None:
         self.spe, self.total = schedule.steps_per_epoch, schedule.total_steps
@@ -141,7 +189,11 @@ class PLGatesHook(TrainHook):
         return 1.0 - (1.0 - self.ctx.flops_keep) * min(1.0, step / self.warm)
 
     def params(self) -> list[dict]:
-        return [{"params": self.net.gate_parameters(), "lr": self.gate_lr, "optimizer": "adam"}]
+        groups = [{"params": self.net.gate_parameters(), "lr": self.gate_lr, "optimizer": "adam"}]
+        if self.net.gnet is not None:  # a network's weights take smaller Adam steps than free logits
+            groups.append({"params": list(self.net.gnet.parameters()), "lr": min(self.gate_lr, 0.01),
+                           "optimizer": "adam"})
+        return groups
 
     def loss(self, model, batch, step):
         o, h, net = self.o, self.hist, self.net
@@ -152,39 +204,67 @@ class PLGatesHook(TrainHook):
         self.r = self.e_macs / self.tgt - 1.0
         budget = o.budget_weight * self.r * self.r + self.lam * self.r
         if o.kappa_every and step % o.kappa_every == 0:
-            sub = torch.randperm(len(xb), generator=self.kgen)[: o.kappa_batch]
-            if o.gamma > 0:
-                est = net.kappa(xb[sub], z, zb, self.proj)
-                term = o.gamma * (torch.log(est.kappa) if o.kappa_loss == "log" else est.kappa)
-                t_b = time.perf_counter()
-                # gradient of the κ̂ term: it reaches only the gate logits (the Jacobian is
-                # taken at detached weights); timed as part of κ̂'s cost
-                gate_params = net.gate_parameters()
-                grads = torch.autograd.grad(term, gate_params, retain_graph=True, allow_unused=True)
-                self.kappa_grads = [torch.zeros_like(p) if g_ is None else g_.detach() for p, g_ in zip(gate_params, grads)]
-                est.seconds += time.perf_counter() - t_b
-                self.kappa_term = float(term.detach())
-                del term  # free the double-backward graph now
-            else:  # monitoring only: the estimate never enters the loss
-                est = net.kappa(xb[sub], z.detach(), zb.detach(), self.proj)
-            est.kappa = est.kappa.detach()
-            kv = float(est.kappa)
-            h["kappa"].append(kv)
-            h["kappa_step"].append(step)
-            h["kappa_lam_min"].append(est.lam_min)
-            h["kappa_lam_max"].append(est.lam_max)
-            h["kappa_seconds"].append(est.seconds)
-            h["kappa_rows"] = est.rows
-            self.kap_vals.append(kv)
-            self.kap_s += est.seconds
+            self._estimate(xb, z, zb, step)
         self.sums["budget_loss"] += float(budget.detach())
         return budget
 
+    def _estimate(self, xb, z, zb, step):
+        """One κ̂ estimate; its gradient (γ > 0) and the node sensitivities (score != logit), in one backward."""
+        o, h, net = self.o, self.hist, self.net
+        sub = torch.randperm(len(xb), generator=self.kgen)[: o.kappa_batch]
+        in_loss, sens = o.gamma > 0, o.score != "logit"
+        if not in_loss:  # monitoring only: the estimate never enters the loss
+            z, zb = z.detach().requires_grad_(sens), zb.detach().requires_grad_(sens)
+        est = net.kappa(xb[sub], z, zb, self.proj)
+        kv = float(est.kappa.detach())
+        if self.k0 is None:
+            self.k0 = kv
+        if in_loss or sens:
+            t_b = time.perf_counter()
+            # one backward of log κ̂; the term's gradient follows by the chain rule
+            wrt = (self.gparams if in_loss else []) + ([z, zb] if sens else [])
+            grads = torch.autograd.grad(torch.log(est.kappa), wrt, allow_unused=True, retain_graph=in_loss)
+            grads = [torch.zeros_like(p) if g_ is None else g_.detach().to(p.dtype) for p, g_ in zip(wrt, grads)]
+            if in_loss:
+                # d f(κ̂) / d log κ̂ for f = κ̂/κ̂₀, log κ̂, κ̂
+                unit, dlog = {"ratio": (kv / self.k0, kv / self.k0), "log": (math.log(kv), 1.0),
+                              "linear": (kv, kv)}[o.kappa_loss]
+                self.unit_grads = [dlog * g_ for g_ in grads[: len(self.gparams)]]
+                self.unit_value = unit
+                if self.scale is not None:
+                    self._apply_scale()
+            if sens:
+                d = [g_.double().numpy() for g_ in grads[len(wrt) - 2:]]
+                self.sens = d if self.sens is None else [0.9 * a + 0.1 * b for a, b in zip(self.sens, d)]
+            est.seconds += time.perf_counter() - t_b
+        h["kappa"].append(kv)
+        h["kappa_step"].append(step)
+        h["kappa_lam_min"].append(est.lam_min)
+        h["kappa_lam_max"].append(est.lam_max)
+        h["kappa_seconds"].append(est.seconds)
+        h["kappa_rows"] = est.rows
+        self.kap_vals.append(kv)
+        self.kap_s += est.seconds
+        del est  # free the double-backward graph now
+
+    def _apply_scale(self):
+        c = self.o.gamma * self.scale
+        self.kappa_grads = [c * g_ for g_ in self.unit_grads]
+        self.kappa_term = c * self.unit_value
+
     def after_backward(self, model, step):
+        if self.scale is None and getattr(self, "unit_grads", None) is not None:
+            # calibration, once: c = ‖task (+ budget) gradient on the gates‖ / ‖term gradient‖
+            task = math.sqrt(sum(float((p.grad ** 2).sum()) for p in self.gparams if p.grad is not None))
+            unit = math.sqrt(sum(float((g_ ** 2).sum()) for g_ in self.unit_grads))
+            self.scale = task / unit if task > 0 and unit > 0 else 1.0
+            self.hist["gamma_scale"] = {"c": self.scale, "task_grad_norm": task, "term_grad_norm": unit,
+                                        "step": step}
+            self._apply_scale()
         if self.kappa_grads is not None:
             # the latest κ̂ gradient is applied at every step until the next estimate
             # (κ̂ moves slowly; one k-times larger kick would upset Adam's scaling)
-            for p, g_ in zip(self.net.gate_parameters(), self.kappa_grads):
+            for p, g_ in zip(self.gparams, self.kappa_grads):
                 p.grad = g_.clone() if p.grad is None else p.grad + g_
             self.sums["kappa_loss"] += self.kappa_term
         if step >= self.warm:  # ascent on the multiplier once the target is fixed (no wind-up)
@@ -281,6 +361,11 @@ class PLGates(PruningMethod):
                     if hasattr(m, "reset_parameters"):
                         m.reset_parameters()
         net = GatedNetwork(model, graph, branches=o.branches, gate_init=o.gate_init, temperature=o.temperature)
+        if o.gates == "network":
+            with torch.random.fork_rng():
+                torch.manual_seed(ctx.seed + 104729)
+                net.gnet = GateNetwork(torch.as_tensor(ctx.x_train[:1]), net.masks.n, len(net.branch_names),
+                                       o.gate_hidden)
         # one random stream for the shuffle and the gate samples, in the order the loop draws them
         net.generator = torch.Generator().manual_seed(ctx.seed)
         with torch.no_grad():
@@ -308,8 +393,14 @@ class PLGates(PruningMethod):
         hist["epochs"] = h.to_list()
         hist["kappa_seconds_total"] = float(sum(r["kappa_seconds"] for r in hist["epochs"]))
         hist["train_seconds_total"] = float(sum(r["seconds"] for r in hist["epochs"]))
+        hist["kappa_first"] = hook.k0
+        hist.setdefault("gamma_scale", {"c": hook.scale} if o.gamma > 0 and hook.scale is not None else None)
+        hist["score"], hist["gates"] = o.score, o.gates
+        if hook.sens is not None:
+            hist["kappa_sensitivity"] = {g: v.tolist() for g, v in
+                                         net.masks.split(torch.from_numpy(hook.sens[0])).items()}
 
-        plan, info = self._static_plan(net, ctx)
+        plan, info = self._static_plan(net, ctx, hook.sens)
         hist.update(info)
         net.close()
         model.eval()
@@ -317,20 +408,36 @@ class PLGates(PruningMethod):
         return MethodResult(plan, model, _jsonable(hist))
 
     # ------------------------------------------------------- dynamic -> static
-    def _static_plan(self, net: GatedNetwork, ctx: FitContext):
+    def _static_plan(self, net: GatedNetwork, ctx: FitContext, sens=None):
         o = self.opts
         graph = ctx.graph
         model = net.model
+        calib = torch.from_numpy(ctx.x_train[: o.calib_samples])
+        info: dict = {}
+        if net.gnet is not None:
+            # gate statistics on calibration data: the mean offsets over batches of the training size
+            bs = o.batch_size if o.batch_size is not None else int(ctx.run_option("batch_size"))
+            dn, db, nb = calibration_logits(net.gnet, calib if len(calib) else torch.as_tensor(ctx.x_train[:1]), bs)
+            info["gate_network_calibration_batches"] = nb
+            info["gate_network_offset_std"] = float(dn.std()) if len(dn) > 1 else 0.0
         with torch.no_grad():
-            la = net.log_alpha.detach()
+            if net.gnet is not None:
+                net.delta = (dn, db)
+            la = net.theta()[0].detach()
             q, qb = (t.detach() for t in net.probs())
             z_det, zb_det = (t.detach() for t in net.deterministic())
         dropped = [b for b, p in zip(net.branch_names, qb.tolist()) if p < 0.5]
-        scores = {g: v.numpy().astype(np.float64) for g, v in net.masks.split(la).items()}
+        node_scores = la.double().numpy()
+        if o.score != "logit":
+            if sens is None:
+                raise ConfigError("pl-gates: score=kappa/mixed needs κ̂ estimates (kappa_every > 0 and enough steps)")
+            ks = standardize(-sens[0])  # keep-score: nodes whose gate raises κ̂ go first
+            node_scores = ks if o.score == "kappa" else ks + standardize(node_scores)
+        scores = {g: v.numpy() for g, v in net.masks.split(torch.from_numpy(node_scores)).items()}
         widths, budget = widths_to_budget(graph, scores, ctx.flops_keep, ctx.width_multiple, dropped)
         plan = plan_from_scores(
             graph, scores, widths, width_multiple=ctx.width_multiple, dropped=dropped, method="pl-gates",
-            meta={"flops_keep": ctx.flops_keep, "gamma": o.gamma, "budget": budget},
+            meta={"flops_keep": ctx.flops_keep, "gamma": o.gamma, "score": o.score, "budget": budget},
         )
         keep = torch.zeros(net.masks.n)
         for g in net.masks.groups:
@@ -338,10 +445,13 @@ class PLGates(PruningMethod):
             keep[net.masks.offsets[g] + torch.as_tensor(list(idx), dtype=torch.long)] = 1.0
         keep_b = torch.tensor([0.0 if b in dropped else 1.0 for b in net.branch_names])
 
-        calib = torch.from_numpy(ctx.x_train[: o.calib_samples])
+        if o.score == "logit":
+            z_fold = z_det * keep
+        else:  # kept nodes the gates had closed are reopened at 1 (else they would be dead channels)
+            z_fold = torch.where(z_det > 0, z_det, torch.ones_like(z_det)) * keep
         xv = ctx.x_val[: o.eval_samples] if o.eval_samples else ctx.x_val[:0]
         yv = ctx.y_val[: o.eval_samples] if o.eval_samples else ctx.y_val[:0]
-        info: dict = {
+        info.update({
             "gate_open_final": {g: v.tolist() for g, v in net.masks.split(q).items()},
             "branch_open_final": dict(zip(net.branch_names, qb.tolist())),
             "dropped_branches": dropped,
@@ -349,16 +459,17 @@ class PLGates(PruningMethod):
             "nodes_closed_by_gates": int((z_det == 0).sum()),
             "nodes_removed_by_plan": int((keep == 0).sum()),
             "closed_but_kept": int(((z_det == 0) & (keep == 1)).sum()),
-        }
+        })
         if len(xv):
             net.eval()
             info["gated_val_metric"] = evaluate(net, xv, yv, ctx.task, ctx.metric)  # the dynamic net, test-time gates
+            net.delta = None
 
         # fold the test-time gate values of kept nodes into the weights; removed nodes get 0
         net.eval()
         with torch.no_grad():
-            ref_out = net.run(calib[:256], z_det * keep, zb_det * keep_b) if len(calib) else None
-            info["unfolded_branch_scales"] = net.fold_(z_det * keep, zb_det, dropped)
+            ref_out = net.run(calib[:256], z_fold, zb_det * keep_b) if len(calib) else None
+            info["unfolded_branch_scales"] = net.fold_(z_fold, zb_det, dropped)
             if ref_out is not None:
                 static_out = net.run(calib[:256], keep, keep_b)
                 info["fold_max_abs_diff"] = float((static_out - ref_out).abs().max())
