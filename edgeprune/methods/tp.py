@@ -54,6 +54,7 @@ class GroupNormOptions(TPOptions):
 
 class _TorchPruning(PruningMethod):
     options_cls = TPOptions
+    family = "torch-pruning"  # a label for compare's tables and plots
 
     def __init__(self, **options):
         try:
