@@ -93,3 +93,34 @@ def test_bad_options_and_impossible_budgets_are_config_errors(digits_resnet):
     # every group keeps at least one multiple of 8: 5% of the MACs is out of reach
     with pytest.raises(ConfigError, match="budget"):
         get_method("tp-l2").fit(digits_resnet[3], _ctx(digits_resnet, keep=0.05, wm=8))
+
+
+class _CatResidual(torch.nn.Module):
+    """relu(cat(a(x), b(x)) + x): edgeprune couples the stem, a and b in one group owned in parts."""
+
+    def __init__(self, c):
+        super().__init__()
+        from edgeprune.models import conv_bn
+
+        self.a = conv_bn(c, c // 2, 3, act=None)
+        self.b = conv_bn(c, c // 2, 3, act=None)
+
+    def forward(self, x):
+        return torch.relu(torch.cat([self.a(x), self.b(x)], 1) + x)
+
+
+def test_groups_torch_pruning_does_not_map_are_refused_in_one_line():
+    from edgeprune.errors import UnsupportedModelError
+    from edgeprune.models import conv_bn
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(conv_bn(1, 8), _CatResidual(8), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(8, 10)).eval()
+    example = torch.zeros(1, 1, 8, 8)
+    graph = analyze(model, example)
+    x = torch.randn(16, 1, 8, 8).numpy()
+    y = torch.zeros(16, dtype=torch.long).numpy()
+    ctx = FitContext(x, y, x, y, example, graph, "classification", 0.5, 1, 0, {"epochs": 1}, log=lambda s: None)
+    with pytest.raises(UnsupportedModelError, match="removes no channel of edgeprune's group") as e:
+        get_method("tp-l1").fit(model, ctx)
+    assert "\n" not in str(e.value) and "0.0" in str(e.value)

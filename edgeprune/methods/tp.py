@@ -113,6 +113,12 @@ class _TorchPruning(PruningMethod):
         n_min = min((g.size for g in graph.groups.values()), default=1)
         lo, hi = 0.0, max(0.0, 1.0 - wm / n_min - 1e-9)
         if attempt(hi)[1] > ctx.flops_keep:
+            untouched = [g for g in graph.groups if g not in attempt(hi)[0].keep]
+            if untouched:
+                raise UnsupportedModelError(
+                    f"{self.name}: Torch-Pruning's pruner removes no channel of edgeprune's group(s) "
+                    f"{', '.join(untouched[:3])} even at ratio {hi:.3f}, so the {ctx.flops_keep:.0%} MACs budget is out "
+                    "of its reach: its groups do not map onto edgeprune's here; use an edgeprune method (l1, pl-gates)")
             raise ConfigError(f"{self.name}: the largest usable pruning ratio {hi:.3f} (smallest group {n_min} "
                               f"channels) keeps {attempt(hi)[1]:.1%} of MACs, more than the budget's "
                               f"{ctx.flops_keep:.1%}; raise --flops-keep or lower --width-multiple")
