@@ -28,13 +28,14 @@ from .config import (
     parse_method, split_methods, tp_methods,
 )
 from .counting import count_compact, tp_counts, widths_str
-from .harness import run_compare
-from .outputs import rebuild_outputs, write_outputs
+from .harness import export_onnx, measure_latencies, run_compare
+from .outputs import machine_info, rebuild_outputs, versions, write_outputs
 from .tables import markdown_table, summarize, time_to_target
 
 __all__ = [
     "DENSE_FT", "EPOCH_BUDGETS", "QUICK", "RESULT_FILES", "CompareConfig", "MethodSpec", "available_methods",
-    "config_from_args", "count_compact", "epoch_plan", "expand_methods", "main", "make_parser", "markdown_table",
-    "parse_method", "rebuild_outputs", "run_compare", "split_methods", "summarize", "time_to_target", "tp_counts",
-    "tp_methods", "widths_str", "write_outputs",
+    "config_from_args", "count_compact", "epoch_plan", "expand_methods", "export_onnx", "machine_info", "main",
+    "make_parser", "markdown_table", "measure_latencies", "parse_method", "rebuild_outputs", "run_compare",
+    "split_methods", "summarize", "time_to_target", "tp_counts", "tp_methods", "versions", "widths_str",
+    "write_outputs",
 ]

@@ -19,7 +19,10 @@ def machine_info() -> dict:
     """The pipeline's host description (:func:`edgeprune.bench.runner.machine_info`), without the host name."""
     from ..bench.runner import machine_info as host_info
 
-    return {k: v for k, v in host_info().items() if k != "node"}
+    info = {k: v for k, v in host_info().items() if k != "node"}
+    # the lscpu-style keys earlier results and benchmarks/pl_gates/overhead.py read
+    info.update({"Model name": info.get("cpu"), "CPU(s)": info.get("cores")})
+    return info
 
 
 def versions() -> dict:
