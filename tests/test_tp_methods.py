@@ -60,6 +60,8 @@ def test_tp_plan_hits_budget_compacts_and_verifies(digits_resnet, name):
     assert sum(p.numel() for p in small.parameters()) == res.plan.predicted_cost(graph)["params"]
     json.dumps(res.history)  # the report stores it
     assert method.own_epochs(ctx.train_options) == (1 if name == "tp-groupnorm" else 0)
+    if name == "tp-groupnorm":  # pretrained weights, no dense training: it still trains for sparsity
+        assert get_method(name).own_epochs({"epochs": 0, "finetune_epochs": 3}) == 3
 
 
 def test_tp_l1_keeps_what_torch_prunings_own_pruner_keeps(digits_resnet):

@@ -294,10 +294,11 @@ class TPGroupNorm(_TorchPruning):
         return {"epochs": 1}
 
     def own_epochs(self, train_options: dict) -> int:
-        """Sparsity-training epochs: the ``epochs`` option, else the run's training epochs."""
+        """Sparsity-training epochs: the ``epochs`` option, else the run's training epochs; a run that trains
+        none (pretrained ``--weights`` with ``--epochs 0``) gets its fine-tuning epochs (at least one)."""
         if self.opts.epochs is not None:
             return int(self.opts.epochs)
-        return int(train_options.get("epochs", 1))
+        return int(train_options.get("epochs", 1)) or max(1, int(train_options.get("finetune_epochs") or 1))
 
     def make_pruner(self, model, example, ratio, ignored, round_to):
         import torch_pruning as tp
