@@ -161,6 +161,15 @@ class _TorchPruning(PruningMethod):
         return removed
 
 
+def _run_option(ctx: FitContext, key: str):
+    """A training option of the run; the config holds the one default, so a missing key is an error."""
+    try:
+        return ctx.train_options[key]
+    except KeyError:
+        raise ConfigError(f"FitContext.train_options has no {key!r}; pass the run's training options "
+                          "(epochs, batch_size, lr, weight_decay)") from None
+
+
 def _common(opts: TPOptions, ratio: float, ignored: list, round_to: int) -> dict:
     return dict(pruning_ratio=ratio, ignored_layers=ignored, global_pruning=bool(opts.global_pruning),
                 round_to=round_to if round_to > 1 else None)
@@ -283,6 +292,7 @@ class TPGroupNorm(_TorchPruning):
     summary = ("Torch-Pruning GroupNormPruner (DepGraph): group-sparsity training, then group-norm importance, "
                "local ranking")
     options_cls = GroupNormOptions
+    trains = True  # its sparsity training (`edgeprune methods` shows it)
 
     def _check(self) -> None:
         o = self.opts
@@ -298,7 +308,7 @@ class TPGroupNorm(_TorchPruning):
         none (pretrained ``--weights`` with ``--epochs 0``) gets its fine-tuning epochs (at least one)."""
         if self.opts.epochs is not None:
             return int(self.opts.epochs)
-        return int(train_options.get("epochs", 1)) or max(1, int(train_options.get("finetune_epochs") or 1))
+        return int(train_options["epochs"]) or max(1, int(train_options.get("finetune_epochs") or 1))
 
     def make_pruner(self, model, example, ratio, ignored, round_to):
         import torch_pruning as tp
@@ -312,12 +322,11 @@ class TPGroupNorm(_TorchPruning):
         """DepGraph's group-norm method: train with GroupNormPruner's group-sparsity regularizer first."""
         from ..train import seed_everything, train
 
-        tr = ctx.train_options
-        epochs = self.own_epochs(tr)
+        epochs = self.own_epochs({"epochs": _run_option(ctx, "epochs"), **ctx.train_options})
         model = copy.deepcopy(model)
         if epochs <= 0:
             return model, {"sparsity_epochs": 0}
-        lr = self.opts.lr if self.opts.lr is not None else 0.5 * float(tr.get("lr", 0.01))
+        lr = self.opts.lr if self.opts.lr is not None else 0.5 * float(_run_option(ctx, "lr"))
         mods = dict(model.named_modules())
         ignored = [mods[n] for n in ctx.graph.ignored if n in mods]
         with warnings.catch_warnings():
@@ -333,14 +342,14 @@ class TPGroupNorm(_TorchPruning):
                                          "(ConvTranspose layers are not supported by it)") from None
                 return super().step(closure)
 
-        wd = float(tr.get("weight_decay", 5e-4))
+        wd = float(_run_option(ctx, "weight_decay"))
         opt = RegSGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=wd, nesterov=True)
         seed_everything(ctx.seed)
         ctx.log(f"  tp-groupnorm: {epochs} epoch(s) of group-sparsity training (reg {self.opts.reg}, lr {lr:g})")
         model.to(memory_format=torch.channels_last)  # several times faster on CPU
         try:
             hist = train(model, ctx.x_train, ctx.y_train, task=ctx.task, epochs=epochs,
-                         batch_size=int(tr.get("batch_size", 64)), lr=lr, weight_decay=wd, seed=ctx.seed,
+                         batch_size=int(_run_option(ctx, "batch_size")), lr=lr, weight_decay=wd, seed=ctx.seed,
                          optimizer=opt)
         finally:
             model.to(memory_format=torch.contiguous_format)
