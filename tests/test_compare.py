@@ -144,6 +144,10 @@ def test_bad_arguments_exit_2_before_any_training(tmp_path, capsys):
     assert main(["--methods", "magic", "--out", str(tmp_path)]) == 2
     assert main(["--methods", "l1", "--method-options", '{"tp-taylor": {"bogus": 1}}', "--out", str(tmp_path)]) == 2
     assert "bogus" in capsys.readouterr().err
+    assert main(["--methods", "l1", "--finished-only", "--out", str(tmp_path)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["--methods", "l1", "--finished-only", "--resume", "--out", str(tmp_path / "none")]) == 2
+    assert "rows of an earlier run" in capsys.readouterr().err and not (tmp_path / "none").exists()
     assert not (tmp_path / "results.json").exists()
     # a missing dataset fails before the results folder gets anything (no cache/ left behind)
     out = tmp_path / "fm"

@@ -64,6 +64,9 @@ def make_parser(prog: str = "edgeprune compare") -> argparse.ArgumentParser:
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--out", help="results folder (default benchmarks/results/<dataset>-<model>[-quick])")
     p.add_argument("--resume", action="store_true", help="reuse dense models and finished rows from <out>/cache")
+    p.add_argument("--finished-only", action="store_true",
+                   help="with --resume: write the results of the finished rows only (a run that was cut off); "
+                        "nothing is trained, latency is measured unless --no-latency")
     p.add_argument("--quick", action="store_true",
                    help="digits, resnet, levels 0.5,0.75, seed 0, 4+1 epochs, short latency: a few minutes")
     p.add_argument("--rebuild", action="store_true",
@@ -107,6 +110,9 @@ def config_from_args(a: argparse.Namespace) -> CompareConfig:
         cfg.methods = split_methods(a.methods)
     cfg.latency = not a.no_latency
     cfg.resume = a.resume
+    cfg.finished_only = a.finished_only
+    if cfg.finished_only and not cfg.resume:
+        raise ConfigError("--finished-only tabulates the finished rows of an earlier run: add --resume")
     if a.out is None:
         cfg.out = f"benchmarks/results/{cfg.dataset}-{cfg.model}" + ("-quick" if a.quick else "")
     for k in ("epochs", "finetune_epochs", "method_epochs", "latency_runs", "latency_rounds", "threads", "batch_size",

@@ -161,6 +161,7 @@ class CompareConfig:
     latency_rounds: int = 3
     out: str = "benchmarks/results/compare"
     resume: bool = False
+    finished_only: bool = False  # with resume: tabulate the finished rows only, train nothing (a run cut off)
 
     def fingerprint(self, *keys: str) -> str:
         d = asdict(self)

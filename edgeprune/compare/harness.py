@@ -212,6 +212,9 @@ def run_compare(cfg: CompareConfig, log: Callable[[str], None] = print) -> dict:
             raise ConfigError(f"level {lv} must be a FLOPs-removal fraction in (0, 1), e.g. 0.5,0.75,0.9")
     if not cfg.seeds:
         raise ConfigError("give at least one seed")
+    rows_file = Path(cfg.out) / "cache" / "rows.jsonl"
+    if cfg.finished_only and not (cfg.resume and rows_file.is_file()):
+        raise ConfigError(f"--finished-only needs --resume and the rows of an earlier run in {rows_file}")
     with torch_threads(cfg.threads):
         return _run(cfg, log)
 
@@ -301,6 +304,11 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
                 log(f"[dense seed {seed}] reused from cache: {data.metric_name} {dense_row['metric']:.2f}")
             else:
                 done.pop(key)
+        if key not in done and cfg.finished_only:
+            log(f"[dense seed {seed}] not finished: seed left out (--finished-only)")
+            meta.setdefault("left_out", []).append(f"seed {seed} (every row)")
+            n += len(specs) * len(cfg.levels)
+            continue
         if key not in done:
             seed_everything(seed)
             dense = _build(cfg, data)
@@ -335,7 +343,7 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
             key = _row_key(DENSE_FT, 0.0, seed)
             if key in done:
                 rows.append(done[key])
-            else:
+            elif not cfg.finished_only:
                 m = copy.deepcopy(dense)
                 seed_everything(seed)
                 ft_s, flog = _fit(m, a["x_train"], a["y_train"], task=data.task, epochs=ft_epochs,
@@ -361,6 +369,10 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
                 if key in done:
                     rows.append(done[key])
                     log(f"{tag} reused from cache")
+                    continue
+                if cfg.finished_only:
+                    log(f"{tag} not finished: left out (--finished-only)")
+                    meta.setdefault("left_out", []).append(f"{spec.label} −{level:.0%} seed {seed}")
                     continue
                 row = {"method": spec.label, "base_method": spec.name, "kind": spec.kind, "level": level,
                        "requested_keep": keep, "seed": seed, "task": data.task, "metric_name": data.metric_name,
@@ -407,6 +419,8 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
                 rows.append(row)
 
     # ---------------- latency, all models together at the end
+    if not rows:
+        raise ConfigError(f"no finished row in {rows_file} matches this configuration")
     meta["compute_s"] = time.perf_counter() - t_start
     measurable = [r for r in rows if not r.get("error") and r.get("_onnx")]
     if cfg.latency and measurable:

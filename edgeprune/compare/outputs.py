@@ -136,6 +136,8 @@ def readme(meta: dict, cfg: CompareConfig, summary: list[dict], rows: list[dict]
         f"({meta['compute_s'] / 60:.1f} min training/pruning/export, rest latency)"
         + (f"; this invocation reused {meta['reused_rows']} finished rows of an earlier one (`--resume`), so its wall "
            "time does not include them" if meta.get("reused_rows") else ""),
+        *([f"- Left out (not finished when the run was cut off; `--finished-only`): {', '.join(meta['left_out'])}"]
+          if meta.get("left_out") else []),
         f"- Machine: {m.get('cpu') or m.get('Model name', '?')}, {m.get('cores') or m.get('CPU(s)')} CPU(s), "
         f"{m['platform']}; shared with other jobs: load average {meta.get('load_start')} at start, "
         f"{meta.get('load_end')} at end",
