@@ -8,8 +8,8 @@ import pytest
 
 from edgeprune import compare
 from edgeprune.compare import (
-    QUICK, TP_PEERS, CompareConfig, available_methods, epoch_plan, expand_methods, main, markdown_table, summarize,
-    time_to_target, widths_str,
+    QUICK, CompareConfig, available_methods, epoch_plan, expand_methods, main, markdown_table, summarize,
+    time_to_target, tp_methods, widths_str,
 )
 from edgeprune.errors import ConfigError
 from edgeprune.methods import list_methods
@@ -32,8 +32,8 @@ def test_quick_mode_runs_every_method_at_every_level(quick_run):
     failed = [(r["method"], r["level"], r["error"]) for r in rows if r.get("error")]
     assert code == 0 and not failed, failed
 
-    expected = set(list_methods()) | set(TP_PEERS)  # every registered method, picked up automatically
-    assert expected == {m for m in available_methods()}
+    expected = set(list_methods())  # every registered method (Torch-Pruning's included), picked up automatically
+    assert expected == set(available_methods()) and set(tp_methods()) <= expected
     levels = QUICK["levels"]
     by_key = {(s["method"], round(s["level"], 6)): s for s in summary}
     for m in expected:
@@ -83,7 +83,9 @@ def test_quick_mode_runs_every_method_at_every_level(quick_run):
 
 
 def test_method_names_and_groups():
-    assert [s.label for s in expand_methods("tp")] == list(TP_PEERS)
+    assert [s.label for s in expand_methods("tp")] == tp_methods() == [
+        "tp-groupnorm", "tp-l1", "tp-l2", "tp-random", "tp-taylor"]
+    assert not {s.label for s in expand_methods("edgeprune")} & set(tp_methods())
     assert [s.label for s in expand_methods("all")] == available_methods()
     s = expand_methods("l1@8,tp-l1@16")
     assert [(x.name, x.width_multiple, x.kind) for x in s] == [("l1", 8, "edgeprune"), ("tp-l1", 16, "torch-pruning")]
@@ -100,8 +102,13 @@ def test_method_options_in_specs():
     assert s[2].options == ()
     with pytest.raises(ConfigError, match="no option"):
         expand_methods("pl-gates[nonsense=1]")
-    with pytest.raises(ConfigError, match="take no options"):
+    # options go through the method's own options class, Torch-Pruning's peers included
+    with pytest.raises(ConfigError, match="no option.*'p'"):
         expand_methods("tp-l1[p=1]")
+    t = expand_methods("tp-taylor[samples=64],tp-groupnorm[reg=0.001,epochs=2]")
+    assert dict(t[0].options) == {"samples": 64} and dict(t[1].options) == {"reg": 0.001, "epochs": 2}
+    with pytest.raises(ConfigError, match="samples"):
+        expand_methods("tp-taylor[samples=0]")
     with pytest.raises(ConfigError, match="key=value"):
         expand_methods("pl-gates[gamma]")
 
@@ -113,6 +120,7 @@ def test_epoch_plan_gives_every_method_the_same_total():
     assert plans["l1"] == {"own_epochs": 0, "finetune_epochs": 2, "from_scratch": False}
     assert plans["tp-taylor"]["finetune_epochs"] == 2
     assert plans["tp-groupnorm"] == {"own_epochs": 1, "finetune_epochs": 1, "from_scratch": False}
+    assert epoch_plan(expand_methods("tp-groupnorm[epochs=2]")[0], cfg)["own_epochs"] == 2
     assert plans["pl-gates"] == {"own_epochs": 1, "finetune_epochs": 1, "from_scratch": False}
     assert plans["pl-gates[epochs=2]"] == {"own_epochs": 2, "finetune_epochs": 0, "from_scratch": False}
     # from scratch: the dense phase's 3 epochs are its budget too (3 + 2 = 4 own + 1 FT)
@@ -134,6 +142,12 @@ def test_bad_arguments_exit_2_before_any_training(tmp_path, capsys):
     assert main(["--levels", "1.5", "--methods", "l1", "--out", str(tmp_path), "--no-latency"]) == 2
     assert "level" in capsys.readouterr().err
     assert main(["--methods", "magic", "--out", str(tmp_path)]) == 2
+    assert main(["--methods", "l1", "--method-options", '{"tp-taylor": {"bogus": 1}}', "--out", str(tmp_path)]) == 2
+    assert "bogus" in capsys.readouterr().err
+    assert main(["--methods", "l1", "--finished-only", "--out", str(tmp_path)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["--methods", "l1", "--finished-only", "--resume", "--out", str(tmp_path / "none")]) == 2
+    assert "rows of an earlier run" in capsys.readouterr().err and not (tmp_path / "none").exists()
     assert not (tmp_path / "results.json").exists()
     # a missing dataset fails before the results folder gets anything (no cache/ left behind)
     out = tmp_path / "fm"
