@@ -39,7 +39,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..surgery import plan_from_scores
 from ..train import Schedule, TrainHook, evaluate
-from .base import FitContext, MethodResult, PruningMethod, register_method
+from .base import FitContext, MethodResult, PruningMethod, jsonable, register_method
 from .gates import GatedModel, HardConcrete, StaticView, has_batchnorm, recalibrate_bn
 from .gate_network import GateNetwork, calibration_logits
 from .gating import bn_eval, output_projection, standardize, timed_kappa, widths_to_budget
@@ -405,7 +405,7 @@ class PLGates(PruningMethod):
         net.close()
         model.eval()
         hist["seconds_total"] = time.perf_counter() - t_start
-        return MethodResult(plan, model, _jsonable(hist))
+        return MethodResult(plan, model, jsonable(hist))
 
     # ------------------------------------------------------- dynamic -> static
     def _static_plan(self, net: GatedNetwork, ctx: FitContext, sens=None):
@@ -492,17 +492,3 @@ class PLGates(PruningMethod):
             + (f", val gated {info['gated_val_metric']:.2f} -> static {info['static_val_metric']:.2f}" if len(xv) else "")
         )
         return plan, info
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    if isinstance(x, torch.Tensor):
-        return x.tolist()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x

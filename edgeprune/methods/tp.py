@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -57,13 +57,7 @@ class _TorchPruning(PruningMethod):
     family = "torch-pruning"  # a label for compare's tables and plots
 
     def __init__(self, **options):
-        try:
-            self.opts = self.options_cls(**options)
-        except TypeError:
-            known = ", ".join(f.name for f in fields(self.options_cls))
-            raise ConfigError(f"method {self.name!r} takes no option(s) "
-                              f"{sorted(set(options) - {f.name for f in fields(self.options_cls)})}; "
-                              f"its options: {known}") from None
+        super().__init__(**options)  # validated against options_cls by the platform
         self._check()
 
     def _check(self) -> None:
