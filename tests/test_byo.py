@@ -356,6 +356,11 @@ def test_reconstruction_task_beats_trivial_baselines(tmp_path):
     assert report["model"]["compact"]["test_metric"] > best + 3.0, (report["model"]["compact"], baselines)
     art = report["artifacts"][0]
     assert art["metric_name"] == "psnr" and art["metric"] > best + 3.0
+    # the report shows the reconstructions (original / dense / compact) as an embedded image grid
+    assert report["reconstructions"] == "reconstructions.png"
+    png = (tmp_path / "ae" / "reconstructions.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
+    assert "data:image/png;base64," in (tmp_path / "ae" / "report.html").read_text()
 
 
 def frac_correct(outputs, targets):

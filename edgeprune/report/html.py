@@ -377,7 +377,8 @@ def _cost_model_note(report) -> str:
             f"{html.escape(str(cm.get('target_how') or ''))}. <b>{html.escape(str(cm.get('uncertainty') or ''))}.</b></p>")
 
 
-def render_html(report: dict) -> str:
+def render_html(report: dict, extra_html: str = "") -> str:
+    """``extra_html``: trusted figures made by the report stage itself (e.g. the reconstruction grid)."""
     m = report["model"]
     mname = report["metric_name"]
     dense, comp = m["dense"], m["compact"]
@@ -390,6 +391,8 @@ def render_html(report: dict) -> str:
     wide = _plot_method(report)
     if wide:
         figs += f'</div><div><figure class="wide">{wide}</figure>'  # full width below the grid
+    if extra_html:
+        figs += f"</div><div>{extra_html}"
     method = report.get("method") or {}
     cards = [
         ("MACs kept", _fmt((comp["macs"] or 0) / dense["macs"] if dense["macs"] else None, ".1%")),
