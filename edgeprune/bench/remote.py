@@ -54,8 +54,10 @@ def _ssh_base(identity, known_hosts, ssh_options: Sequence[str], connect_timeout
         if not Path(identity).is_file():
             raise InputError(f"ssh identity file {identity} not found; pass the private key of the device login")
         opts += ["-i", str(identity), "-o", "IdentitiesOnly=yes"]
-    for o in ssh_options:
-        opts += [o] if str(o).startswith("-") else ["-o", str(o)]
+    from ..sshopts import check_ssh_options
+
+    for o in check_ssh_options(ssh_options):  # allow-listed: no ProxyCommand/LocalCommand/Include, no raw flags
+        opts += ["-o", o]
     return opts
 
 
