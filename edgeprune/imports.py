@@ -47,7 +47,7 @@ def is_named(spec: str) -> bool:
 def refuse_message(spec: str, what: str, where: str = "a file") -> str:
     flag = FLAGS.get(what, "FILE:function")
     return (f"{where} names code ({what} {spec}); edgeprune runs only code you name yourself: if you trust it, "
-            f"rerun with your own copy, {flag} (see SECURITY.md)")
+            f"rerun with your own copy, {flag} (Python: edgeprune.imports.name_code(spec) first; see SECURITY.md)")
 
 
 def load_callable(spec: str, *, what: str = "factory"):

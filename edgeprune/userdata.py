@@ -87,11 +87,13 @@ def from_arrays(name: str, arrays: dict, *, seed: int = 0, source: str = "", cla
         raise InputError(f"{name}: the training and test splits need at least one sample each")
     if xtr.shape[1:] != xte.shape[1:]:
         raise InputError(f"{name}: train inputs {xtr.shape[1:]} and test inputs {xte.shape[1:]} differ in shape")
+    _check_values(name, {"x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte})
     scales = {s_tr, s_te}
     if "x_val" in arrays:
         xva, s_va = _as_images(arrays["x_val"], name)
         yva = np.asarray(arrays["y_val"])
         scales.add(s_va)
+        _check_values(name, {"x_val": xva, "y_val": yva})
         if len(xva) != len(yva) or xva.shape[1:] != xtr.shape[1:]:
             raise InputError(f"{name}: validation arrays {xva.shape}/{yva.shape} do not match the training inputs {xtr.shape[1:]}")
     else:
@@ -99,7 +101,6 @@ def from_arrays(name: str, arrays: dict, *, seed: int = 0, source: str = "", cla
         if len(xva) == 0 or len(xtr) == 0:
             raise InputError(f"{name}: {len(ytr) + len(yva)} training sample(s) are too few to carve a validation "
                              f"split (15%): give at least {MIN_TRAIN_FOR_SPLIT}, or give x_val/y_val")
-    _check_values(name, {"x_train": xtr, "x_val": xva, "x_test": xte, "y_train": ytr, "y_val": yva, "y_test": yte})
     if len(scales) > 1:
         raise InputError(f"{name}: some input arrays are uint8 (scaled by 1/255) and others are not: "
                          "give every split in the same dtype")
