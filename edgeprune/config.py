@@ -191,9 +191,11 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"task must be classification or reconstruction, got {cfg['task']!r}")
     if cfg["input_shape"]:
         parse_shape(cfg["input_shape"])
-    names = [cfg["data"][k] for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")]
+    keys = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+    names = [cfg["data"][k] for k in keys]
     if any(not n for n in names) or len(set(names)) != len(names):
-        raise ConfigError(f"[data] array names must be distinct and non-empty, got {names}")
+        bad = ", ".join(f"data.{k} = {n!r}" for k, n in zip(keys, names) if not n or names.count(n) > 1)
+        raise ConfigError(f"[data] array names must be distinct and non-empty, got {bad}")
     validate_values(cfg)
 
 

@@ -62,14 +62,15 @@ def copy(pair, tmp_path):
     return dst
 
 
-def _one_line_error(p, *needles, code=EXIT_BAD_INPUT, after_stage_header=False):
-    """Exit ``code`` with one error line holding every needle (and nothing else on stderr, or only the header
-    of the stage that failed when ``after_stage_header``)."""
+def _one_line_error(p, *needles, code=EXIT_BAD_INPUT, after_progress=False):
+    """Exit ``code`` with one error line holding every needle: nothing else on stderr, or (``after_progress``)
+    only the stage lines of the work done before the error (✓ skipped, ↻ stale, ▶ started)."""
     assert p.returncode == code, p.stderr[-2000:]
+    assert "Traceback" not in p.stderr, p.stderr[-3000:]
     lines = p.stderr.strip().splitlines()
-    if after_stage_header:
-        assert len(lines) == 2 and lines[0].startswith("▶ "), p.stderr[-2000:]
-        lines = lines[1:]
+    if after_progress:
+        assert all(ln[:1] in "✓↻▶" for ln in lines[:-1]), p.stderr[-2000:]
+        lines = lines[-1:]
     assert len(lines) == 1 and lines[0].startswith("edgeprune: error:"), p.stderr[-2000:]
     for n in needles:
         assert n in lines[0], lines[0]
@@ -166,7 +167,7 @@ def test_a_failed_stage_leaves_no_record_a_rerun_trusts(copy):
     """export fails half-way (its model file is gone): its record is dropped, so a build reruns it."""
     (copy / "model.pt").write_bytes(b"\x00truncated")
     p = run_cli("export", copy)
-    _one_line_error(p, "model.pt", "corrupt", after_stage_header=True)
+    _one_line_error(p, "model.pt", "corrupt", after_progress=True)
     assert "export" not in json.loads((copy / "stages.json").read_text())
     p = _rerun_build(copy)
     assert p.returncode == EXIT_OK, p.stderr[-3000:]
@@ -252,7 +253,7 @@ def test_checkpoint_naming_code_is_never_imported_by_a_stage(copy, evil):
     path, marker = evil
     _forge_checkpoint(copy, "model.pt", f"{path}:make")
     p = run_cli("export", copy)
-    _one_line_error(p, f"checkpoint {copy / 'model.pt'}", f"{path}:make", "--model FILE:factory")
+    _one_line_error(p, f"checkpoint {copy / 'model.pt'}", f"{path}:make", "--model FILE:factory", after_progress=True)
     assert not marker.exists()
 
 
@@ -262,7 +263,8 @@ def test_checkpoint_naming_code_is_never_imported_on_resume(copy, evil):
     path, marker = evil
     _forge_checkpoint(copy, "dense.pt", f"{path}:make")
     p = _rerun_build(copy, "--flops-keep", "0.6")
-    _one_line_error(p, f"checkpoint {copy / 'dense.pt'}", f"{path}:make")
+    _one_line_error(p, f"checkpoint {copy / 'dense.pt'}", f"{path}:make", after_progress=True)
+    assert "✓ train: up to date" in p.stderr and "▶ prune" in p.stderr  # it got as far as loading dense.pt
     assert not marker.exists()
 
 
@@ -291,8 +293,8 @@ def test_ssh_options_of_a_folder_are_never_used(copy, tmp_path):
 @pytest.mark.parametrize("opt", ["ProxyCommand=touch /tmp/x", "LocalCommand=id", "PermitLocalCommand=yes",
                                  "Include=/tmp/x", "-oProxyCommand=id", "ConnectTimeout=5 ProxyCommand=id"])
 def test_dangerous_ssh_options_are_refused(copy, tmp_path, opt):
-    p = run_cli("bench", copy, "--remote", "nobody@127.0.0.1", "--ssh-option", opt)
-    _one_line_error(p, "ssh option", "~/.ssh/config")
+    p = run_cli("bench", copy, "--remote", "nobody@127.0.0.1", f"--ssh-option={opt}")
+    _one_line_error(p, "ssh option", repr(opt))
     (tmp_path / "ssh.toml").write_text(f"[bench]\nssh_options = [{json.dumps(opt)}]\n")
     out = tmp_path / "new"
     p = run_cli("build", "--config", tmp_path / "ssh.toml", "--output", out)
