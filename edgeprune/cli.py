@@ -78,7 +78,10 @@ def _add_device_options(g, adb: bool = True) -> None:
 
 def _device_settings(a: argparse.Namespace) -> dict:
     """The device-connection settings of the command line that go into cfg["bench"] (None = not given)."""
-    out = {"port": a.port, "identity": a.identity, "python": a.remote_python, "ssh_options": a.ssh_option}
+    from .sshopts import check_ssh_options
+
+    ssh = check_ssh_options(a.ssh_option) if a.ssh_option else None  # refused before any work, not at bench time
+    out = {"port": a.port, "identity": a.identity, "python": a.remote_python, "ssh_options": ssh}
     if hasattr(a, "adb"):
         out.update(adb=a.adb, benchmark_binary=a.benchmark_binary)
     if a.identity is not None and not Path(a.identity).is_file():

@@ -233,7 +233,10 @@ def validate_values(cfg: dict) -> None:
     if name and (name in (".", "..") or "/" in name or "\\" in name or name.startswith("-") or "\0" in name):
         raise ConfigError(f"name {name!r} must be a plain folder name (no '/', not '..'): the run folder goes "
                           "inside output")
-    cfg["bench"]["ssh_options"] = check_ssh_options(cfg["bench"]["ssh_options"])
+    try:
+        cfg["bench"]["ssh_options"] = check_ssh_options(cfg["bench"]["ssh_options"])
+    except ConfigError as e:
+        raise ConfigError(f"bench.ssh_options: {e}") from None
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

@@ -275,6 +275,15 @@ def test_code_the_user_names_runs_and_must_be_the_same_function(copy, evil):
     p = run_cli("prune", copy, "--model", f"{path}:other")
     _one_line_error(p, "names function 'other'", f"{path}:make")
     assert not marker.exists()
+    # the code the user names must be the bytes the run was built with (the train record's sources)
+    stages = json.loads((copy / "stages.json").read_text())
+    stages["train"]["sources"] = dict(stages["train"]["sources"], model="sha256:" + "0" * 64)
+    (copy / "stages.json").write_text(json.dumps(stages))
+    p = run_cli("prune", copy, "--model", f"{path}:make")
+    _one_line_error(p, "the model code you named differs from the code", "edgeprune build")
+    assert not marker.exists()
+    stages["train"]["sources"]["model"] = None  # as recorded for the built-in cnn
+    (copy / "stages.json").write_text(json.dumps(stages))
     p = run_cli("prune", copy, "--model", f"{path}:make")  # named by the person typing: it runs
     assert p.returncode == EXIT_OK, p.stderr[-2000:]
     assert marker.read_text() == "called"
