@@ -299,8 +299,8 @@ def test_ssh_options_of_a_folder_are_never_used(copy, tmp_path):
     assert "device" not in json.loads((copy / "bench" / "rpi4.json").read_text())["artifacts"]["onnx"]
 
 
-@pytest.mark.parametrize("opt", ["ProxyCommand=touch /tmp/x", "LocalCommand=id", "PermitLocalCommand=yes",
-                                 "Include=/tmp/x", "-oProxyCommand=id", "ConnectTimeout=5 ProxyCommand=id"])
+@pytest.mark.parametrize("opt", ["ProxyCommand=touch x", "LocalCommand=id", "PermitLocalCommand=yes",
+                                 "Include=x", "-oProxyCommand=id", "ConnectTimeout=5 ProxyCommand=id"])
 def test_dangerous_ssh_options_are_refused(copy, tmp_path, opt):
     p = run_cli("bench", copy, "--remote", "nobody@127.0.0.1", f"--ssh-option={opt}")
     _one_line_error(p, "ssh option", repr(opt))
@@ -309,3 +309,19 @@ def test_dangerous_ssh_options_are_refused(copy, tmp_path, opt):
     p = run_cli("build", "--config", tmp_path / "ssh.toml", "--output", out)
     _one_line_error(p, "ssh option")
     assert not out.exists()
+
+
+def test_values_from_a_device_are_html_escaped_in_the_report(copy):
+    """A device (or a forged bench file) answers with markup: report.html shows it as text."""
+    bench = json.loads((copy / "bench" / "rpi4.json").read_text())
+    bench["artifacts"]["onnx"]["device"] = {
+        "source": "measured", "where": "<img src=x onerror=alert(1)>", "p50_ms": 1.5, "p90_ms": "<b>2</b>",
+        "threads": "<script>alert('threads')</script>", "runs": "<i>5</i>", "repeats": 1, "model_footprint_mb": 1.0}
+    (copy / "bench" / "rpi4.json").write_text(json.dumps(bench))
+    p = run_cli("report", copy)
+    assert p.returncode == EXIT_OK, p.stderr[-2000:]
+    html = (copy / "report.html").read_text()
+    assert "Device figures: measured on" in html
+    for raw in ("<script>alert('threads')</script>", "<img src=x onerror=alert(1)>", "<b>2</b>", "<i>5</i>"):
+        assert raw not in html
+    assert "&lt;script&gt;alert(&#x27;threads&#x27;)&lt;/script&gt;" in html and "&lt;img src=x" in html
