@@ -150,6 +150,7 @@ def test_a_replaced_stage_output_reruns_every_later_stage(copy):
     assert json.loads((copy / "bench" / "rpi4.json").read_text())["artifacts"]["onnx"]["host"]["p50_ms"] > 1e-6
 
 
+@pytest.mark.slow  # reruns export, then a build
 def test_a_stage_command_then_build_reruns_what_follows_it(copy):
     """`edgeprune export RUN` then `edgeprune build`: bench, budget, report and package measure and package the
     new artifacts (they consumed the old export.json), instead of exiting 0 on stale results."""
@@ -163,6 +164,7 @@ def test_a_stage_command_then_build_reruns_what_follows_it(copy):
     assert all(folder.stale_reason(s) is None for s in STAGE_NAMES)
 
 
+@pytest.mark.slow  # reruns export, then a build
 def test_a_failed_stage_leaves_no_record_a_rerun_trusts(copy):
     """export fails half-way (its model file is gone): its record is dropped, so a build reruns it."""
     (copy / "model.pt").write_bytes(b"\x00truncated")
