@@ -80,7 +80,10 @@ def _add_device_options(g, adb: bool = True) -> None:
 
 def _device_settings(a: argparse.Namespace) -> dict:
     """The device-connection settings of the command line that go into cfg["bench"] (None = not given)."""
-    out = {"port": a.port, "identity": a.identity, "python": a.remote_python, "ssh_options": a.ssh_option}
+    from .sshopts import check_ssh_options
+
+    ssh = check_ssh_options(a.ssh_option) if a.ssh_option else None  # refused before any work, not at bench time
+    out = {"port": a.port, "identity": a.identity, "python": a.remote_python, "ssh_options": ssh}
     if hasattr(a, "adb"):
         out.update(adb=a.adb, benchmark_binary=a.benchmark_binary)
     if a.identity is not None and not Path(a.identity).is_file():
@@ -158,6 +161,10 @@ def make_parser() -> argparse.ArgumentParser:
             _add_device_options(s.add_argument_group("measure on a device"))
         if stage == "export":
             s.add_argument("--all", action="store_true", help="export every format, not only the target's")
+        own = s.add_argument_group("your code (a run folder's recorded code is never run on its own; SECURITY.md)")
+        own.add_argument("--model", help="your model factory file.py:factory, when the run was built with one")
+        own.add_argument("--metric", help="your metric file.py:function, when the run was built with one")
+        own.add_argument("--dataset", help="your dataset file.py:function, when the run was built with one")
 
     cmp_ = sub.add_parser("compare", help="benchmark pruning methods side by side (Torch-Pruning peers included)",
                           add_help=False)
@@ -308,19 +315,25 @@ def _cmd_stage(a) -> int:
     from .pipeline import build, open_run
     from .ui import UI
 
+    from .trust import adopt_user_code, drop_device_settings
+
     cfg = open_run(a.run_dir)
     cfg = config.merge(config.defaults(), cfg, str(a.run_dir / "config.json"))
+    aliases = adopt_user_code(cfg, {"model": a.model, "metric": a.metric, "dataset": a.dataset}, a.run_dir, a.command)
+    drop_device_settings(cfg, config.defaults())  # ssh/adb settings come from this command line only
     if getattr(a, "remote", None):
         cfg["bench"]["remote"] = a.remote
     if a.command == "bench":
         cfg["bench"].update(_device_settings(a))
+    config.validate(cfg)
     if getattr(a, "all", False):
         from .export import FORMATS
 
         cfg["export"]["formats"] = list(FORMATS)
     # bench changes the evidence: the budget and the report for that target are redone with it
     only = ["bench", "budget", "report"] if a.command == "bench" else [a.command]
-    code, b = build(cfg, a.run_dir, ui=UI(quiet=a.quiet), only=only, target_override=getattr(a, "target", None))
+    code, b = build(cfg, a.run_dir, ui=UI(quiet=a.quiet), only=only, target_override=getattr(a, "target", None),
+                    code_aliases=aliases)
     _final_line(code, b)
     return code
 
@@ -355,6 +368,9 @@ def _cmd_calibrate(a) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    from .imports import name_code
+
+    name_code(*argv, *(t.partition("=")[2] for t in argv if t.startswith("--")))  # code named on the command line
     if argv[:1] == ["compare"]:  # the benchmark harness parses its own options
         from .compare import main as compare_main
 

@@ -175,6 +175,9 @@ def resolve(config_file: str | Path | None = None, overrides: dict | None = None
         cfg["train"]["epochs"] = 0
     _fold_method_tables(cfg)
     validate(cfg)
+    from .imports import name_code
+
+    name_code(cfg["model"], cfg["metric"], cfg["dataset"])  # the user's own flags/config/API: code they named
     return cfg
 
 
@@ -213,9 +216,52 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"task must be classification or reconstruction, got {cfg['task']!r}")
     if cfg["input_shape"]:
         parse_shape(cfg["input_shape"])
-    names = [cfg["data"][k] for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")]
+    keys = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+    names = [cfg["data"][k] for k in keys]
     if any(not n for n in names) or len(set(names)) != len(names):
-        raise ConfigError(f"[data] array names must be distinct and non-empty, got {names}")
+        bad = ", ".join(f"data.{k} = {n!r}" for k, n in zip(keys, names) if not n or names.count(n) > 1)
+        raise ConfigError(f"[data] array names must be distinct and non-empty, got {bad}")
+    validate_values(cfg)
+
+
+#: key -> (lowest allowed, whether the bound itself is allowed) for numbers the checks above do not cover
+_BOUNDS = {"train.lr": (0, False), "train.weight_decay": (0, True), "train.threads": (0, True),
+           "method.width_multiple": (0, True), "export.calib_samples": (1, True), "export.int8_tolerance": (0, True),
+           "bench.runs": (1, True), "bench.warmup": (0, True), "bench.repeats": (1, True), "bench.threads": (0, True),
+           "bench.port": (0, True), "budget.latency_p50_ms": (0, False), "budget.latency_p90_ms": (0, False),
+           "budget.peak_memory_mb": (0, False), "budget.model_size_mb": (0, False),
+           "budget.max_accuracy_drop": (0, True)}
+
+
+def validate_values(cfg: dict) -> None:
+    """Ranges and names that would otherwise fail late (or never): finite numbers, counts, budgets,
+    export formats, the run folder name and the ssh options (see :mod:`edgeprune.sshopts`)."""
+    import math
+
+    from .sshopts import check_ssh_options
+    from .targets import ARTIFACTS
+
+    for section, keys in SCHEMA.items():
+        vals = cfg if section == "" else cfg.get(section, {})
+        for key, (typ, _, _) in keys.items():
+            v, full = vals.get(key), f"{section}.{key}" if section else key
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{full} must be a finite number, got {v}")
+            if full in _BOUNDS and v is not None:
+                lo, inclusive = _BOUNDS[full]
+                if v < lo or (v == lo and not inclusive):
+                    raise ConfigError(f"{full} must be {'>=' if inclusive else '>'} {lo}, got {v}")
+    bad = [f for f in cfg["export"]["formats"] if f not in ARTIFACTS]
+    if bad:
+        raise ConfigError(f"export.formats: unknown format {bad[0]!r}; choose from {', '.join(ARTIFACTS)}")
+    name = cfg["name"]
+    if name and (name in (".", "..") or "/" in name or "\\" in name or name.startswith("-") or "\0" in name):
+        raise ConfigError(f"name {name!r} must be a plain folder name (no '/', not '..'): the run folder goes "
+                          "inside output")
+    try:
+        cfg["bench"]["ssh_options"] = check_ssh_options(cfg["bench"]["ssh_options"])
+    except ConfigError as e:
+        raise ConfigError(f"bench.ssh_options: {e}") from None
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -225,6 +271,8 @@ def parse_shape(text: str) -> tuple[int, ...]:
     except ValueError:
         raise ConfigError(f"input_shape {text!r} is not like 1x3x32x32") from None
     if len(dims) == 4:
+        if dims[0] != 1:
+            raise ConfigError(f"input_shape {text!r}: the batch dimension must be 1 (1xCxHxW), or give CxHxW")
         dims = dims[1:]
     if not dims or any(d <= 0 for d in dims):
         raise ConfigError(f"input_shape {text!r} is not like 1x3x32x32")

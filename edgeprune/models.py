@@ -72,6 +72,10 @@ def build_model(name: str, input_shape, num_outputs: int = 10, **kwargs) -> nn.M
             model = factory(**kwargs)
         except TypeError as e:
             raise ConfigError(f"model factory {name}: bad [model_options] ({e})") from None
+        except Exception as e:  # the user's code: show its own error, on one line
+            first = str(e).strip().splitlines()
+            raise InputError(f"model factory {name} raised {type(e).__name__}: {first[0] if first else ''} "
+                             "(fix the factory or its [model_options])") from None
         if not isinstance(model, nn.Module):
             raise InputError(f"model factory {name} returned {type(model).__name__}, not a torch.nn.Module")
         return model

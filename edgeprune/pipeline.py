@@ -4,12 +4,16 @@ Each stage lives in :mod:`edgeprune.stages` (one module per stage) and declares 
 config keys it depends on. A stage's fingerprint hashes those keys together with the
 fingerprint of the stage before it, so changing, say, ``method.name`` reruns prune and
 everything after it, and rerunning an unchanged ``build`` skips every complete stage.
+A stage is also stale when an upstream file it consumed changed (content hashes in
+stages.json, see :mod:`edgeprune.runfolder`); once one stage reruns, every stage after it
+reruns too. One writer at a time holds the folder's lock.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -42,6 +46,13 @@ class Build:
     target_override: str | None = None
     outcome: dict = field(default_factory=dict)  # stage -> facts for the exit code
     via_api: bool = False  # called from edgeprune.build(): messages name its arguments, not the CLI flags
+    code_aliases: dict = field(default_factory=dict)  # a run folder's recorded code spec -> the user's (trust.py)
+
+    def own_arch(self, arch: dict) -> dict:
+        """A checkpoint's architecture with its recorded code spec replaced by the one the user named
+        (a spec the user did not name stays, and :func:`edgeprune.imports.load_callable` refuses it)."""
+        mine = self.code_aliases.get(arch.get("model"))
+        return dict(arch, model=mine) if mine else arch
 
     def option(self, key: str) -> str:
         """How the user sets config ``key`` where they called from: a CLI flag or an API argument."""
@@ -197,6 +208,8 @@ def prepare_run(cfg: dict, run_dir: Path | None = None) -> RunFolder:
     from .targets import load_target
 
     load_target(cfg["target"])
+    if run_dir is None:
+        check_output(Path(cfg["output"]))
     if cfg["model"] not in MODELS and ":" not in cfg["model"]:
         from .models import build_model
 
@@ -210,52 +223,110 @@ def prepare_run(cfg: dict, run_dir: Path | None = None) -> RunFolder:
     return RunFolder(path)
 
 
+def check_output(out: Path) -> None:
+    """``output`` is (or can become) a folder this user can write to; else a one-line error."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output {out} is a file, not a folder: give a directory for the run folders (--output DIR)")
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"output {out} is not writable ({parent} does not let you create files): choose a folder "
+                         "you can write to (--output DIR)")
+
+
 def build(cfg: dict, run_dir: Path | None = None, *, ui: UI | None = None, force: bool = False, only: list[str] | None = None,
-          target_override: str | None = None, via_api: bool = False) -> tuple[int, Build]:
+          target_override: str | None = None, via_api: bool = False, code_aliases: dict | None = None) -> tuple[int, Build]:
     """Run every stage (or ``only`` these) that is not already complete; return (exit code, build).
 
+    The run folder's lock is held throughout (a second writer waits, see :meth:`RunFolder.lock`).
     A run folder this call created is removed again if it fails (any exception) before a
     stage finished: it would hold only config.json.
     """
     run = prepare_run(cfg, run_dir)
-    b = Build(cfg, run, ui or UI(), target_override, via_api=via_api)
+    b = Build(cfg, run, ui or UI(), target_override, via_api=via_api, code_aliases=dict(code_aliases or {}))
     created = not run.path.exists()
+    # load data and target before creating anything, so bad input leaves no folder behind
+    b.target  # noqa: B018
+    b.data  # noqa: B018
+    if created or "train" in (only or ["train"]):
+        b.check_model()
+    b.warn_metric_scale()
     try:
-        # load data and target before creating anything, so bad input leaves no folder behind
-        b.target  # noqa: B018
-        b.data  # noqa: B018
-        if created or "train" in (only or ["train"]):
-            b.check_model()
-        b.warn_metric_scale()
         run.path.mkdir(parents=True, exist_ok=True)
-        write_json(run / CONFIG_FILE, cfg)
-        fps = _stage_fingerprints(b)
-        from .train import torch_threads  # torch is imported by the stages, not at CLI start-up
+    except OSError as e:
+        raise InputError(f"cannot create run folder {run.path} ({e.strerror}): choose another --output or "
+                         "--name") from None
+    try:
+        with run.lock(warn=b.ui.warn):
+            try:
+                if only:
+                    _check_ready(b, run, only)
+                write_json(run / CONFIG_FILE, cfg)
+                fps = _stage_fingerprints(b)
+                from .train import torch_threads  # torch is imported by the stages, not at CLI start-up
 
-        with torch_threads(cfg["train"].get("threads", 1)):
-            _run_stages(b, run, fps, force=force, only=only)
+                with torch_threads(cfg["train"].get("threads", 1)):
+                    _run_stages(b, run, fps, force=force, only=only)
+            except BaseException:
+                # a folder this call created and in which no stage finished holds nothing worth keeping
+                if created and not (run.path / RunFolder.STAGES_FILE).exists():
+                    shutil.rmtree(run.path, ignore_errors=True)
+                raise
     except BaseException:
-        # a folder this call created and in which no stage finished holds nothing worth keeping
-        if created and run.path.exists() and not (run.path / RunFolder.STAGES_FILE).exists():
-            shutil.rmtree(run.path, ignore_errors=True)
+        if created and run.path.is_dir() and not any(run.path.iterdir()):
+            run.path.rmdir()  # we made it empty and never got the lock
         raise
     return exit_code(b), b
 
 
+def _check_ready(b: Build, run: RunFolder, only: list[str]) -> None:
+    """A stage command needs the results of the stages before it, and the code the user named must be the
+    code the run was built with."""
+    from .trust import check_sources
+
+    if "train" not in only:  # retraining rebuilds from the code as it is now
+        check_sources((run.record("train") or {}).get("sources"), b.input_digests, run.path)
+    first = min(i for i, st in enumerate(stage_order()) if st.name in only)
+    for st in stage_order()[:first]:
+        rel = summary_path(st, b)
+        per_target = hasattr(st, "target_file")
+        if (per_target or run.record(st.name)) and (run.path / rel).is_file():
+            continue
+        tgt = f" --target {b.target.name}" if per_target and b.target_override else ""
+        why = f"no {st.name} result for target {b.target.name}" if per_target else f"its {st.name} stage has not finished"
+        raise InputError(f"{run.path} has {why} ({rel} missing): run `edgeprune {st.name} {run.path}{tgt}` first "
+                         "(or `edgeprune build`)")
+
+
 def _run_stages(b: Build, run: RunFolder, fps: dict, *, force: bool, only: list[str] | None) -> None:
-    """The stage loop of :func:`build`: skip complete stages (unless ``force``/``only``), run the rest."""
-    for st in stage_order():
+    """The stage loop of :func:`build`: skip complete stages (unless ``force``/``only``), run the rest.
+
+    A stage is skipped only if its record, outputs, inputs and fingerprint are all current; once one
+    stage runs, every later stage runs too (its inputs are new)."""
+    order = stage_order()
+    rerun = force
+    for i, st in enumerate(order):
         if only and st.name not in only:
             continue
         fp = fps[st.name]
-        if not force and not only and run.is_complete(st.name, fp):
-            b.ui.skipped(st.name)
-            b.outcome[st.name] = read_json(run / summary_path(st, b))
-            continue
+        if not rerun and not only:
+            why = run.stale_reason(st.name, fp)
+            if why is None:
+                b.ui.skipped(st.name)
+                b.outcome[st.name] = read_json(run / summary_path(st, b))
+                continue
+            if why != "not run yet":
+                b.ui.log(f"[yellow]↻ {st.name}: stale ({why}); it and every later stage rerun[/]")
+        rerun = True
+        inputs = run.outputs(s.name for s in order[:i])
+        run.forget(st.name)  # a failure from here on leaves no record that a rerun would trust
         with b.ui.stage(st.name, st.describe(b)):
             t0 = time.perf_counter()
             files = st.run(b)
-            run.mark_complete(st.name, files, fp, time.perf_counter() - t0)
+            partial = (b.outcome.get(st.name) or {}).get("complete") is False
+            run.mark_complete(st.name, files, fp, time.perf_counter() - t0, inputs=inputs, partial=partial,
+                              sources=b.input_digests if st.name == "train" else None)
 
 
 def summary_path(stage, b: Build) -> str:

@@ -87,15 +87,20 @@ def from_arrays(name: str, arrays: dict, *, seed: int = 0, source: str = "", cla
         raise InputError(f"{name}: the training and test splits need at least one sample each")
     if xtr.shape[1:] != xte.shape[1:]:
         raise InputError(f"{name}: train inputs {xtr.shape[1:]} and test inputs {xte.shape[1:]} differ in shape")
+    _check_values(name, {"x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte})
     scales = {s_tr, s_te}
     if "x_val" in arrays:
         xva, s_va = _as_images(arrays["x_val"], name)
         yva = np.asarray(arrays["y_val"])
         scales.add(s_va)
+        _check_values(name, {"x_val": xva, "y_val": yva})
         if len(xva) != len(yva) or xva.shape[1:] != xtr.shape[1:]:
             raise InputError(f"{name}: validation arrays {xva.shape}/{yva.shape} do not match the training inputs {xtr.shape[1:]}")
     else:
         (xtr, ytr), (xva, yva), _ = split(xtr, ytr, (0.15, 0.0), seed)
+        if len(xva) == 0 or len(xtr) == 0:
+            raise InputError(f"{name}: {len(ytr) + len(yva)} training sample(s) are too few to carve a validation "
+                             f"split (15%): give at least {MIN_TRAIN_FOR_SPLIT}, or give x_val/y_val")
     if len(scales) > 1:
         raise InputError(f"{name}: some input arrays are uint8 (scaled by 1/255) and others are not: "
                          "give every split in the same dtype")
@@ -110,17 +115,38 @@ def from_arrays(name: str, arrays: dict, *, seed: int = 0, source: str = "", cla
             raise InputError(f"{name}: labels go up to {n_classes - 1} but only {len(classes)} class names are given")
     else:
         classes = [str(c) for c in classes or []]
+    bad = next((c for c in classes if not c.isprintable()), None)
+    if bad is not None:
+        raise InputError(f"{name}: class name {bad!r} contains a newline or control character: give one-line "
+                         "class names (labels.txt holds one per line)")
     mean, std = float(xtr.mean()), float(xtr.std()) or 1.0
     prep = {"input_scale": s_tr, **(preprocessing or {})}
     return Dataset(name, xtr, ytr, xva, yva, xte, yte, classes, mean, std, source or name, preprocessing=prep)
 
 
+MIN_TRAIN_FOR_SPLIT = 4  # round(4 * 0.15) = 1: the smallest training set a validation split can be carved from
+
+
+def _check_values(name: str, arrays: dict) -> None:
+    """Finite inputs and 1-D class labels, or a one-line error naming the array and the fix."""
+    for k, a in arrays.items():
+        if a.dtype.kind == "f" and a.size and not np.isfinite(a).all():
+            i = int(np.argwhere(~np.isfinite(a.reshape(len(a), -1)))[0][0])
+            raise InputError(f"{name}: {k} contains NaN or Inf (first in sample {i}): remove or fix those samples")
+        if k.startswith("y_") and a.dtype.kind in "iu" and a.ndim != 1:
+            raise InputError(f"{name}: {k} has shape {a.shape}; class labels must be 1-D (N,): pass y.reshape(-1)")
+
+
 def from_npz(path: Path, *, seed: int = 0, keys: dict | None = None, classes=None):
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError(f"{path} is empty (0 bytes): an interrupted save or download? save it again with numpy.savez")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read {path} as a .npz file ({e}); save it with numpy.savez") from None
+    except Exception as e:  # noqa: BLE001 - zipfile, zlib, numpy: a truncated file raises any of them
+        why = str(e).strip().splitlines()
+        raise InputError(f"cannot read {path} as a .npz file ({type(e).__name__}: {why[0] if why else 'truncated?'}); "
+                         "save it again with numpy.savez") from None
     class_key = (keys or {}).get("classes") or "classes"
     if classes is None and class_key in arrays:
         classes = [str(c) for c in arrays[class_key]]

@@ -190,7 +190,7 @@ def test_ssh_config_port_is_not_overridden(sshd, tiny_onnx, tmp_path):
     """Without a port no -p is passed, so the Port of an ssh config file applies (here given with -F)."""
     cfg = tmp_path / "ssh_config"
     cfg.write_text(f"Host 127.0.0.1\n  Port {sshd['ssh']['port']}\n")
-    ssh = dict(sshd["ssh"], port=None, ssh_options=[f"-F{cfg}"])
+    ssh = dict(sshd["ssh"], port=None, ssh_config=cfg)  # raw "-F" flags are refused in ssh_options (SECURITY.md)
     r = measure_remote(tiny_onnx, sshd["host"], runs=3, warmup=0, repeats=1, **ssh)
     assert r["where"] == sshd["host"] and r["p50_ms"] > 0
 

@@ -14,6 +14,7 @@ import torch
 import edgeprune
 from edgeprune.data import load_dataset
 from edgeprune.errors import ConfigError, InputError
+from edgeprune.imports import name_code
 from edgeprune.metrics import psnr
 from edgeprune.models import arch_spec, build_arch, build_model, check_input_shape, example_for, load_weights
 from edgeprune.pipeline import EXIT_BAD_INPUT, EXIT_OK
@@ -62,7 +63,8 @@ def test_example_through_the_cli(example_run, tmp_path):
     assert json.loads((run / "config.json").read_text())["train"]["epochs"] == 0
     exp = json.loads((run / "export.json").read_text())
     assert exp["complete"] and set(exp["artifacts"]) == {"onnx", "tflite-int8"}
-    # the compact model replays from the user's factory + plan + weights
+    # the compact model replays from the user's factory + plan + weights (once this process names that factory)
+    name_code(f"{EXAMPLE / 'my_model.py'}:make_net")
     model, plan, arch = load_compact(run / "model.pt", build_arch, example_for)
     assert plan.keep and sum(p.numel() for p in model.parameters()) < sum(
         p.numel() for p in build_arch(arch).parameters())
@@ -184,6 +186,7 @@ def test_callable_source_returning_torch_datasets(tmp_path):
         "    g = torch.Generator().manual_seed(0)\n"
         "    x = torch.rand(60, 1, 8, 8, generator=g); y = torch.arange(60) % 3\n"
         "    return TensorDataset(x[:40], y[:40]), TensorDataset(x[40:], y[40:])\n")
+    name_code(f"{tmp_path / 'mydata.py'}:make")  # a library call names its code itself (SECURITY.md)
     ds = load_dataset(f"{tmp_path / 'mydata.py'}:make")
     assert ds.input_shape == (1, 8, 8) and len(ds.x_test) == 20 and ds.num_classes == 3
 
@@ -198,6 +201,7 @@ def test_callable_source_returning_a_dict(tmp_path):
         "    x, y = np.load(HERE / 'x.npy'), np.load(HERE / 'y.npy')\n"
         "    return {'x_train': x[:150], 'y_train': y[:150], 'x_val': x[150:170], 'y_val': y[150:170],\n"
         "            'x_test': x[170:], 'y_test': y[170:], 'classes': [f'd{i}' for i in range(10)]}\n")
+    name_code(f"{tmp_path / 'mydict.py'}:make")
     ds = load_dataset(f"{tmp_path / 'mydict.py'}:make")
     assert (len(ds.x_train), len(ds.x_val), len(ds.x_test)) == (150, 20, 30)
     assert ds.classes[3] == "d3" and ds.preprocessing_spec()["input_scale"] == pytest.approx(1 / 255)
@@ -215,6 +219,7 @@ def _user_model_file(tmp_path) -> str:
         "from torch import nn\n"
         "def make(width=8, out=10):\n"
         "    return nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(width * 64, out))\n")
+    name_code(f"{tmp_path / 'net.py'}:make")  # in-process library calls below build it
     return f"{tmp_path / 'net.py'}:make"
 
 

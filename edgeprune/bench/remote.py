@@ -45,7 +45,7 @@ def split_host(host: str, port: Optional[int] = None) -> tuple[str, Optional[int
     return h, p
 
 
-def _ssh_base(identity, known_hosts, ssh_options: Sequence[str], connect_timeout: int) -> list:
+def _ssh_base(identity, known_hosts, ssh_options: Sequence[str], connect_timeout: int, ssh_config=None) -> list:
     opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={connect_timeout}", "-o", "StrictHostKeyChecking=accept-new",
             "-o", "LogLevel=ERROR"]
     if known_hosts is not None:
@@ -54,19 +54,23 @@ def _ssh_base(identity, known_hosts, ssh_options: Sequence[str], connect_timeout
         if not Path(identity).is_file():
             raise InputError(f"ssh identity file {identity} not found; pass the private key of the device login")
         opts += ["-i", str(identity), "-o", "IdentitiesOnly=yes"]
-    for o in ssh_options:
-        opts += [o] if str(o).startswith("-") else ["-o", str(o)]
+    from ..sshopts import check_ssh_options
+
+    for o in check_ssh_options(ssh_options):  # allow-listed: no ProxyCommand/LocalCommand/Include, no raw flags
+        opts += ["-o", o]
+    if ssh_config is not None:  # Python API only: an ssh config file the caller chose (never from a run folder)
+        opts += ["-F", str(ssh_config)]
     return opts
 
 
 class _Session:
-    def __init__(self, host, port, identity, known_hosts, ssh_options, connect_timeout, timeout):
+    def __init__(self, host, port, identity, known_hosts, ssh_options, connect_timeout, timeout, ssh_config=None):
         for tool in ("ssh", "scp"):
             if shutil.which(tool) is None:
                 raise InputError(f"`{tool}` not found on PATH; install the OpenSSH client (apt install openssh-client)")
         self.host, self.port = split_host(host, port)
         self.timeout = timeout
-        self.opts = _ssh_base(identity, known_hosts, ssh_options, connect_timeout)
+        self.opts = _ssh_base(identity, known_hosts, ssh_options, connect_timeout, ssh_config)
 
     def _explain(self, rc: int, stderr: str, what: str) -> RemoteError:
         err = " ".join(stderr.strip().split())[-300:] or "no output"
@@ -139,8 +143,11 @@ def _run_on_device(sess: _Session, remote_dir: str, model_name: str, python: str
 
 def measure_remote(path, host: str, *, port: Optional[int] = None, identity=None, python: str = "python3", threads: int = 1,
                    runs: int = 50, warmup: int = 10, repeats: int = 3, ssh_options: Sequence[str] = (),
-                   known_hosts=None, connect_timeout: int = 10, timeout: float = 600) -> dict:
+                   known_hosts=None, connect_timeout: int = 10, timeout: float = 600, ssh_config=None) -> dict:
     """Benchmark ``path`` (.onnx/.tflite) on ``host`` ("user@host" or "user@host:port") over ssh.
+
+    ``ssh_options``: ``Key=Value`` options from a short allow-list (:mod:`edgeprune.sshopts`); ``ssh_config``:
+    an ssh config file to use instead of ~/.ssh/config (``ssh -F``; Python callers only).
 
     Each repeat is a fresh ``python runner.py`` process on the device. Returns the runner's statistics
     (median over repeats; ``raw`` holds each repeat) labelled ``{"source": "measured", "where": host}``.
@@ -153,7 +160,7 @@ def measure_remote(path, host: str, *, port: Optional[int] = None, identity=None
         raise InputError(f"model file {path} must end in .onnx or .tflite")
     if repeats < 1 or runs < 1 or threads < 1:
         raise InputError("repeats, runs and threads must be >= 1")
-    sess = _Session(host, port, identity, known_hosts, ssh_options, connect_timeout, timeout)
+    sess = _Session(host, port, identity, known_hosts, ssh_options, connect_timeout, timeout, ssh_config)
     p = sess.ssh("mktemp -d /tmp/edgeprune-bench.XXXXXX", "mktemp")
     remote_dir = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ""
     if not remote_dir.startswith("/tmp/edgeprune-bench."):

@@ -75,6 +75,8 @@ def _ms(v) -> str:
     """A latency in ms with 3 significant digits, in µs below 0.1 ms (a few µs would read 0.004 ms)."""
     if v is None:
         return "—"
+    if not isinstance(v, (int, float)) or isinstance(v, bool):  # a device's reply: shown escaped, never as HTML
+        return html.escape(str(v))
     return f"{_sig(v * 1e3)} µs" if abs(v) < 0.1 else f"{_sig(v)} ms"
 
 
@@ -297,6 +299,11 @@ def _budget_table(report) -> str:
             "<th>advice</th></tr>" + "".join(rows) + "</table>")
 
 
+def _e(v) -> str:
+    """Any value from a file or a device, as HTML text."""
+    return html.escape(str(v))
+
+
 def _mb(v) -> str:
     return "—" if v is None else f"{_sig(v)}"
 
@@ -342,8 +349,8 @@ def _latency_notes(report, lat: list, has_dev: bool) -> list:
         if isinstance(mach, dict):
             mach = f"{mach.get('cpu', 'host')}, {mach.get('cores', '?')} cores, {mach.get('platform', '')}"
         notes.append(f"Host figures: measured on this machine ({html.escape(str(mach))}), median of "
-                     f"{host.get('repeats')} fresh processes × {host.get('runs')} timed runs, "
-                     f"{host.get('threads')} thread(s), batch 1. Model memory = peak RSS minus the runtime's import "
+                     f"{_e(host.get('repeats'))} fresh processes × {_e(host.get('runs'))} timed runs, "
+                     f"{_e(host.get('threads'))} thread(s), batch 1. Model memory = peak RSS minus the runtime's import "
                      f"footprint (measured separately: {_sig(host.get('runtime_footprint_mb'))} MB).")
     if pred:
         notes.append(f"{html.escape(report['target']['title'])} figures: predicted by {html.escape(str(pred.get('model')))}"
@@ -352,7 +359,8 @@ def _latency_notes(report, lat: list, has_dev: bool) -> list:
                      f"<b>Uncertainty: {html.escape(str(pred.get('uncertainty') or 'unknown'))}.</b>")
     if dev:
         notes.append(f"Device figures: measured on {html.escape(str(dev.get('where')))}, "
-                     f"{dev.get('repeats') or 1} process(es) × {dev.get('runs')} timed runs, {dev.get('threads')} thread(s)"
+                     f"{_e(dev.get('repeats') or 1)} process(es) × {_e(dev.get('runs'))} timed runs, "
+                     f"{_e(dev.get('threads'))} thread(s)"
                      + (f"; p90 = {html.escape(str(dev['p90_from']))}" if dev.get("p90_from") else "") + ".")
     elif pred:
         notes.append(f"Nothing was measured on a {html.escape(report['target']['title'])}: the target columns are "

@@ -8,8 +8,19 @@ from ..surgery import load_compact
 
 
 def load_model(b, filename: str):
-    """(model, plan, arch) replayed from a run-folder checkpoint."""
-    return load_compact(b.run / filename, build_arch, example_for)
+    """(model, plan, arch) replayed from a run-folder checkpoint. The architecture the checkpoint names is
+    built from a registry, or from code the user named (:meth:`Build.own_arch`); code that only the
+    checkpoint names is refused with a one-line error, never imported."""
+    from ..imports import UnnamedCodeError, refuse_message
+
+    def build(arch: dict):
+        mine = b.own_arch(arch)
+        try:
+            return build_arch(mine)
+        except UnnamedCodeError:
+            raise UnnamedCodeError(refuse_message(mine["model"], "model factory", f"checkpoint {b.run / filename}")) from None
+
+    return load_compact(b.run / filename, build, example_for)
 
 
 def train_options(b) -> dict:

@@ -50,6 +50,12 @@ def run(b) -> list[str]:
     verdict = read_json(b.run / budget_path)
     artifacts = exp["artifacts"]
     d = train["dataset"]
+    bad = next((c for c in d["classes"] if not str(c).isprintable()), None)
+    if bad is not None:  # labels.txt holds one name per line
+        from ..errors import InputError
+
+        raise InputError(f"class name {bad!r} in train.json has a newline or control character: rebuild with "
+                         "one-line class names")
     metadata = {
         "model": train["arch"]["model"],
         "task": train["task"],

@@ -227,6 +227,9 @@ def load_target(name_or_path: "str | Path") -> Target:
     user = user_targets()
     if s in user:
         return _load_file(user[s])
+    own = Path(f"{s}.toml")
+    if own.is_file() and _NAME_RE.match(s):  # ./<name>.toml that does not parse: show why, not "unknown"
+        return _parse(own.read_text(encoding="utf-8", errors="replace"), str(own), expect_name=s)
     fam = resolve_family(s)
     if fam is not None:
         return load_target(fam.default)
@@ -334,6 +337,8 @@ def _typed(where: str, key: str, value: Any, types: tuple, what: str) -> Any:
     ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
     if not ok:
         raise _err(where, key, f"must be {what}, got {type(value).__name__} {value!r}")
+    if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
+        raise _err(where, key, f"= {value} must be a finite number")
     return value
 
 
