@@ -75,7 +75,7 @@ def rename_arrays(name: str, arrays: dict, keys: dict | None) -> dict:
 def from_arrays(name: str, arrays: dict, *, seed: int = 0, source: str = "", classes=None, keys: dict | None = None,
                 preprocessing: dict | None = None):
     """A Dataset from a dict of arrays (``keys`` renames them); validates lengths, shapes and dtypes."""
-    from .data import Dataset, split
+    from .dataset import Dataset, split
 
     arrays = rename_arrays(name, arrays, keys)
     xtr, s_tr = _as_images(arrays["x_train"], name)
@@ -207,7 +207,7 @@ def from_image_folder(root: Path, *, seed: int = 0, input_shape=None, test_fract
         xs.append(a[None] if channels == 1 else a.transpose(2, 0, 1))
     x = np.stack(xs)  # uint8: from_arrays scales by 1/255 and records it
     y = np.array([i for _, i in files], dtype=np.int64)
-    from .data import split
+    from .dataset import split
 
     (xtr, ytr), _, (xte, yte) = split(x, y, (0.0, test_fraction), seed)
     if len(xtr) == 0 or len(xte) == 0:
