@@ -1,12 +1,13 @@
 """edgeprune: prune, compact, export and benchmark neural networks for edge hardware.
 
-The Python API (``edgeprune.build``, ``edgeprune.compact``, ``edgeprune.export``,
-``edgeprune.bench``) is imported lazily so that ``import edgeprune`` stays cheap.
+The Python API (``edgeprune.build``, ``edgeprune.compact``, ``edgeprune.export_model``,
+``edgeprune.benchmark``) is imported lazily so that ``import edgeprune`` stays cheap.
+(``edgeprune.export`` and ``edgeprune.bench`` are the sub-packages of those stages.)
 """
 
 from .version import __version__
 
-_API = {"build", "compact", "export", "bench", "BuildResult"}
+_API = {"build", "compact", "export_model", "benchmark", "BuildResult"}
 
 
 def __getattr__(name):

@@ -5,8 +5,8 @@
                              target="rpi5", weights="net.pt")
     result.passed, result.report["artifacts"], result.run_dir
 
-Each stage is callable on its own too: :func:`compact` (surgery, verified), :func:`export`
-(artifacts + parity) and :func:`bench` (host measurement).
+Each stage is callable on its own too: :func:`compact` (surgery, verified), :func:`export_model`
+(artifacts + parity) and :func:`benchmark` (host measurement).
 """
 
 from __future__ import annotations
@@ -268,7 +268,7 @@ def compact(model, plan, example_input=None, inputs=None, *, report: bool = Fals
     return (small, facts) if report else small
 
 
-def export(model, example_input=None, *, test_x, test_y, out_dir, formats=None, calib=None, task="classification"):
+def export_model(model, example_input=None, *, test_x, test_y, out_dir, formats=None, calib=None, task="classification"):
     """Export alone: ONNX / TFLite artifacts with parity checks (see :func:`edgeprune.export.export_all`).
 
     ``test_x`` are inputs as the model sees them (normalized); ``example_input`` defaults to
@@ -284,7 +284,7 @@ def export(model, example_input=None, *, test_x, test_y, out_dir, formats=None, 
                       test_y=test_y, out_dir=Path(out_dir), formats=list(formats or FORMATS), task=task)
 
 
-def bench(path, *, threads: int = 1, runs: int = 50, warmup: int = 10, repeats: int = 3) -> dict:
+def benchmark(path, *, threads: int = 1, runs: int = 50, warmup: int = 10, repeats: int = 3) -> dict:
     """Benchmark alone: latency and memory of an .onnx/.tflite file measured on this host, in
     ``repeats`` fresh processes of ``runs`` timed inferences each (medians; raw runs included)."""
     from .bench.host import measure_host

@@ -469,11 +469,11 @@ def test_api_export_and_bench(api_run, tmp_path):
     model, _, _ = load_compact(run / "model.pt", build_arch, example_for)
     ds = load_dataset(json.loads((run / "config.json").read_text())["dataset"])
     test_x, test_y = ds.normalize(ds.x_test), ds.y_test
-    res = edgeprune.export(model, test_x=test_x, test_y=test_y, out_dir=tmp_path / "exp", formats=["onnx"])
+    res = edgeprune.export_model(model, test_x=test_x, test_y=test_y, out_dir=tmp_path / "exp", formats=["onnx"])
     onnx = res["onnx"]
     assert onnx["ok"] and (tmp_path / "exp" / onnx["path"]).is_file()
     assert onnx["rel_diff"] < 1e-4 and onnx["metric"] == pytest.approx(onnx["torch_metric"], abs=0.5)
-    stats = edgeprune.bench(tmp_path / "exp" / onnx["path"], runs=5, warmup=1, repeats=1)
+    stats = edgeprune.benchmark(tmp_path / "exp" / onnx["path"], runs=5, warmup=1, repeats=1)
     assert stats["source"] == "measured" and stats["where"] == "host" and stats["p50_ms"] > 0
     with pytest.raises(InputError, match="not found"):
-        edgeprune.bench(tmp_path / "exp" / "missing.onnx")
+        edgeprune.benchmark(tmp_path / "exp" / "missing.onnx")

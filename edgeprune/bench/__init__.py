@@ -11,6 +11,3 @@ check a target's budget.
 ``runner.py`` is standalone (numpy + one runtime) so it can be copied to a device.
 """
 
-from .._callable import make_callable
-
-make_callable(__name__, "bench")  # edgeprune.bench(path) == edgeprune.api.bench(path)

@@ -26,6 +26,3 @@ from .core import FILENAMES, FORMATS, FP32_REL_TOL, export_all
 
 __all__ = ["FORMATS", "FILENAMES", "FP32_REL_TOL", "PLATFORM_DEFAULT_FORMATS", "export_all", "package_bundle"]
 
-from .._callable import make_callable
-
-make_callable(__name__, "export")  # edgeprune.export(model, ...) == edgeprune.api.export(model, ...)
