@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
+RESULTS = Path(os.environ.get("ZOO_RESULTS", HERE / "results"))
 MAX_PARAMS = 150_000_000
 KEEP = 0.7
 REL_TOL = 1e-5
@@ -236,8 +236,8 @@ def main() -> None:
         res["loadavg"] = os.getloadavg()
         res["machine"] = f"{platform.machine()} {os.cpu_count()} cores (shared)"
         res["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        res["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                    cwd=HERE).stdout.strip()
+        res["git"] = os.environ.get("ZOO_GIT") or subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
         out.write_text(json.dumps(res, indent=1))
         print(f"  ours={res.get('ours', {}).get('status')} tp={res.get('tp', {}).get('status')} {res['wall_s']:.0f}s",
               flush=True)
