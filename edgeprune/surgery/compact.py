@@ -127,23 +127,48 @@ def _answer_zeros(mod, inputs, output):
     return torch.zeros_like(output)
 
 
+def outputs_of(out) -> list[torch.Tensor]:
+    """A model's outputs as a flat list of tensors (a tensor, or tuples / lists / dicts of them)."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in outputs_of(v)]
+    if isinstance(out, (list, tuple)):
+        return [t for v in out for t in outputs_of(v)]
+    return []
+
+
+def _shapes(out) -> list[tuple]:
+    return [tuple(t.shape) for t in outputs_of(out)]
+
+
 def verify(reference: nn.Module, candidate: nn.Module, inputs: torch.Tensor, rel_tol: float = REL_TOL) -> dict:
-    """Compare two models on real inputs; raise :class:`VerificationError` past ``rel_tol``."""
+    """Compare two models on real inputs, output by output; raise :class:`VerificationError` past ``rel_tol``.
+
+    Several outputs (a tuple, list or dict of tensors) are compared one by one; the relative
+    difference of each is its largest absolute difference over its largest magnitude, and the
+    worst output is reported.
+    """
     reference.eval()
     candidate.eval()
     with torch.no_grad():
         a = reference(inputs)
         b, change = run_traced(candidate, inputs)
-    if a.shape != b.shape:
-        raise UnsupportedModelError(f"compact model output shape {tuple(b.shape)} != masked model {tuple(a.shape)}: "
+    if _shapes(a) != _shapes(b):
+        raise UnsupportedModelError(f"compact model output shapes {_shapes(b)} != masked model {_shapes(a)}: "
                                     + _shape_culprit(change, candidate))
-    max_abs = float((a - b).abs().max())
-    scale = float(a.abs().max()) or 1.0
-    rel = max_abs / scale
-    result = {"max_abs_diff": max_abs, "rel_diff": rel, "rel_tol": rel_tol, "n_inputs": int(inputs.shape[0])}
+    rels, max_abs = [], 0.0
+    for u, v in zip(outputs_of(a), outputs_of(b)):
+        d = float((u - v).abs().max()) if u.numel() else 0.0
+        max_abs = max(max_abs, d)
+        rels.append(d / (float(u.abs().max()) or 1.0) if u.numel() else 0.0)
+    rel = max(rels) if rels else 0.0
+    result = {"max_abs_diff": max_abs, "rel_diff": rel, "rel_tol": rel_tol, "n_inputs": int(inputs.shape[0]),
+              "n_outputs": len(rels)}
     if not rel <= rel_tol:
+        which = f" (output {rels.index(rel)} of {len(rels)})" if len(rels) > 1 else ""
         raise VerificationError(
-            f"compact model differs from the masked model: relative difference {rel:.2e} > {rel_tol:.0e} "
+            f"compact model differs from the masked model{which}: relative difference {rel:.2e} > {rel_tol:.0e} "
             "(a surgery bug: please report it with the model and plan)"
         )
     return result
@@ -203,9 +228,9 @@ def probe(model: nn.Module, graph: ModelGraph, example: torch.Tensor) -> None:
         except UnsupportedModelError as e:
             raise UnsupportedModelError("the model cannot be cut: with one channel less per group, " + str(e).replace(
                 "the compact model fails", "it fails", 1)) from None
-    if got.shape != want.shape:
-        raise UnsupportedModelError(f"the model cannot be cut: with one channel less per group its output shape "
-                                    f"{tuple(got.shape)} != {tuple(want.shape)}: " + _shape_culprit(change, small))
+    if _shapes(got) != _shapes(want):
+        raise UnsupportedModelError(f"the model cannot be cut: with one channel less per group its output shapes "
+                                    f"{_shapes(got)} != {_shapes(want)}: " + _shape_culprit(change, small))
 
 
 def _probe_keep(graph: ModelGraph) -> dict[str, list[int]]:

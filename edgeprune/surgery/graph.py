@@ -40,9 +40,10 @@ from .trace import OpRecorder
 
 PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.Linear)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+PER_CHANNEL = (nn.PReLU,)  # one parameter per channel (or one in all), sliced with the group
 # Modules whose parameters the cost table models exactly; anything else with parameters
 # is counted as a constant and refused if it sits inside a group.
-MODELLED = PRUNABLE + NORMS
+MODELLED = PRUNABLE + NORMS + PER_CHANNEL
 
 
 @dataclass
@@ -94,7 +95,7 @@ class LayerCost:
     """
 
     name: str
-    kind: str  # conv | depthwise | convT | linear | norm
+    kind: str  # conv | depthwise | convT | linear | norm | channel (PReLU, a bare per-channel parameter)
     out_full: int
     out_parts: list[tuple[str, list[int]]]  # (group, root index of each owned output channel)
     in_full: int
@@ -107,6 +108,8 @@ class LayerCost:
     def _params_macs(self, out: int, cin: int) -> tuple[int, int]:
         if self.kind == "norm":
             return (2 * out if self.bias else 0), 0
+        if self.kind == "channel":  # ``kernel`` entries per channel (a (C, 1, 1) scale: 1; a (1, N, C) embedding: N)
+            return out * self.kernel, 0
         if self.kind == "depthwise":
             params = out * self.kernel
         else:
@@ -335,7 +338,7 @@ def _analyze(model, example, ignored_layers, strict) -> ModelGraph:
         kind, kernel, grp = _kind(m)
         out_full = _out_channels(m)
         cin_full = _in_channels(m)
-        ins = [] if kind in ("norm", "depthwise") else in_parts.get(n, [])
+        ins = [] if kind in ("norm", "depthwise", "channel") else in_parts.get(n, [])
         if kind == "convT":
             spatial = _numel(ishape[2:])
         elif kind == "linear":
@@ -345,6 +348,13 @@ def _analyze(model, example, ignored_layers, strict) -> ModelGraph:
         lc = LayerCost(n, kind, out_full, out_parts.get(n, []), cin_full, ins, kernel, spatial, _has_bias(m), grp)
         layers[n] = lc
         modelled_params += sum(p.numel() for p in m.parameters(recurse=False))
+    params = dict(model.named_parameters())
+    for n, parts in out_parts.items():
+        if n in params and n not in modules:  # a bare per-channel parameter coupled to groups
+            p = params[n]
+            dim = max(d for d, s in enumerate(p.shape) if s > 1)
+            layers[n] = LayerCost(n, "channel", p.shape[dim], parts, p.shape[dim], [], p.numel() // p.shape[dim], 1, False)
+            modelled_params += p.numel()
     const = sum(p.numel() for p in model.parameters()) - modelled_params
 
     branches = _find_branches(model, layers, rec)
@@ -398,12 +408,11 @@ def _group_parts(g, root, dg, names, rec, modules):
     for item in g.items:
         mod = item.dep.target.module
         if isinstance(mod, nn.Parameter):
-            pname = getattr(dg, "_param_to_name", {}).get(mod, f"of shape {tuple(mod.shape)}")
-            raise UnsupportedModelError(
-                f"unsupported op: parameter {pname} is applied to the channels of layer {root} outside a standard "
-                f"layer; its channels cannot be removed exactly (wrap it in a standard layer, or keep the layer unpruned: "
-                f"edgeprune.surgery.analyze(..., ignored_layers=[{root!r}]))"
-            )
+            pname = _check_bare_parameter(mod, root, dg, rec)
+            if f"{pname}:out" not in members:
+                outs.append((pname, [int(r) for r in item.root_idxs]))
+                members.append(f"{pname}:out")
+            continue
         if not isinstance(mod, nn.Module) or mod not in names:
             internal.append(item.dep.target)  # torch-pruning's internal ops (add, concat, reshape, ...)
     for n, side, roots in _layer_items(g, dg, names):
@@ -427,6 +436,32 @@ def _group_parts(g, root, dg, names, rec, modules):
     if any(i.op == "cat" for i in infos if i) and any(merges_channels(i) for i in infos if i):
         return "its channels are concatenated and flattened (Torch-Pruning cannot map that onto the next layer)"
     return members, outs, ins
+
+
+# ops through which a bare per-channel parameter (a layer scale, an embedding) may act on a group
+PARAM_OPS = {"add", "add_", "__add__", "__radd__", "__iadd__", "mul", "mul_", "__mul__", "__rmul__", "__imul__",
+             "sub", "__sub__", "__rsub__", "div", "__truediv__", "expand", "expand_as", "view", "reshape",
+             "unsqueeze", "squeeze", "to", "type_as", "__get__"}  # __get__: attribute reads (p.shape)
+
+
+def _check_bare_parameter(p: nn.Parameter, root: str, dg, rec: OpRecorder) -> str:
+    """Name of a parameter outside a standard layer that acts element-wise on a group, or refuse it.
+
+    Torch-Pruning slices such a parameter along its last non-singleton dimension; that is
+    exact when the parameter only scales or shifts the channels (``gamma * x``, ``x + pos``).
+    """
+    pname = getattr(dg, "_param_to_name", {}).get(p, f"of shape {tuple(p.shape)}")
+    ops = rec.param_ops.get(id(p), set())
+    dims = [d for d, s in enumerate(p.shape) if s > 1]
+    odd = sorted(ops - PARAM_OPS)
+    if not ops or odd or not dims:
+        how = f"by {', '.join(odd)}" if odd else "in a way the trace does not show"
+        raise UnsupportedModelError(
+            f"unsupported op: parameter {pname} of shape {tuple(p.shape)} is applied to the channels of layer {root} "
+            f"{how}; only element-wise scales and shifts are cut exactly (wrap it in a standard layer, or keep the "
+            f"layer unpruned: edgeprune.surgery.analyze(..., ignored_layers=[{root!r}]))"
+        )
+    return pname
 
 
 def _find_branches(model: nn.Module, layers: dict, rec: OpRecorder) -> dict[str, "Branch"]:
@@ -473,6 +508,8 @@ def _is_depthwise(m: nn.Module) -> bool:
 
 
 def _kind(m: nn.Module) -> tuple[str, int, int]:
+    if isinstance(m, PER_CHANNEL):
+        return "channel", 1, 1
     if isinstance(m, NORMS):
         return "norm", 1, 1
     if isinstance(m, nn.Linear):
@@ -486,6 +523,8 @@ def _kind(m: nn.Module) -> tuple[str, int, int]:
 
 
 def _out_channels(m: nn.Module) -> int:
+    if isinstance(m, PER_CHANNEL):
+        return m.num_parameters
     if isinstance(m, NORMS):
         return m.num_features
     if isinstance(m, nn.Linear):
@@ -494,6 +533,8 @@ def _out_channels(m: nn.Module) -> int:
 
 
 def _in_channels(m: nn.Module) -> int:
+    if isinstance(m, PER_CHANNEL):
+        return m.num_parameters
     if isinstance(m, NORMS):
         return m.num_features
     if isinstance(m, nn.Linear):
@@ -505,6 +546,8 @@ def _has_bias(m: nn.Module) -> bool:
     """Conv/linear: has a bias vector. Norm: is affine (weight + bias)."""
     if isinstance(m, NORMS):
         return bool(m.affine)
+    if isinstance(m, PER_CHANNEL):
+        return False
     return getattr(m, "bias", None) is not None
 
 

@@ -48,7 +48,7 @@ ELEMENTWISE = {
 REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "norm", "logsumexp", "prod"}
 RESHAPES = {"view", "reshape", "view_as", "reshape_as"}
 # layers whose own ops (seen or not) Torch-Pruning cuts as a whole
-LAYER_INTERNAL = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm)
+LAYER_INTERNAL = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.PReLU)
 
 
 def check_group_ops(group_name: str, items, rec: OpRecorder, modules: dict) -> None:

@@ -133,6 +133,7 @@ class OpRecorder:
         self.watch_batch: int | None = None  # batch size whose first change by an op is recorded
         self.batch_change: tuple[str, str, tuple, tuple] | None = None  # (op, module, in shape, out shape)
         self.record_ops = True
+        self.param_ops: dict[int, set[str]] = {}  # id(parameter) -> the ops that took it as an argument
 
     @property
     def current(self) -> str:
@@ -151,6 +152,9 @@ class OpRecorder:
             stack.extend(f for f, _ in fn.next_functions if f is not None)
 
     def on_op(self, func, args, kwargs, out) -> None:
+        for t in _tensors((args, kwargs)):
+            if isinstance(t, nn.Parameter):
+                self.param_ops.setdefault(id(t), set()).add(func_name(func))
         outs = [t for t in _tensors(out) if t.grad_fn is not None]
         if not outs:
             return
