@@ -476,13 +476,15 @@ class CustomFnNet(nn.Module):
 
 
 class HardCodedView(nn.Module):
+    """A hard-coded reshape that is not a flatten (a flatten is rewritten: test_surgery_patterns.py)."""
+
     def __init__(self):
         super().__init__()
         self.conv = conv_bn(1, 8, 3)
-        self.fc = nn.Linear(8 * 8 * 8, 10)
+        self.fc = nn.Linear(8, 10)
 
     def forward(self, x):
-        return self.fc(self.conv(x).view(-1, 8 * 8 * 8))
+        return self.fc(self.conv(x).view(-1, 8, 64).mean(2))
 
 
 class _Between(nn.Module):
@@ -541,7 +543,7 @@ def test_hard_coded_view_is_refused_in_analyze_naming_the_view_and_module():
     with pytest.raises(UnsupportedModelError) as e:
         analyze(HardCodedView().eval(), torch.zeros(1, 1, 8, 8))
     msg = _single_line_error(e)
-    assert "at op view in the forward of the model (HardCodedView)" in msg and "hard-coded" in msg, msg
+    assert "at op view in the forward of the model (HardCodedView) (test_surgery.py:" in msg and "hard-coded" in msg, msg
     assert "x.flatten(1)" in msg
 
 

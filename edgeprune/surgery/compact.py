@@ -27,6 +27,8 @@ from torch import nn
 from ..errors import InputError, UnsupportedModelError, VerificationError
 from ..models import DroppedBranch, Residual
 from .branches import dropped_block, find_branch
+from .rewrite import apply_rewrites
+from .layout import column_of, from_channel_first, to_channel_first
 from .graph import ModelGraph, _is_depthwise, _is_grouped, analyze, build_tp_graph, one_thread
 from .plan import PruningPlan, _owned_parts
 from .trace import OpRecorder
@@ -58,18 +60,32 @@ def compact(model: nn.Module, plan: PruningPlan, example: torch.Tensor, graph: M
     graph = graph or analyze(new, example, probe=False)  # compaction itself is the probe
     plan.validate(graph)
     removed = plan.removed(graph)
+    if removed and graph.rewrites:  # x.view(-1, 576) -> torch.flatten(x, 1) before any width changes
+        new = apply_rewrites(new, graph.rewrites)
     if removed:
         with one_thread():
             dg = build_tp_graph(new, example)
+        for name, remap in graph.remaps.items():  # Torch-Pruning cuts flatten -> Linear channel-first
+            to_channel_first(new.get_submodule(name), remap)
         for g, idxs in removed.items():
             try:
                 group = _tp_group(graph, new, dg, g, idxs)
                 group.prune()
             except Exception as e:  # torch-pruning raises bare errors for patterns it cannot cut
                 raise UnsupportedModelError(f"cannot remove channels of group {g}: {type(e).__name__}: {e}") from None
+        for name, remap in graph.remaps.items():
+            lin = new.get_submodule(name)
+            from_channel_first(lin, remap, lin.in_features // (lin.in_features and _spatial(remap)))
     for b in _drop_order(graph, plan.dropped):
         _set_module(new, b, _without_branch(new.get_submodule(b), graph.branches[b]))
     return new
+
+
+def _spatial(remap) -> int:
+    n = 1
+    for s in remap.shape[2:]:
+        n *= int(s)
+    return n
 
 
 def _drop_order(graph: ModelGraph, dropped) -> list[str]:
@@ -97,6 +113,7 @@ def masked(model: nn.Module, plan: PruningPlan, example: torch.Tensor, graph: Mo
     if removed:
         with one_thread():
             dg = build_tp_graph(ref, example)
+        names = {m: n for n, m in ref.named_modules()}
         with torch.no_grad():
             for g, idxs in removed.items():
                 for dep, dep_idxs in _tp_group(graph, ref, dg, g, idxs):
@@ -109,6 +126,8 @@ def masked(model: nn.Module, plan: PruningPlan, example: torch.Tensor, graph: Mo
                         raise VerificationError(f"group {g} reaches grouped convolution {dep.target.name}, whose "
                                                 "widths must stay (a surgery bug: please report it with the model)")
                     ix = torch.as_tensor([int(i) for i in dep_idxs], dtype=torch.long)
+                    if names.get(mod) in graph.remaps:  # channel-first index -> the column after the channels-last flatten
+                        ix = column_of(graph.remaps[names[mod]], ix)
                     if isinstance(mod, nn.modules.conv._ConvTransposeNd):
                         mod.weight[ix] = 0  # (in, out, k...)
                     else:
@@ -199,6 +218,7 @@ def run_traced(model: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, tu
     except (RuntimeError, ValueError, IndexError) as e:
         op, where = rec.failed_op or ("", rec.stack[-1] if rec.stack else "")
         at = f"at op {op} in {rec.where(where)}" if op else f"in {rec.where(where)}"
+        at += f" ({rec.failed_line})" if rec.failed_line else ""
         raise UnsupportedModelError(f"the compact model fails {at}: {str(e).splitlines()[0] if str(e) else type(e).__name__}; "
                                     + HARD_CODED) from None
     return out, rec.batch_change

@@ -35,6 +35,8 @@ from torch import nn
 from ..errors import UnsupportedModelError
 from ..models import Residual
 from .branches import dropped_block, find_branch
+from .layout import find_remaps
+from .rewrite import find_hard_coded
 from .support import check_group_ops, likely_cause, merges_channels
 from .trace import OpRecorder
 
@@ -148,6 +150,8 @@ class ModelGraph:
     _tp_graph: object = None  # the torch_pruning DependencyGraph (not serialised)
     _modules: dict = field(default_factory=dict)
     frozen: dict[str, str] = field(default_factory=dict)  # coupled groups kept whole: root layer -> why
+    remaps: dict = field(default_factory=dict)  # Linear after a channels-last flatten -> its Remap (layout.py)
+    rewrites: list = field(default_factory=list)  # hard-coded flatten widths rewritten by compact (rewrite.py)
 
     # ----------------------------------------------------------------- costs
     def full_keep(self) -> dict[str, int]:
@@ -296,6 +300,8 @@ def _analyze(model, example, ignored_layers, strict) -> ModelGraph:
         raise UnsupportedModelError(f"Torch-Pruning cannot trace the channel dependencies of the model ({err}); "
                                     + likely_cause(rec, modules)) from None
     _refuse_custom_functions(rec)
+    remaps = find_remaps(rec, modules)
+    accepted = {fn for r in remaps.values() for fn in r.nodes}
     # layers whose output reaches a model output keep their widths, and so do the producers of
     # layers that run but reach no output (Torch-Pruning's graph, traced back from the outputs,
     # does not see them, so it would not cut their inputs)
@@ -314,7 +320,7 @@ def _analyze(model, example, ignored_layers, strict) -> ModelGraph:
     ignored_mods = [modules[n] for n in dict.fromkeys(ignored + grouped)]
     for g in dg.get_all_groups(ignored_layers=ignored_mods, root_module_types=list(PRUNABLE)):
         root = names[g[0].dep.target.module]
-        found = _group_parts(g, root, dg, names, rec, modules)
+        found = _group_parts(g, root, dg, names, rec, modules, accepted)
         if isinstance(found, str):  # a pattern whose channels are kept whole
             frozen[root] = found
             frozen_layers.extend(n for n, side, _ in _layer_items(g, dg, names) if side == "out")
@@ -358,7 +364,7 @@ def _analyze(model, example, ignored_layers, strict) -> ModelGraph:
     const = sum(p.numel() for p in model.parameters()) - modelled_params
 
     branches = _find_branches(model, layers, rec)
-    graph = ModelGraph(groups, branches, layers, const, ignored, dg, modules, frozen)
+    graph = ModelGraph(groups, branches, layers, const, ignored, dg, modules, frozen, remaps, find_hard_coded(rec))
     full = graph.full_keep()
     base = graph.cost(full)
     for g in groups.values():
@@ -396,7 +402,7 @@ def _layer_items(g, dg, names):
             yield n, side, [int(r) for r in item.root_idxs]
 
 
-def _group_parts(g, root, dg, names, rec, modules):
+def _group_parts(g, root, dg, names, rec, modules, accepted=frozenset()):
     """``(members, out parts, in parts)`` of one Torch-Pruning group, or why its widths must stay.
 
     Kept whole: groups that touch a grouped (non-depthwise) conv, and groups that pass both a
@@ -431,7 +437,7 @@ def _group_parts(g, root, dg, names, rec, modules):
         elif isinstance(mod, PRUNABLE) and not _is_depthwise(mod):
             ins.append((n, roots))
         members.append(f"{n}:{side}")
-    check_group_ops(root, internal, rec, modules)
+    check_group_ops(root, [n for n in internal if n.grad_fn not in accepted], rec, modules)
     infos = [rec.info.get(node.grad_fn) for node in internal if node.grad_fn is not None]
     if any(i.op == "cat" for i in infos if i) and any(merges_channels(i) for i in infos if i):
         return "its channels are concatenated and flattened (Torch-Pruning cannot map that onto the next layer)"

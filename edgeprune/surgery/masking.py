@@ -28,6 +28,7 @@ from torch import nn
 
 from .branches import branch_output_module
 from .graph import ModelGraph, _is_depthwise
+from .layout import column_of
 
 _CONSUMERS = (nn.Linear, nn.modules.conv._ConvNd)
 
@@ -74,7 +75,10 @@ class ChannelMasks:
                     continue
                 cin = _in_features(modules[name])
                 s = src.setdefault(name, torch.zeros(cin, dtype=torch.long))
-                s[torch.as_tensor([int(i) for i in idxs])] = 1 + self.offsets[g] + torch.as_tensor([int(r) for r in roots])
+                ix = torch.as_tensor([int(i) for i in idxs])
+                if name in graph.remaps:  # channel-first index -> the column after the channels-last flatten
+                    ix = column_of(graph.remaps[name], ix)
+                s[ix] = 1 + self.offsets[g] + torch.as_tensor([int(r) for r in roots])
         self.src = src
         self.kinds = {name: _kind(modules[name]) for name in src}
 
