@@ -192,11 +192,15 @@ def main() -> None:
     ap.add_argument("--timm", action="store_true")
     ap.add_argument("--timeout", type=int, default=1200)
     ap.add_argument("--one", nargs=2, metavar=("ZOO", "NAME"))
+    ap.add_argument("--worker", nargs="+", metavar="ZOO NAME")
     ap.add_argument("--table", action="store_true")
     ap.add_argument("--redo", choices=["refused", "failed", "all"], help="rerun models whose result has this status")
     a = ap.parse_args()
     if a.one:
         print(json.dumps(run_one(*a.one)))
+        return
+    if a.worker:
+        worker(a.worker[0], a.worker[1:])
         return
     if a.table:
         from table import write_table
@@ -212,6 +216,7 @@ def main() -> None:
             sized.append((count_params(zoo, n), n))
         except Exception as e:  # noqa: BLE001
             print(f"{n}: cannot build ({type(e).__name__}: {e})", flush=True)
+    todo = []
     for params, n in sorted(sized):
         out = RESULTS / f"{zoo}__{n}.json"
         if params > MAX_PARAMS:
@@ -219,32 +224,69 @@ def main() -> None:
                 out.write_text(json.dumps({"zoo": zoo, "model": n, "params": params, "skipped": f"over {MAX_PARAMS} params"}))
             continue
         if out.exists():
-            old = json.loads(out.read_text())
-            st = old.get("ours", {}).get("status")
+            st = json.loads(out.read_text()).get("ours", {}).get("status")
             if not a.redo or (a.redo != "all" and st != a.redo and not (a.redo == "refused" and st == "timeout")):
                 continue
-        print(f"{n} ({params / 1e6:.1f} M) ...", flush=True)
-        t0 = time.time()
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        try:
-            p = subprocess.run([sys.executable, __file__, "--one", zoo, n], capture_output=True, text=True,
-                               timeout=a.timeout, env=env)
-            lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-            res = json.loads(lines[-1]) if lines else {
-                "zoo": zoo, "model": n, "params": params,
-                "ours": {"status": "failed", "reason": f"process died (rc {p.returncode}): {p.stderr.strip().splitlines()[-1][:200] if p.stderr.strip() else ''}"}}
-        except subprocess.TimeoutExpired:
-            res = {"zoo": zoo, "model": n, "params": params, "ours": {"status": "timeout", "reason": f"over {a.timeout} s"}}
-        res["wall_s"] = time.time() - t0
-        res["loadavg"] = os.getloadavg()
-        res["machine"] = f"{platform.machine()} {os.cpu_count()} cores (shared)"
-        res["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        res["git"] = os.environ.get("ZOO_GIT") or subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
-        out.write_text(json.dumps(res, indent=1))
-        print(f"  ours={res.get('ours', {}).get('status')} tp={res.get('tp', {}).get('status')} {res['wall_s']:.0f}s",
-              flush=True)
+        todo.append((params, n))
+    run_workers(zoo, todo, a.timeout)
 
+
+def run_workers(zoo: str, todo: list, timeout: int) -> None:
+    """One worker process runs the models in turn (imports once); a model that kills it or runs past
+    ``timeout`` is recorded as such and a new worker goes on with the next one."""
+    while todo:
+        names = [n for _, n in todo]
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        p = subprocess.Popen([sys.executable, __file__, "--worker", zoo, *names], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True, env=env)
+        done, t0 = 0, time.time()
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        sel.register(p.stdout, selectors.EVENT_READ)
+        while True:
+            if not sel.select(timeout=5):
+                if time.time() - t0 > timeout:
+                    p.kill()
+                    break
+                continue
+            line = p.stdout.readline()
+            if not line:
+                break
+            if line.startswith("{"):
+                res = json.loads(line)
+                _save(zoo, res, time.time() - t0)
+                done += 1
+                t0 = time.time()
+        p.wait()
+        todo = todo[done:]
+        if todo:  # the first model not done killed the worker or ran too long
+            params, n = todo.pop(0)
+            status = "timeout" if time.time() - t0 > timeout else "failed"
+            reason = f"over {timeout} s" if status == "timeout" else f"worker process died (rc {p.returncode})"
+            _save(zoo, {"zoo": zoo, "model": n, "params": params, "ours": {"status": status, "reason": reason}},
+                  time.time() - t0)
+
+
+def _save(zoo: str, res: dict, wall: float) -> None:
+    res["wall_s"] = wall
+    res["loadavg"] = os.getloadavg()
+    res["machine"] = f"{platform.machine()} {os.cpu_count()} cores (shared)"
+    res["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    res["git"] = os.environ.get("ZOO_GIT") or subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+    (RESULTS / f"{zoo}__{res['model']}.json").write_text(json.dumps(res, indent=1))
+    print(f"{res['model']}: ours={res.get('ours', {}).get('status')} tp={res.get('tp', {}).get('status')} {wall:.0f}s",
+          flush=True)
+
+
+def worker(zoo: str, names: list[str]) -> None:
+    import gc
+
+    for n in names:
+        res = run_one(zoo, n)
+        print(json.dumps(res), flush=True)
+        gc.collect()
 
 if __name__ == "__main__":
     main()
