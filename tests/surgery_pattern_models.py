@@ -136,6 +136,44 @@ class PReLUTwoOutputsChannelsLast(nn.Module):
         return self.cls(f), self.aux(f)
 
 
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an NCHW tensor (as torchvision's and timm's LayerNorm2d)."""
+
+    def forward(self, x):
+        return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps).permute(0, 3, 1, 2)
+
+
+class ConvNeXtBlock(nn.Module):
+    """dwconv -> channels last -> LayerNorm -> Linear -> GELU -> Linear -> channels first -> layer scale -> + x."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        self.norm = nn.LayerNorm(c)
+        self.pw1, self.pw2 = nn.Linear(c, 4 * c), nn.Linear(4 * c, c)
+        self.gamma = nn.Parameter(torch.rand(c, 1, 1) + 0.5)
+
+    def forward(self, x):
+        y = self.norm(self.dw(x).permute(0, 2, 3, 1))
+        y = self.pw2(F.gelu(self.pw1(y))).permute(0, 3, 1, 2)
+        return x + self.gamma * y
+
+
+class TinyConvNeXt(nn.Module):
+    """LayerNorms over pruned channels (channels-last and LayerNorm2d), a per-channel layer scale."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 12, 2, stride=2), LayerNorm2d(12))
+        self.block = ConvNeXtBlock(12)
+        self.down = nn.Sequential(LayerNorm2d(12), nn.Conv2d(12, 20, 2, stride=2))
+        self.block2 = ConvNeXtBlock(20)
+        self.head = nn.Sequential(LayerNorm2d(20), nn.Flatten(1), nn.Linear(20 * 2 * 2, 10))
+
+    def forward(self, x):
+        return self.head(self.block2(self.down(self.block(self.stem(x)))))
+
+
 PATTERN_MODELS = {
     "prelu": PReLUNet,
     "layer_scale": LayerScaleNet,
@@ -145,6 +183,7 @@ PATTERN_MODELS = {
     "two_outputs": TwoOutputs,
     "misc": MiscPatterns,
     "build_example": PReLUTwoOutputsChannelsLast,
+    "convnext": TinyConvNeXt,
 }
 
 
@@ -160,4 +199,7 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
                 m.bias.copy_(torch.randn(m.num_features, generator=g))
             elif isinstance(m, nn.PReLU):
                 m.weight.copy_(torch.rand(m.weight.shape, generator=g))
+            elif isinstance(m, nn.LayerNorm):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.5)
     return model.eval()

@@ -124,3 +124,24 @@ def test_reference_refuses_a_compaction_that_mixes_entries(digits):
 
     with pytest.raises(ReferenceError, match="a1.weight"):
         check_against_reference(model, shuffled, ex, digits)
+
+
+def test_layer_norm_over_pruned_channels_normalizes_over_the_kept_ones(digits):
+    """The reference is defined with statistics over the kept channels; zero-masking alone is not removal there."""
+    model, ex, graph, plan = _setup("convnext", digits)
+    assert graph.layers["block.norm"].kind == "channel" and "stem.1" in graph.layers
+    small = compact(model, plan, ex, graph)
+    assert small.block.norm.normalized_shape[0] == small.stem[0].out_channels < 12
+    from reference import kept_indices, masked_reference, tag_model, compare
+
+    kept = kept_indices(model, small, compact(tag_model(model), plan, ex.double(), graph))
+    assert compare(masked_reference(model, kept), small, digits) <= REL_TOL
+    import reference
+
+    plain = reference.KeptLayerNorm.forward
+    try:  # a LayerNorm over all channels (removed ones zero) is a different model
+        reference.KeptLayerNorm.forward = lambda self, x: torch.nn.functional.layer_norm(
+            x, self.ln.normalized_shape, self.ln.weight, self.ln.bias, self.ln.eps)
+        assert compare(masked_reference(model, kept), small, digits) > 1e-3
+    finally:
+        reference.KeptLayerNorm.forward = plain

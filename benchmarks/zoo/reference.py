@@ -74,7 +74,8 @@ class KeptLayerNorm(nn.Module):
         mean = k.mean(-1, keepdim=True)
         var = k.var(-1, unbiased=False, keepdim=True)
         y = (x - mean) / torch.sqrt(var + self.ln.eps)
-        return y * self.ln.weight + self.ln.bias if self.ln.weight is not None else y
+        y = y * self.ln.weight if self.ln.weight is not None else y
+        return y + self.ln.bias if self.ln.bias is not None else y
 
 
 class KeptLayerNorm2d(KeptLayerNorm):

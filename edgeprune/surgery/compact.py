@@ -29,11 +29,36 @@ from ..models import DroppedBranch, Residual
 from .branches import dropped_block, find_branch
 from .rewrite import apply_rewrites
 from .layout import column_of, from_channel_first, to_channel_first
-from .graph import ModelGraph, _is_depthwise, _is_grouped, analyze, build_tp_graph, one_thread
+from .graph import ModelGraph, _is_depthwise, _is_grouped, layer_norm_dim, analyze, build_tp_graph, one_thread
 from .plan import PruningPlan, _owned_parts
 from .trace import OpRecorder
 
 REL_TOL = 1e-5
+
+
+class KeptStatsLayerNorm(nn.Module):
+    """The masked reference of a LayerNorm whose channels are partly removed: statistics over the kept ones.
+
+    Removing channels under a LayerNorm changes its mean and variance; masking cannot express
+    that, so this is the definition of the reference: normalize with the kept channels'
+    statistics (the removed ones are normalized too, then cut at their consumers).
+    """
+
+    def __init__(self, ln: nn.LayerNorm, kept: torch.Tensor, dim: int):
+        super().__init__()
+        self.ln, self.dim = ln, dim
+        self.register_buffer("kept", kept, persistent=False)
+
+    def forward(self, x):
+        x = x.movedim(self.dim, -1)
+        k = x.index_select(-1, self.kept)
+        mean, var = k.mean(-1, keepdim=True), k.var(-1, unbiased=False, keepdim=True)
+        y = (x - mean) / torch.sqrt(var + self.ln.eps)
+        if self.ln.weight is not None:
+            y = y * self.ln.weight
+        if self.ln.bias is not None:
+            y = y + self.ln.bias
+        return y.movedim(-1, self.dim)
 
 
 class ZeroBranch(nn.Module):
@@ -114,10 +139,13 @@ def masked(model: nn.Module, plan: PruningPlan, example: torch.Tensor, graph: Mo
         with one_thread():
             dg = build_tp_graph(ref, example)
         names = {m: n for n, m in ref.named_modules()}
+        norms: dict[str, set] = {}  # LayerNorms over removed channels: their statistics exclude them
         with torch.no_grad():
             for g, idxs in removed.items():
                 for dep, dep_idxs in _tp_group(graph, ref, dg, g, idxs):
                     mod = dep.target.module
+                    if isinstance(mod, nn.LayerNorm) and dg.is_out_channel_pruning_fn(dep.handler):
+                        norms.setdefault(names[mod], set()).update(int(i) for i in dep_idxs)
                     if dg.is_out_channel_pruning_fn(dep.handler) or not isinstance(mod, (nn.Linear, nn.modules.conv._ConvNd)):
                         continue
                     if _is_depthwise(mod):
@@ -132,6 +160,10 @@ def masked(model: nn.Module, plan: PruningPlan, example: torch.Tensor, graph: Mo
                         mod.weight[ix] = 0  # (in, out, k...)
                     else:
                         mod.weight[:, ix] = 0  # (out, in, k...)
+        for name, rm in norms.items():
+            ln = ref.get_submodule(name)
+            kept = torch.as_tensor([i for i in range(ln.normalized_shape[-1]) if i not in rm], dtype=torch.long)
+            _set_module(ref, name, KeptStatsLayerNorm(ln, kept, layer_norm_dim(ln)))
     for b in graph.outermost(plan.dropped):
         block = ref.get_submodule(b)
         if isinstance(block, Residual):

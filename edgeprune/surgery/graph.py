@@ -42,7 +42,7 @@ from .trace import OpRecorder
 
 PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.Linear)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-PER_CHANNEL = (nn.PReLU,)  # one parameter per channel (or one in all), sliced with the group
+PER_CHANNEL = (nn.PReLU, nn.LayerNorm)  # per-channel parameters (a LayerNorm: over its last dimension)
 # Modules whose parameters the cost table models exactly; anything else with parameters
 # is counted as a constant and refused if it sits inside a group.
 MODELLED = PRUNABLE + NORMS + PER_CHANNEL
@@ -428,6 +428,11 @@ def _group_parts(g, root, dg, names, rec, modules, accepted=frozenset()):
         if f"{n}:{side}" in members:
             continue
         if side == "out":
+            if isinstance(mod, nn.LayerNorm) and (len(mod.normalized_shape) != 1 or layer_norm_dim(mod) is None):
+                raise UnsupportedModelError(
+                    f"unsupported layer {n} ({type(mod).__name__}, over {tuple(mod.normalized_shape)}) is coupled to "
+                    f"group {root}: only a LayerNorm over one dimension (nn.LayerNorm, LayerNorm2d) is cut; keep the "
+                    f"layer unpruned: edgeprune.surgery.analyze(..., ignored_layers=[{root!r}])")
             if not isinstance(mod, MODELLED) and any(True for _ in mod.parameters(recurse=False)):
                 raise UnsupportedModelError(
                     f"unsupported layer {n} ({type(mod).__name__}) is coupled to group {root}; "
@@ -504,6 +509,13 @@ def _count(m: nn.Module, recurse: bool = True) -> int:
     return sum(p.numel() for p in m.parameters(recurse=recurse))
 
 
+def layer_norm_dim(m: nn.LayerNorm) -> int | None:
+    """The dimension a LayerNorm normalizes: -1 (nn.LayerNorm), 1 (LayerNorm2d of torchvision / timm), else None."""
+    if type(m).forward is nn.LayerNorm.forward:
+        return -1
+    return 1 if type(m).__name__ == "LayerNorm2d" else None
+
+
 def _is_grouped(m: nn.Module) -> bool:
     """A grouped convolution that is not depthwise (its widths are kept: see the README)."""
     return isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and not _is_depthwise(m)
@@ -514,6 +526,8 @@ def _is_depthwise(m: nn.Module) -> bool:
 
 
 def _kind(m: nn.Module) -> tuple[str, int, int]:
+    if isinstance(m, nn.LayerNorm):  # weight and bias (either may be absent) per channel
+        return "channel", (m.weight is not None) + (m.bias is not None), 1
     if isinstance(m, PER_CHANNEL):
         return "channel", 1, 1
     if isinstance(m, NORMS):
@@ -529,6 +543,8 @@ def _kind(m: nn.Module) -> tuple[str, int, int]:
 
 
 def _out_channels(m: nn.Module) -> int:
+    if isinstance(m, nn.LayerNorm):
+        return m.normalized_shape[-1]
     if isinstance(m, PER_CHANNEL):
         return m.num_parameters
     if isinstance(m, NORMS):
@@ -539,6 +555,8 @@ def _out_channels(m: nn.Module) -> int:
 
 
 def _in_channels(m: nn.Module) -> int:
+    if isinstance(m, nn.LayerNorm):
+        return m.normalized_shape[-1]
     if isinstance(m, PER_CHANNEL):
         return m.num_parameters
     if isinstance(m, NORMS):

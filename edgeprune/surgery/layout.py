@@ -62,7 +62,7 @@ def find_remaps(rec: OpRecorder, modules: dict) -> dict[str, Remap]:
     for name, ins in rec.layer_in.items():
         if not isinstance(modules.get(name), nn.Linear) or len(ins) != 1:
             continue
-        chain = _chain(ins[0], rec)
+        chain = _chain(ins[0], rec, modules)
         if chain is None:
             continue
         shape, steps, nodes = chain
@@ -76,14 +76,20 @@ def find_remaps(rec: OpRecorder, modules: dict) -> dict[str, Remap]:
     return out
 
 
-def _chain(fn, rec: OpRecorder):
-    """``(input shape, steps, nodes)`` of a layout chain ending in a flatten to (N, -1), or None."""
+PER_CHANNEL_OPS = {"batch_norm", "layer_norm", "prelu", "add", "mul", "__add__", "__mul__", "__radd__", "__rmul__"}
+
+
+def _chain(fn, rec: OpRecorder, modules: dict):
+    """``(conv output shape, steps, nodes)`` of a layout chain from a conv's output to a flatten to (N, -1), or None.
+
+    The chain must start at a convolution (whose output has the channels at dimension 1) and
+    pass only through layout moves, one final flatten, element-wise and per-channel ops.
+    """
     steps, nodes, moved, flat = [], [], False, False
-    shape = None
     while fn is not None and fn not in rec.layer_out:
         info = rec.info.get(fn)
-        if info is None or (not info.seen and info.parent not in MOVES | FLATTENS | NEUTRAL):
-            break
+        if info is None or (not info.seen and info.parent not in MOVES | FLATTENS | NEUTRAL | PER_CHANNEL_OPS):
+            return None
         if not info.seen:
             pass  # a step inside a layout op (the copy flatten makes of a permuted tensor)
         elif info.op in MOVES:
@@ -93,18 +99,31 @@ def _chain(fn, rec: OpRecorder):
             if flat or not info.out_shape or len(info.out_shape) != 2:
                 return None  # reshapes other than one final flatten to (N, F)
             flat = True
-        elif info.op not in NEUTRAL:
-            break
+        elif info.op not in NEUTRAL | PER_CHANNEL_OPS:
+            return None
         nodes.append(fn)
-        shape = info.in_shape if info.seen else shape
-        nxt = [f for f, _ in fn.next_functions if f is not None and type(f).__name__ != "AccumulateGrad"]
+        nxt = [f for f, _ in fn.next_functions if f is not None and not _only_parameters(f)]
         if len(nxt) != 1:
-            break
+            return None
         fn = nxt[0]
-    if not (moved and flat) or shape is None or len(shape) < 3:
+    layer = rec.layer_out.get(fn)
+    if layer is None or not isinstance(modules.get(layer), nn.modules.conv._ConvNd) or not (moved and flat):
+        return None
+    shape = rec.calls[layer].out_shape
+    if shape is None or len(shape) < 3:
         return None
     steps.reverse()
     return shape, steps, nodes
+
+
+def _only_parameters(fn, depth: int = 4) -> bool:
+    """Whether autograd node ``fn`` computes from parameters only (a weight, a weight's view): not the data path."""
+    if type(fn).__name__ == "AccumulateGrad":
+        return True
+    if depth == 0:
+        return False
+    nxt = [f for f, _ in fn.next_functions if f is not None]
+    return bool(nxt) and all(_only_parameters(f, depth - 1) for f in nxt)
 
 
 def to_channel_first(linear: nn.Linear, remap: Remap) -> None:

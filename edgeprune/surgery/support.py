@@ -48,7 +48,7 @@ ELEMENTWISE = {
 REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "norm", "logsumexp", "prod"}
 RESHAPES = {"view", "reshape", "view_as", "reshape_as"}
 # layers whose own ops (seen or not) Torch-Pruning cuts as a whole
-LAYER_INTERNAL = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.PReLU)
+LAYER_INTERNAL = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.PReLU, nn.LayerNorm)
 
 
 def check_group_ops(group_name: str, items, rec: OpRecorder, modules: dict) -> None:
@@ -155,6 +155,8 @@ def _refusal(info: OpInfo, modules: dict) -> str:
     if op in ("expand", "expand_as"):
         return "" if info.in_shape and info.out_shape and info.in_shape[1:2] == info.out_shape[1:2] else \
             "expands the channel dimension"
+    if op in ("transpose", "swapaxes", "permute", "movedim", "t") and _channels_last_round_trip(info):
+        return ""
     if op in ("transpose", "swapaxes", "permute", "movedim", "t"):
         return "" if info.in_shape and info.out_shape and info.in_shape[:2] == info.out_shape[:2] and _keeps_01(info) \
             else "moves the channel dimension"
@@ -203,6 +205,18 @@ def _indexing(info: OpInfo) -> str:
     else:
         ok = (len(key) < 1 or key[0] == full) and (len(key) < 2 or key[1] == full)
     return "" if ok else "indexes the channel dimension"
+
+
+def _channels_last_round_trip(info: OpInfo) -> bool:
+    """permute(0, 2, .., n-1, 1) (channels to the last dimension) or its inverse (ConvNeXt's channels-last blocks):
+    the ops in between see the channels last (Linear and LayerNorm over the last dimension); the compaction is
+    verified against the masked model, which catches an op that mixes channels there."""
+    if info.op != "permute" or not info.in_shape:
+        return False
+    dims = info.args[0] if len(info.args) == 1 and isinstance(info.args[0], (list, tuple)) else info.args
+    n = len(info.in_shape)
+    dims = [int(d) % n for d in dims]
+    return n >= 3 and dims in ([0, *range(2, n), 1], [0, n - 1, *range(1, n - 1)])
 
 
 def _keeps_01(info: OpInfo) -> bool:
