@@ -37,7 +37,7 @@ from ..models import Residual
 from .branches import dropped_block, find_branch
 from .layout import find_remaps
 from .rewrite import find_hard_coded
-from .support import check_group_ops, likely_cause, merges_channels
+from .support import all_groups, check_bare_parameter, check_group_ops, likely_cause, merges_channels, raised_in_torch_pruning
 from .trace import OpRecorder
 
 PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.Linear)
@@ -269,7 +269,17 @@ def analyze(
     model.eval()
     try:
         with one_thread():
-            graph = _analyze(model, example, ignored_layers, strict)
+            try:
+                graph = _analyze(model, example, ignored_layers, strict)
+            except UnsupportedModelError:
+                raise
+            except Exception as e:  # noqa: BLE001 - Torch-Pruning's own failures become a refusal
+                if not raised_in_torch_pruning(e):
+                    raise
+                raise UnsupportedModelError(f"Torch-Pruning fails on the model's channel dependencies "
+                                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); the "
+                                            "model uses a pattern edgeprune does not cut (keep those layers in "
+                                            "ignored_layers)") from None
             if probe and graph.groups:
                 from .compact import probe as probe_compaction
 
@@ -318,7 +328,7 @@ def _analyze(model, example, ignored_layers, strict) -> ModelGraph:
     frozen: dict[str, str] = {}  # group root -> why its widths stay
     frozen_layers: list[str] = []
     ignored_mods = [modules[n] for n in dict.fromkeys(ignored + grouped)]
-    for g in dg.get_all_groups(ignored_layers=ignored_mods, root_module_types=list(PRUNABLE)):
+    for g in all_groups(dg, ignored_mods, list(PRUNABLE), rec, modules):
         root = names[g[0].dep.target.module]
         found = _group_parts(g, root, dg, names, rec, modules, accepted)
         if isinstance(found, str):  # a pattern whose channels are kept whole
@@ -414,7 +424,7 @@ def _group_parts(g, root, dg, names, rec, modules, accepted=frozenset()):
     for item in g.items:
         mod = item.dep.target.module
         if isinstance(mod, nn.Parameter):
-            pname = _check_bare_parameter(mod, root, dg, rec)
+            pname = check_bare_parameter(mod, root, dg, rec)
             if f"{pname}:out" not in members:
                 outs.append((pname, [int(r) for r in item.root_idxs]))
                 members.append(f"{pname}:out")
@@ -447,32 +457,6 @@ def _group_parts(g, root, dg, names, rec, modules, accepted=frozenset()):
     if any(i.op == "cat" for i in infos if i) and any(merges_channels(i) for i in infos if i):
         return "its channels are concatenated and flattened (Torch-Pruning cannot map that onto the next layer)"
     return members, outs, ins
-
-
-# ops through which a bare per-channel parameter (a layer scale, an embedding) may act on a group
-PARAM_OPS = {"add", "add_", "__add__", "__radd__", "__iadd__", "mul", "mul_", "__mul__", "__rmul__", "__imul__",
-             "sub", "__sub__", "__rsub__", "div", "__truediv__", "expand", "expand_as", "view", "reshape",
-             "unsqueeze", "squeeze", "to", "type_as", "__get__"}  # __get__: attribute reads (p.shape)
-
-
-def _check_bare_parameter(p: nn.Parameter, root: str, dg, rec: OpRecorder) -> str:
-    """Name of a parameter outside a standard layer that acts element-wise on a group, or refuse it.
-
-    Torch-Pruning slices such a parameter along its last non-singleton dimension; that is
-    exact when the parameter only scales or shifts the channels (``gamma * x``, ``x + pos``).
-    """
-    pname = getattr(dg, "_param_to_name", {}).get(p, f"of shape {tuple(p.shape)}")
-    ops = rec.param_ops.get(id(p), set())
-    dims = [d for d, s in enumerate(p.shape) if s > 1]
-    odd = sorted(ops - PARAM_OPS)
-    if not ops or odd or not dims:
-        how = f"by {', '.join(odd)}" if odd else "in a way the trace does not show"
-        raise UnsupportedModelError(
-            f"unsupported op: parameter {pname} of shape {tuple(p.shape)} is applied to the channels of layer {root} "
-            f"{how}; only element-wise scales and shifts are cut exactly (wrap it in a standard layer, or keep the "
-            f"layer unpruned: edgeprune.surgery.analyze(..., ignored_layers=[{root!r}]))"
-        )
-    return pname
 
 
 def _find_branches(model: nn.Module, layers: dict, rec: OpRecorder) -> dict[str, "Branch"]:

@@ -231,3 +231,51 @@ def _keeps_01(info: OpInfo) -> bool:
             return False
         return a % nd >= 2 and b % nd >= 2
     return False
+
+
+# ops through which a bare per-channel parameter (a layer scale, an embedding) may act on a group
+PARAM_OPS = {"add", "add_", "__add__", "__radd__", "__iadd__", "mul", "mul_", "__mul__", "__rmul__", "__imul__",
+             "sub", "__sub__", "__rsub__", "div", "__truediv__", "expand", "expand_as", "view", "reshape",
+             "unsqueeze", "squeeze", "to", "type_as", "__get__"}  # __get__: attribute reads (p.shape)
+
+
+def check_bare_parameter(p: nn.Parameter, root: str, dg, rec: OpRecorder) -> str:
+    """Name of a parameter outside a standard layer that acts element-wise on a group, or refuse it.
+
+    Torch-Pruning slices such a parameter along its last non-singleton dimension; that is
+    exact when the parameter only scales or shifts the channels (``gamma * x``, ``x + pos``).
+    """
+    pname = getattr(dg, "_param_to_name", {}).get(p, f"of shape {tuple(p.shape)}")
+    ops = rec.param_ops.get(id(p), set())
+    dims = [d for d, s in enumerate(p.shape) if s > 1]
+    odd = sorted(ops - PARAM_OPS)
+    if not ops or odd or not dims:
+        how = f"by {', '.join(odd)}" if odd else "in a way the trace does not show"
+        raise UnsupportedModelError(
+            f"unsupported op: parameter {pname} of shape {tuple(p.shape)} is applied to the channels of layer {root} "
+            f"{how}; only element-wise scales and shifts are cut exactly (wrap it in a standard layer, or keep the "
+            f"layer unpruned: edgeprune.surgery.analyze(..., ignored_layers=[{root!r}]))"
+        )
+    return pname
+
+
+def raised_in_torch_pruning(e: BaseException) -> bool:
+    import traceback
+
+    return any("torch_pruning" in f.filename for f in traceback.extract_tb(e.__traceback__))
+
+
+def all_groups(dg, ignored_mods, root_types: list, rec: OpRecorder, modules: dict):
+    """Torch-Pruning's groups; its own failures while mapping indices (e.g. an IndexError through a window
+    partition) become a one-line refusal naming the likely op."""
+    it = dg.get_all_groups(ignored_layers=ignored_mods, root_module_types=root_types)
+    while True:
+        try:
+            g = next(it)
+        except StopIteration:
+            return
+        except (IndexError, ValueError, KeyError, RuntimeError, ZeroDivisionError, AssertionError) as e:
+            err = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            raise UnsupportedModelError(f"Torch-Pruning cannot map the channel indices of the model ({err}); "
+                                        + likely_cause(rec, modules)) from None
+        yield g
