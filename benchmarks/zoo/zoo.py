@@ -80,6 +80,9 @@ def randomize(model):
                 if m.weight is not None:
                     m.weight.copy_(torch.rand(n, generator=g) + 0.5)
                     m.bias.copy_(torch.randn(n, generator=g) * 0.1)
+        for p in model.parameters():  # zero-initialised heads (ViT) would make every comparison trivially equal
+            if p.dim() >= 2 and not p.any():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
     return model.eval()
 
 

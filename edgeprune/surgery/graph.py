@@ -16,8 +16,10 @@ What is kept whole, and what is refused (:func:`analyze`):
 
 * every layer whose output channels reach a model output (found on the autograd graph of
   the outputs), and the producers of layers that run but reach no output;
-* every group whose channels feed or come out of a grouped, non-depthwise convolution, and
-  every group that is both concatenated and flattened (``ModelGraph.frozen`` says why);
+* every group whose channels feed or come out of a grouped, non-depthwise convolution,
+  every group that is both concatenated and flattened, and every group that passes a layer
+  with parameters the surgery does not cut (``nn.MultiheadAttention``, ``GroupNorm``, ...):
+  ``ModelGraph.frozen`` says why;
 * refused with :class:`UnsupportedModelError` naming the op and its module: custom
   autograd Functions, ops between layers that do not keep channel ``i`` as channel ``i``
   (``support.py``), and shapes hard-coded in ``forward`` (the probe compaction).
@@ -439,15 +441,10 @@ def _group_parts(g, root, dg, names, rec, modules, accepted=frozenset()):
             continue
         if side == "out":
             if isinstance(mod, nn.LayerNorm) and (len(mod.normalized_shape) != 1 or layer_norm_dim(mod) is None):
-                raise UnsupportedModelError(
-                    f"unsupported layer {n} ({type(mod).__name__}, over {tuple(mod.normalized_shape)}) is coupled to "
-                    f"group {root}: only a LayerNorm over one dimension (nn.LayerNorm, LayerNorm2d) is cut; keep the "
-                    f"layer unpruned: edgeprune.surgery.analyze(..., ignored_layers=[{root!r}])")
+                return (f"its channels pass through {n} ({type(mod).__name__} over {tuple(mod.normalized_shape)}); "
+                        "only a LayerNorm over one dimension (nn.LayerNorm, LayerNorm2d) is cut")
             if not isinstance(mod, MODELLED) and any(True for _ in mod.parameters(recurse=False)):
-                raise UnsupportedModelError(
-                    f"unsupported layer {n} ({type(mod).__name__}) is coupled to group {root}; "
-                    "its channels cannot be removed exactly (add it to ignored_layers)"
-                )
+                return f"its channels pass through {n} ({type(mod).__name__}), a layer edgeprune does not cut"
             outs.append((n, roots))
         elif isinstance(mod, PRUNABLE) and not _is_depthwise(mod):
             ins.append((n, roots))

@@ -9,8 +9,10 @@ dimension, where ``src`` maps each consumer input index to the group channel tha
 (read from Torch-Pruning's root-index mapping). Therefore
 
 * ``z == 1`` is the unchanged model, ``z == 0`` is *exactly* the model with the channel
-  removed (no BN bias, ReLU6 or sigmoid leaks through: the channel is cut at its
-  consumers, after every elementwise op of its producer);
+  removed (no BN bias, PReLU, layer scale, ReLU6 or sigmoid leaks through: the channel is cut
+  at its consumers, after every elementwise op of its producer) -- except where the group
+  passes a LayerNorm, whose statistics still include the masked channels (the compaction's
+  reference normalizes over the kept ones: ``compact.KeptStatsLayerNorm``);
 * gradients flow to ``z`` (and to whatever produces it) through the consumers' weights;
 * masking a weight costs one multiply per weight, not per activation, so a masked
   forward costs about the same as the plain one.
