@@ -174,6 +174,29 @@ class TinyConvNeXt(nn.Module):
         return self.head(self.block2(self.down(self.block(self.stem(x)))))
 
 
+class TinyViT(nn.Module):
+    """Patches -> tokens (transpose), a class token and a position embedding on the channels, a
+    MultiheadAttention block and an MLP block with LayerNorms, the class token to the head."""
+
+    def __init__(self, d=16, hidden=32):
+        super().__init__()
+        self.patch = nn.Conv2d(1, d, 2, stride=2)
+        self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.1)
+        self.pos = nn.Parameter(torch.randn(1, 17, d) * 0.1)
+        self.ln1, self.attn = nn.LayerNorm(d), nn.MultiheadAttention(d, 2, batch_first=True)
+        self.ln2 = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
+        self.head = nn.Linear(d, 10)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], 1) + self.pos
+        y = self.ln1(x)
+        x = x + self.attn(y, y, y, need_weights=False)[0]
+        x = x + self.mlp(self.ln2(x))
+        return self.head(x[:, 0])
+
+
 PATTERN_MODELS = {
     "prelu": PReLUNet,
     "layer_scale": LayerScaleNet,
@@ -184,6 +207,7 @@ PATTERN_MODELS = {
     "misc": MiscPatterns,
     "build_example": PReLUTwoOutputsChannelsLast,
     "convnext": TinyConvNeXt,
+    "attention": TinyViT,
 }
 
 

@@ -145,3 +145,12 @@ def test_layer_norm_over_pruned_channels_normalizes_over_the_kept_ones(digits):
         assert compare(masked_reference(model, kept), small, digits) > 1e-3
     finally:
         reference.KeptLayerNorm.forward = plain
+
+
+def test_attention_keeps_the_residual_stream_and_prunes_the_mlp(digits):
+    model, ex, graph, plan = _setup("attention", digits)
+    assert list(graph.groups) == ["mlp.0"]
+    assert any("attn (MultiheadAttention), a layer edgeprune does not cut" in why for why in graph.frozen.values())
+    small = compact(model, plan, ex, graph)
+    assert small.mlp[0].out_features == small.mlp[2].in_features == len(plan.keep["mlp.0"]) < 32
+    assert small.pos.shape == model.pos.shape  # the residual stream (and its embeddings) stays whole
