@@ -197,6 +197,36 @@ class TinyViT(nn.Module):
         return self.head(x[:, 0])
 
 
+def channel_shuffle(x, groups=2):
+    b, c, h, w = x.shape
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).contiguous().view(b, -1, h, w)
+
+
+class ShuffleBlock(nn.Module):
+    """ShuffleNetV2's unit: split the channels, transform one half (1x1, depthwise, 1x1), concat, shuffle."""
+
+    def __init__(self, c, mid):
+        super().__init__()
+        self.branch = nn.Sequential(nn.Conv2d(c // 2, mid, 1), nn.BatchNorm2d(mid), nn.ReLU(),
+                                    nn.Conv2d(mid, mid, 3, padding=1, groups=mid), nn.BatchNorm2d(mid),
+                                    nn.Conv2d(mid, c // 2, 1), nn.BatchNorm2d(c // 2), nn.ReLU())
+
+    def forward(self, x):
+        x1, x2 = x.chunk(2, dim=1)
+        return channel_shuffle(torch.cat((x1, self.branch(x2)), dim=1))
+
+
+class TinyShuffleNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = cbr(1, 16)
+        self.b1, self.b2 = ShuffleBlock(16, 12), ShuffleBlock(16, 10)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.fc(self.b2(self.b1(self.stem(x))).mean((2, 3)))
+
+
 PATTERN_MODELS = {
     "prelu": PReLUNet,
     "layer_scale": LayerScaleNet,
@@ -208,6 +238,7 @@ PATTERN_MODELS = {
     "build_example": PReLUTwoOutputsChannelsLast,
     "convnext": TinyConvNeXt,
     "attention": TinyViT,
+    "shuffle": TinyShuffleNet,
 }
 
 

@@ -154,3 +154,9 @@ def test_attention_keeps_the_residual_stream_and_prunes_the_mlp(digits):
     small = compact(model, plan, ex, graph)
     assert small.mlp[0].out_features == small.mlp[2].in_features == len(plan.keep["mlp.0"]) < 32
     assert small.pos.shape == model.pos.shape  # the residual stream (and its embeddings) stays whole
+
+
+def test_channel_split_and_shuffle_keep_the_trunk_and_prune_inside_the_branches(digits):
+    model, ex, graph, plan = _setup("shuffle", digits)
+    assert set(graph.groups) == {"b1.branch.3", "b2.branch.3"}  # the branch-internal widths (1x1 -> depthwise)
+    assert any("chunk(2, dim=1)" in why or "regroups the channel dimension" in why for why in graph.frozen.values())

@@ -29,7 +29,9 @@ from ..models import DroppedBranch, Residual
 from .branches import dropped_block, find_branch
 from .rewrite import apply_rewrites
 from .layout import column_of, from_channel_first, to_channel_first
-from .graph import ModelGraph, _is_depthwise, _is_grouped, layer_norm_dim, analyze, build_tp_graph, one_thread
+from .graph import (
+    ModelGraph, _is_depthwise, _is_grouped, analyze, build_tp_graph, layer_norm_dim, one_thread, tolerant_reshape_mapping,
+)
 from .plan import PruningPlan, _owned_parts
 from .trace import OpRecorder
 
@@ -76,7 +78,8 @@ def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
 def _tp_group(graph: ModelGraph, model: nn.Module, dg, group: str, idxs: list[int]):
     root = model.get_submodule(group)
     handler = dg.get_pruner_of_module(root).prune_out_channels
-    return dg.get_pruning_group(root, handler, idxs)
+    with tolerant_reshape_mapping():
+        return dg.get_pruning_group(root, handler, idxs)
 
 
 def compact(model: nn.Module, plan: PruningPlan, example: torch.Tensor, graph: ModelGraph | None = None) -> nn.Module:

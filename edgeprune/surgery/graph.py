@@ -246,7 +246,29 @@ def build_tp_graph(model: nn.Module, example: torch.Tensor):
     (Without ``forward_fn`` Torch-Pruning first tries ``model(*example)``: a batch-1 tensor
     is unpacked along the batch dimension and traced as an unbatched input.)
     """
-    return tp.DependencyGraph().build_dependency(model, example_inputs=example, forward_fn=_call, verbose=False)
+    with tolerant_reshape_mapping():
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example, forward_fn=_call, verbose=False)
+
+
+@contextmanager
+def tolerant_reshape_mapping():
+    """Torch-Pruning 1.6.1 divides by zero mapping a channel shuffle's reshape (ShuffleNetV2); that reshape then
+    keeps its identity mapping, and the op check keeps every group through it whole (support.py)."""
+    from torch_pruning.dependency import index_mapping
+
+    original = index_mapping.update_reshape_index_mapping
+
+    def tolerant(graph, node):
+        try:
+            original(graph, node)
+        except ZeroDivisionError:
+            pass
+
+    index_mapping.update_reshape_index_mapping = tolerant
+    try:
+        yield
+    finally:
+        index_mapping.update_reshape_index_mapping = original
 
 
 def _call(model: nn.Module, example: torch.Tensor):
@@ -270,7 +292,7 @@ def analyze(
     was_training = model.training
     model.eval()
     try:
-        with one_thread():
+        with one_thread(), tolerant_reshape_mapping():
             try:
                 graph = _analyze(model, example, ignored_layers, strict)
             except UnsupportedModelError:
@@ -449,7 +471,9 @@ def _group_parts(g, root, dg, names, rec, modules, accepted=frozenset()):
         elif isinstance(mod, PRUNABLE) and not _is_depthwise(mod):
             ins.append((n, roots))
         members.append(f"{n}:{side}")
-    check_group_ops(root, [n for n in internal if n.grad_fn not in accepted], rec, modules)
+    split = check_group_ops(root, [n for n in internal if n.grad_fn not in accepted], rec, modules)
+    if split:
+        return split
     infos = [rec.info.get(node.grad_fn) for node in internal if node.grad_fn is not None]
     if any(i.op == "cat" for i in infos if i) and any(merges_channels(i) for i in infos if i):
         return "its channels are concatenated and flattened (Torch-Pruning cannot map that onto the next layer)"

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .branches import branch_output_module
-from .graph import ModelGraph, _is_depthwise
+from .graph import ModelGraph, _is_depthwise, tolerant_reshape_mapping
 from .layout import column_of
 
 _CONSUMERS = (nn.Linear, nn.modules.conv._ConvNd)
@@ -63,7 +63,8 @@ class ChannelMasks:
         for g in self.groups:
             root = graph._modules[g]
             handler = dg.get_pruner_of_module(root).prune_out_channels
-            tp_group = dg.get_pruning_group(root, handler, list(range(self.sizes[g])))
+            with tolerant_reshape_mapping():
+                tp_group = dg.get_pruning_group(root, handler, list(range(self.sizes[g])))
             for item in tp_group:
                 dep, idxs, roots = item.dep, item.idxs, item.root_idxs
                 mod = dep.target.module

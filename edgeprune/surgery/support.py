@@ -51,8 +51,9 @@ RESHAPES = {"view", "reshape", "view_as", "reshape_as"}
 LAYER_INTERNAL = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.PReLU, nn.LayerNorm)
 
 
-def check_group_ops(group_name: str, items, rec: OpRecorder, modules: dict) -> None:
-    """Raise :class:`UnsupportedModelError` if a Torch-Pruning group passes through an op we cannot cut through.
+def check_group_ops(group_name: str, items, rec: OpRecorder, modules: dict) -> str | None:
+    """Raise :class:`UnsupportedModelError` if a Torch-Pruning group passes through an op we cannot cut through;
+    return why the group must stay whole if it passes a channel split or shuffle (ShuffleNet), else None.
 
     ``items`` are the group's internal-op nodes (Torch-Pruning ``Node`` objects whose module is
     none of the model's modules).
@@ -69,12 +70,24 @@ def check_group_ops(group_name: str, items, rec: OpRecorder, modules: dict) -> N
                 f"unpruned (edgeprune.surgery.analyze(..., ignored_layers=[{group_name!r}]))"
             )
         why = _refusal(info, modules)
+        if why and _splits_channels(info):
+            return (f"its channels pass through {_describe(info)} in {rec.where(info.module)}, which {why} "
+                    "(a channel split or shuffle)")
         if why:
             raise UnsupportedModelError(
                 f"unsupported op: {_describe(info)} in {rec.where(info.module)} {why}, and the channels of layer "
                 f"{group_name} pass through it, so they cannot be removed exactly; {_fix(info)}, or keep the layer "
                 f"unpruned (edgeprune.surgery.analyze(..., ignored_layers=[{group_name!r}]))"
             )
+
+
+def _splits_channels(info: OpInfo) -> bool:
+    """A channel split (chunk / split along the channels) or a reshape that regroups them (a channel shuffle)."""
+    if info.op in ("chunk", "split", "split_with_sizes", "tensor_split", "unbind"):
+        dim = info.args[1] if len(info.args) > 1 else info.kwargs.get("dim", 0)
+        nd = len(info.in_shape or ())
+        return bool(nd) and isinstance(dim, int) and dim % nd == 1
+    return info.op in RESHAPES and _reshape(info.in_shape, info.out_shape) == "splits or regroups the channel dimension"
 
 
 def likely_cause(rec: OpRecorder, modules: dict) -> str:
