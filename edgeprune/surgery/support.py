@@ -188,7 +188,11 @@ def _reduction(info: OpInfo) -> str:
 
 
 def _reshape(ins, outs) -> str:
-    """Accept reshapes that keep the batch and either keep the channel dim or merge it (outermost) with the next ones."""
+    """Accept reshapes that keep the batch and either keep the channel dim or merge it (outermost) with the next ones,
+    and a per-channel vector shaped to broadcast over the channels (``gamma.reshape(1, -1, 1, 1)``)."""
+    if ins and outs and len(ins) == 1 and len(outs) >= 2 and outs[1] == ins[0] and \
+            all(d == 1 for i, d in enumerate(outs) if i != 1):
+        return ""
     if not ins or not outs or len(ins) < 2 or len(outs) < 2 or ins[0] != outs[0]:
         return "reshapes the batch dimension"
     if outs[1] == ins[1]:
