@@ -40,7 +40,7 @@ def write_table(results: Path, out: Path) -> None:
     lines += ["## Summary", "", f"- models: {len(rows)} ({count['skipped']} skipped above 150 M parameters)",
               "- ours: " + ", ".join(f"{k} {v}" for k, v in sorted(count.items()) if k != "skipped"),
               "- Torch-Pruning: " + ", ".join(f"{k} {v}" for k, v in sorted(tp_count.items())), ""]
-    lines += ["## Per model", "", "| zoo | model | params (M) | input | ours | analyze+compact+verify s | params kept | ref rel diff | TP | TP ref rel diff | load avg | rev |",
+    lines += ["## Per model", "", "| zoo | model | params (M) | input | ours | analyze+compact+verify s (wall) | params kept (fraction) | ref rel diff | TP | TP ref rel diff | load avg | rev |",
               "|---|---|---:|---:|---|---:|---:|---:|---|---:|---:|---|"]
     for r in rows:
         if "skipped" in r:
