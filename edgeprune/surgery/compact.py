@@ -27,11 +27,40 @@ from torch import nn
 from ..errors import InputError, UnsupportedModelError, VerificationError
 from ..models import DroppedBranch, Residual
 from .branches import dropped_block, find_branch
-from .graph import ModelGraph, _is_depthwise, _is_grouped, analyze, build_tp_graph, one_thread
+from .rewrite import apply_rewrites
+from .layout import column_of, from_channel_first, to_channel_first
+from .graph import (
+    ModelGraph, _is_depthwise, _is_grouped, analyze, build_tp_graph, layer_norm_dim, one_thread, tolerant_reshape_mapping,
+)
 from .plan import PruningPlan, _owned_parts
 from .trace import OpRecorder
 
 REL_TOL = 1e-5
+
+
+class KeptStatsLayerNorm(nn.Module):
+    """The masked reference of a LayerNorm whose channels are partly removed: statistics over the kept ones.
+
+    Removing channels under a LayerNorm changes its mean and variance; masking cannot express
+    that, so this is the definition of the reference: normalize with the kept channels'
+    statistics (the removed ones are normalized too, then cut at their consumers).
+    """
+
+    def __init__(self, ln: nn.LayerNorm, kept: torch.Tensor, dim: int):
+        super().__init__()
+        self.ln, self.dim = ln, dim
+        self.register_buffer("kept", kept, persistent=False)
+
+    def forward(self, x):
+        x = x.movedim(self.dim, -1)
+        k = x.index_select(-1, self.kept)
+        mean, var = k.mean(-1, keepdim=True), k.var(-1, unbiased=False, keepdim=True)
+        y = (x - mean) / torch.sqrt(var + self.ln.eps)
+        if self.ln.weight is not None:
+            y = y * self.ln.weight
+        if self.ln.bias is not None:
+            y = y + self.ln.bias
+        return y.movedim(-1, self.dim)
 
 
 class ZeroBranch(nn.Module):
@@ -49,7 +78,8 @@ def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
 def _tp_group(graph: ModelGraph, model: nn.Module, dg, group: str, idxs: list[int]):
     root = model.get_submodule(group)
     handler = dg.get_pruner_of_module(root).prune_out_channels
-    return dg.get_pruning_group(root, handler, idxs)
+    with tolerant_reshape_mapping():
+        return dg.get_pruning_group(root, handler, idxs)
 
 
 def compact(model: nn.Module, plan: PruningPlan, example: torch.Tensor, graph: ModelGraph | None = None) -> nn.Module:
@@ -58,18 +88,32 @@ def compact(model: nn.Module, plan: PruningPlan, example: torch.Tensor, graph: M
     graph = graph or analyze(new, example, probe=False)  # compaction itself is the probe
     plan.validate(graph)
     removed = plan.removed(graph)
+    if removed and graph.rewrites:  # x.view(-1, 576) -> torch.flatten(x, 1) before any width changes
+        new = apply_rewrites(new, graph.rewrites)
     if removed:
         with one_thread():
             dg = build_tp_graph(new, example)
+        for name, remap in graph.remaps.items():  # Torch-Pruning cuts flatten -> Linear channel-first
+            to_channel_first(new.get_submodule(name), remap)
         for g, idxs in removed.items():
             try:
                 group = _tp_group(graph, new, dg, g, idxs)
                 group.prune()
             except Exception as e:  # torch-pruning raises bare errors for patterns it cannot cut
                 raise UnsupportedModelError(f"cannot remove channels of group {g}: {type(e).__name__}: {e}") from None
+        for name, remap in graph.remaps.items():
+            lin = new.get_submodule(name)
+            from_channel_first(lin, remap, lin.in_features // (lin.in_features and _spatial(remap)))
     for b in _drop_order(graph, plan.dropped):
         _set_module(new, b, _without_branch(new.get_submodule(b), graph.branches[b]))
     return new
+
+
+def _spatial(remap) -> int:
+    n = 1
+    for s in remap.shape[2:]:
+        n *= int(s)
+    return n
 
 
 def _drop_order(graph: ModelGraph, dropped) -> list[str]:
@@ -97,10 +141,14 @@ def masked(model: nn.Module, plan: PruningPlan, example: torch.Tensor, graph: Mo
     if removed:
         with one_thread():
             dg = build_tp_graph(ref, example)
+        names = {m: n for n, m in ref.named_modules()}
+        norms: dict[str, set] = {}  # LayerNorms over removed channels: their statistics exclude them
         with torch.no_grad():
             for g, idxs in removed.items():
                 for dep, dep_idxs in _tp_group(graph, ref, dg, g, idxs):
                     mod = dep.target.module
+                    if isinstance(mod, nn.LayerNorm) and dg.is_out_channel_pruning_fn(dep.handler):
+                        norms.setdefault(names[mod], set()).update(int(i) for i in dep_idxs)
                     if dg.is_out_channel_pruning_fn(dep.handler) or not isinstance(mod, (nn.Linear, nn.modules.conv._ConvNd)):
                         continue
                     if _is_depthwise(mod):
@@ -109,10 +157,16 @@ def masked(model: nn.Module, plan: PruningPlan, example: torch.Tensor, graph: Mo
                         raise VerificationError(f"group {g} reaches grouped convolution {dep.target.name}, whose "
                                                 "widths must stay (a surgery bug: please report it with the model)")
                     ix = torch.as_tensor([int(i) for i in dep_idxs], dtype=torch.long)
+                    if names.get(mod) in graph.remaps:  # channel-first index -> the column after the channels-last flatten
+                        ix = column_of(graph.remaps[names[mod]], ix)
                     if isinstance(mod, nn.modules.conv._ConvTransposeNd):
                         mod.weight[ix] = 0  # (in, out, k...)
                     else:
                         mod.weight[:, ix] = 0  # (out, in, k...)
+        for name, rm in norms.items():
+            ln = ref.get_submodule(name)
+            kept = torch.as_tensor([i for i in range(ln.normalized_shape[-1]) if i not in rm], dtype=torch.long)
+            _set_module(ref, name, KeptStatsLayerNorm(ln, kept, layer_norm_dim(ln)))
     for b in graph.outermost(plan.dropped):
         block = ref.get_submodule(b)
         if isinstance(block, Residual):
@@ -127,23 +181,48 @@ def _answer_zeros(mod, inputs, output):
     return torch.zeros_like(output)
 
 
+def outputs_of(out) -> list[torch.Tensor]:
+    """A model's outputs as a flat list of tensors (a tensor, or tuples / lists / dicts of them)."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in outputs_of(v)]
+    if isinstance(out, (list, tuple)):
+        return [t for v in out for t in outputs_of(v)]
+    return []
+
+
+def _shapes(out) -> list[tuple]:
+    return [tuple(t.shape) for t in outputs_of(out)]
+
+
 def verify(reference: nn.Module, candidate: nn.Module, inputs: torch.Tensor, rel_tol: float = REL_TOL) -> dict:
-    """Compare two models on real inputs; raise :class:`VerificationError` past ``rel_tol``."""
+    """Compare two models on real inputs, output by output; raise :class:`VerificationError` past ``rel_tol``.
+
+    Several outputs (a tuple, list or dict of tensors) are compared one by one; the relative
+    difference of each is its largest absolute difference over its largest magnitude, and the
+    worst output is reported.
+    """
     reference.eval()
     candidate.eval()
     with torch.no_grad():
         a = reference(inputs)
         b, change = run_traced(candidate, inputs)
-    if a.shape != b.shape:
-        raise UnsupportedModelError(f"compact model output shape {tuple(b.shape)} != masked model {tuple(a.shape)}: "
+    if _shapes(a) != _shapes(b):
+        raise UnsupportedModelError(f"compact model output shapes {_shapes(b)} != masked model {_shapes(a)}: "
                                     + _shape_culprit(change, candidate))
-    max_abs = float((a - b).abs().max())
-    scale = float(a.abs().max()) or 1.0
-    rel = max_abs / scale
-    result = {"max_abs_diff": max_abs, "rel_diff": rel, "rel_tol": rel_tol, "n_inputs": int(inputs.shape[0])}
+    rels, max_abs = [], 0.0
+    for u, v in zip(outputs_of(a), outputs_of(b)):
+        d = float((u - v).abs().max()) if u.numel() else 0.0
+        max_abs = max(max_abs, d)
+        rels.append(d / (float(u.abs().max()) or 1.0) if u.numel() else 0.0)
+    rel = max(rels) if rels else 0.0
+    result = {"max_abs_diff": max_abs, "rel_diff": rel, "rel_tol": rel_tol, "n_inputs": int(inputs.shape[0]),
+              "n_outputs": len(rels)}
     if not rel <= rel_tol:
+        which = f" (output {rels.index(rel)} of {len(rels)})" if len(rels) > 1 else ""
         raise VerificationError(
-            f"compact model differs from the masked model: relative difference {rel:.2e} > {rel_tol:.0e} "
+            f"compact model differs from the masked model{which}: relative difference {rel:.2e} > {rel_tol:.0e} "
             "(a surgery bug: please report it with the model and plan)"
         )
     return result
@@ -174,6 +253,7 @@ def run_traced(model: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, tu
     except (RuntimeError, ValueError, IndexError) as e:
         op, where = rec.failed_op or ("", rec.stack[-1] if rec.stack else "")
         at = f"at op {op} in {rec.where(where)}" if op else f"in {rec.where(where)}"
+        at += f" ({rec.failed_line})" if rec.failed_line else ""
         raise UnsupportedModelError(f"the compact model fails {at}: {str(e).splitlines()[0] if str(e) else type(e).__name__}; "
                                     + HARD_CODED) from None
     return out, rec.batch_change
@@ -203,9 +283,9 @@ def probe(model: nn.Module, graph: ModelGraph, example: torch.Tensor) -> None:
         except UnsupportedModelError as e:
             raise UnsupportedModelError("the model cannot be cut: with one channel less per group, " + str(e).replace(
                 "the compact model fails", "it fails", 1)) from None
-    if got.shape != want.shape:
-        raise UnsupportedModelError(f"the model cannot be cut: with one channel less per group its output shape "
-                                    f"{tuple(got.shape)} != {tuple(want.shape)}: " + _shape_culprit(change, small))
+    if _shapes(got) != _shapes(want):
+        raise UnsupportedModelError(f"the model cannot be cut: with one channel less per group its output shapes "
+                                    f"{_shapes(got)} != {_shapes(want)}: " + _shape_culprit(change, small))
 
 
 def _probe_keep(graph: ModelGraph) -> dict[str, list[int]]:

@@ -16,8 +16,10 @@ What is kept whole, and what is refused (:func:`analyze`):
 
 * every layer whose output channels reach a model output (found on the autograd graph of
   the outputs), and the producers of layers that run but reach no output;
-* every group whose channels feed or come out of a grouped, non-depthwise convolution, and
-  every group that is both concatenated and flattened (``ModelGraph.frozen`` says why);
+* every group whose channels feed or come out of a grouped, non-depthwise convolution,
+  every group that is both concatenated and flattened, and every group that passes a layer
+  with parameters the surgery does not cut (``nn.MultiheadAttention``, ``GroupNorm``, ...):
+  ``ModelGraph.frozen`` says why;
 * refused with :class:`UnsupportedModelError` naming the op and its module: custom
   autograd Functions, ops between layers that do not keep channel ``i`` as channel ``i``
   (``support.py``), and shapes hard-coded in ``forward`` (the probe compaction).
@@ -35,14 +37,17 @@ from torch import nn
 from ..errors import UnsupportedModelError
 from ..models import Residual
 from .branches import dropped_block, find_branch
-from .support import check_group_ops, likely_cause, merges_channels
+from .layout import find_remaps
+from .rewrite import find_hard_coded
+from .support import all_groups, check_bare_parameter, check_group_ops, likely_cause, merges_channels, raised_in_torch_pruning
 from .trace import OpRecorder
 
 PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.Linear)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+PER_CHANNEL = (nn.PReLU, nn.LayerNorm)  # per-channel parameters (a LayerNorm: over its last dimension)
 # Modules whose parameters the cost table models exactly; anything else with parameters
 # is counted as a constant and refused if it sits inside a group.
-MODELLED = PRUNABLE + NORMS
+MODELLED = PRUNABLE + NORMS + PER_CHANNEL
 
 
 @dataclass
@@ -94,7 +99,7 @@ class LayerCost:
     """
 
     name: str
-    kind: str  # conv | depthwise | convT | linear | norm
+    kind: str  # conv | depthwise | convT | linear | norm | channel (PReLU, a bare per-channel parameter)
     out_full: int
     out_parts: list[tuple[str, list[int]]]  # (group, root index of each owned output channel)
     in_full: int
@@ -107,6 +112,8 @@ class LayerCost:
     def _params_macs(self, out: int, cin: int) -> tuple[int, int]:
         if self.kind == "norm":
             return (2 * out if self.bias else 0), 0
+        if self.kind == "channel":  # ``kernel`` entries per channel (a (C, 1, 1) scale: 1; a (1, N, C) embedding: N)
+            return out * self.kernel, 0
         if self.kind == "depthwise":
             params = out * self.kernel
         else:
@@ -145,6 +152,8 @@ class ModelGraph:
     _tp_graph: object = None  # the torch_pruning DependencyGraph (not serialised)
     _modules: dict = field(default_factory=dict)
     frozen: dict[str, str] = field(default_factory=dict)  # coupled groups kept whole: root layer -> why
+    remaps: dict = field(default_factory=dict)  # Linear after a channels-last flatten -> its Remap (layout.py)
+    rewrites: list = field(default_factory=list)  # hard-coded flatten widths rewritten by compact (rewrite.py)
 
     # ----------------------------------------------------------------- costs
     def full_keep(self) -> dict[str, int]:
@@ -237,7 +246,29 @@ def build_tp_graph(model: nn.Module, example: torch.Tensor):
     (Without ``forward_fn`` Torch-Pruning first tries ``model(*example)``: a batch-1 tensor
     is unpacked along the batch dimension and traced as an unbatched input.)
     """
-    return tp.DependencyGraph().build_dependency(model, example_inputs=example, forward_fn=_call, verbose=False)
+    with tolerant_reshape_mapping():
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example, forward_fn=_call, verbose=False)
+
+
+@contextmanager
+def tolerant_reshape_mapping():
+    """Torch-Pruning 1.6.1 divides by zero mapping a channel shuffle's reshape (ShuffleNetV2); that reshape then
+    keeps its identity mapping, and the op check keeps every group through it whole (support.py)."""
+    from torch_pruning.dependency import index_mapping
+
+    original = index_mapping.update_reshape_index_mapping
+
+    def tolerant(graph, node):
+        try:
+            original(graph, node)
+        except ZeroDivisionError:
+            pass
+
+    index_mapping.update_reshape_index_mapping = tolerant
+    try:
+        yield
+    finally:
+        index_mapping.update_reshape_index_mapping = original
 
 
 def _call(model: nn.Module, example: torch.Tensor):
@@ -261,8 +292,18 @@ def analyze(
     was_training = model.training
     model.eval()
     try:
-        with one_thread():
-            graph = _analyze(model, example, ignored_layers, strict)
+        with one_thread(), tolerant_reshape_mapping():
+            try:
+                graph = _analyze(model, example, ignored_layers, strict)
+            except UnsupportedModelError:
+                raise
+            except Exception as e:  # noqa: BLE001 - Torch-Pruning's own failures become a refusal
+                if not raised_in_torch_pruning(e):
+                    raise
+                raise UnsupportedModelError(f"Torch-Pruning fails on the model's channel dependencies "
+                                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); the "
+                                            "model uses a pattern edgeprune does not cut (keep those layers in "
+                                            "ignored_layers)") from None
             if probe and graph.groups:
                 from .compact import probe as probe_compaction
 
@@ -293,6 +334,8 @@ def _analyze(model, example, ignored_layers, strict) -> ModelGraph:
         raise UnsupportedModelError(f"Torch-Pruning cannot trace the channel dependencies of the model ({err}); "
                                     + likely_cause(rec, modules)) from None
     _refuse_custom_functions(rec)
+    remaps = find_remaps(rec, modules)
+    accepted = {fn for r in remaps.values() for fn in r.nodes}
     # layers whose output reaches a model output keep their widths, and so do the producers of
     # layers that run but reach no output (Torch-Pruning's graph, traced back from the outputs,
     # does not see them, so it would not cut their inputs)
@@ -309,9 +352,9 @@ def _analyze(model, example, ignored_layers, strict) -> ModelGraph:
     frozen: dict[str, str] = {}  # group root -> why its widths stay
     frozen_layers: list[str] = []
     ignored_mods = [modules[n] for n in dict.fromkeys(ignored + grouped)]
-    for g in dg.get_all_groups(ignored_layers=ignored_mods, root_module_types=list(PRUNABLE)):
+    for g in all_groups(dg, ignored_mods, list(PRUNABLE), rec, modules):
         root = names[g[0].dep.target.module]
-        found = _group_parts(g, root, dg, names, rec, modules)
+        found = _group_parts(g, root, dg, names, rec, modules, accepted)
         if isinstance(found, str):  # a pattern whose channels are kept whole
             frozen[root] = found
             frozen_layers.extend(n for n, side, _ in _layer_items(g, dg, names) if side == "out")
@@ -335,7 +378,7 @@ def _analyze(model, example, ignored_layers, strict) -> ModelGraph:
         kind, kernel, grp = _kind(m)
         out_full = _out_channels(m)
         cin_full = _in_channels(m)
-        ins = [] if kind in ("norm", "depthwise") else in_parts.get(n, [])
+        ins = [] if kind in ("norm", "depthwise", "channel") else in_parts.get(n, [])
         if kind == "convT":
             spatial = _numel(ishape[2:])
         elif kind == "linear":
@@ -345,10 +388,17 @@ def _analyze(model, example, ignored_layers, strict) -> ModelGraph:
         lc = LayerCost(n, kind, out_full, out_parts.get(n, []), cin_full, ins, kernel, spatial, _has_bias(m), grp)
         layers[n] = lc
         modelled_params += sum(p.numel() for p in m.parameters(recurse=False))
+    params = dict(model.named_parameters())
+    for n, parts in out_parts.items():
+        if n in params and n not in modules:  # a bare per-channel parameter coupled to groups
+            p = params[n]
+            dim = max(d for d, s in enumerate(p.shape) if s > 1)
+            layers[n] = LayerCost(n, "channel", p.shape[dim], parts, p.shape[dim], [], p.numel() // p.shape[dim], 1, False)
+            modelled_params += p.numel()
     const = sum(p.numel() for p in model.parameters()) - modelled_params
 
     branches = _find_branches(model, layers, rec)
-    graph = ModelGraph(groups, branches, layers, const, ignored, dg, modules, frozen)
+    graph = ModelGraph(groups, branches, layers, const, ignored, dg, modules, frozen, remaps, find_hard_coded(rec))
     full = graph.full_keep()
     base = graph.cost(full)
     for g in groups.values():
@@ -386,7 +436,7 @@ def _layer_items(g, dg, names):
             yield n, side, [int(r) for r in item.root_idxs]
 
 
-def _group_parts(g, root, dg, names, rec, modules):
+def _group_parts(g, root, dg, names, rec, modules, accepted=frozenset()):
     """``(members, out parts, in parts)`` of one Torch-Pruning group, or why its widths must stay.
 
     Kept whole: groups that touch a grouped (non-depthwise) conv, and groups that pass both a
@@ -398,12 +448,11 @@ def _group_parts(g, root, dg, names, rec, modules):
     for item in g.items:
         mod = item.dep.target.module
         if isinstance(mod, nn.Parameter):
-            pname = getattr(dg, "_param_to_name", {}).get(mod, f"of shape {tuple(mod.shape)}")
-            raise UnsupportedModelError(
-                f"unsupported op: parameter {pname} is applied to the channels of layer {root} outside a standard "
-                f"layer; its channels cannot be removed exactly (wrap it in a standard layer, or keep the layer unpruned: "
-                f"edgeprune.surgery.analyze(..., ignored_layers=[{root!r}]))"
-            )
+            pname = check_bare_parameter(mod, root, dg, rec)
+            if f"{pname}:out" not in members:
+                outs.append((pname, [int(r) for r in item.root_idxs]))
+                members.append(f"{pname}:out")
+            continue
         if not isinstance(mod, nn.Module) or mod not in names:
             internal.append(item.dep.target)  # torch-pruning's internal ops (add, concat, reshape, ...)
     for n, side, roots in _layer_items(g, dg, names):
@@ -413,16 +462,18 @@ def _group_parts(g, root, dg, names, rec, modules):
         if f"{n}:{side}" in members:
             continue
         if side == "out":
+            if isinstance(mod, nn.LayerNorm) and (len(mod.normalized_shape) != 1 or layer_norm_dim(mod) is None):
+                return (f"its channels pass through {n} ({type(mod).__name__} over {tuple(mod.normalized_shape)}); "
+                        "only a LayerNorm over one dimension (nn.LayerNorm, LayerNorm2d) is cut")
             if not isinstance(mod, MODELLED) and any(True for _ in mod.parameters(recurse=False)):
-                raise UnsupportedModelError(
-                    f"unsupported layer {n} ({type(mod).__name__}) is coupled to group {root}; "
-                    "its channels cannot be removed exactly (add it to ignored_layers)"
-                )
+                return f"its channels pass through {n} ({type(mod).__name__}), a layer edgeprune does not cut"
             outs.append((n, roots))
         elif isinstance(mod, PRUNABLE) and not _is_depthwise(mod):
             ins.append((n, roots))
         members.append(f"{n}:{side}")
-    check_group_ops(root, internal, rec, modules)
+    split = check_group_ops(root, [n for n in internal if n.grad_fn not in accepted], rec, modules)
+    if split:
+        return split
     infos = [rec.info.get(node.grad_fn) for node in internal if node.grad_fn is not None]
     if any(i.op == "cat" for i in infos if i) and any(merges_channels(i) for i in infos if i):
         return "its channels are concatenated and flattened (Torch-Pruning cannot map that onto the next layer)"
@@ -463,6 +514,13 @@ def _count(m: nn.Module, recurse: bool = True) -> int:
     return sum(p.numel() for p in m.parameters(recurse=recurse))
 
 
+def layer_norm_dim(m: nn.LayerNorm) -> int | None:
+    """The dimension a LayerNorm normalizes: -1 (nn.LayerNorm), 1 (LayerNorm2d of torchvision / timm), else None."""
+    if type(m).forward is nn.LayerNorm.forward:
+        return -1
+    return 1 if type(m).__name__ == "LayerNorm2d" else None
+
+
 def _is_grouped(m: nn.Module) -> bool:
     """A grouped convolution that is not depthwise (its widths are kept: see the README)."""
     return isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and not _is_depthwise(m)
@@ -473,6 +531,10 @@ def _is_depthwise(m: nn.Module) -> bool:
 
 
 def _kind(m: nn.Module) -> tuple[str, int, int]:
+    if isinstance(m, nn.LayerNorm):  # weight and bias (either may be absent) per channel
+        return "channel", (m.weight is not None) + (m.bias is not None), 1
+    if isinstance(m, PER_CHANNEL):
+        return "channel", 1, 1
     if isinstance(m, NORMS):
         return "norm", 1, 1
     if isinstance(m, nn.Linear):
@@ -486,6 +548,10 @@ def _kind(m: nn.Module) -> tuple[str, int, int]:
 
 
 def _out_channels(m: nn.Module) -> int:
+    if isinstance(m, nn.LayerNorm):
+        return m.normalized_shape[-1]
+    if isinstance(m, PER_CHANNEL):
+        return m.num_parameters
     if isinstance(m, NORMS):
         return m.num_features
     if isinstance(m, nn.Linear):
@@ -494,6 +560,10 @@ def _out_channels(m: nn.Module) -> int:
 
 
 def _in_channels(m: nn.Module) -> int:
+    if isinstance(m, nn.LayerNorm):
+        return m.normalized_shape[-1]
+    if isinstance(m, PER_CHANNEL):
+        return m.num_parameters
     if isinstance(m, NORMS):
         return m.num_features
     if isinstance(m, nn.Linear):
@@ -505,6 +575,8 @@ def _has_bias(m: nn.Module) -> bool:
     """Conv/linear: has a bias vector. Norm: is affine (weight + bias)."""
     if isinstance(m, NORMS):
         return bool(m.affine)
+    if isinstance(m, PER_CHANNEL):
+        return False
     return getattr(m, "bias", None) is not None
 
 

@@ -9,8 +9,10 @@ dimension, where ``src`` maps each consumer input index to the group channel tha
 (read from Torch-Pruning's root-index mapping). Therefore
 
 * ``z == 1`` is the unchanged model, ``z == 0`` is *exactly* the model with the channel
-  removed (no BN bias, ReLU6 or sigmoid leaks through: the channel is cut at its
-  consumers, after every elementwise op of its producer);
+  removed (no BN bias, PReLU, layer scale, ReLU6 or sigmoid leaks through: the channel is cut
+  at its consumers, after every elementwise op of its producer) -- except where the group
+  passes a LayerNorm, whose statistics still include the masked channels (the compaction's
+  reference normalizes over the kept ones: ``compact.KeptStatsLayerNorm``);
 * gradients flow to ``z`` (and to whatever produces it) through the consumers' weights;
 * masking a weight costs one multiply per weight, not per activation, so a masked
   forward costs about the same as the plain one.
@@ -27,7 +29,8 @@ import torch
 from torch import nn
 
 from .branches import branch_output_module
-from .graph import ModelGraph, _is_depthwise
+from .graph import ModelGraph, _is_depthwise, tolerant_reshape_mapping
+from .layout import column_of
 
 _CONSUMERS = (nn.Linear, nn.modules.conv._ConvNd)
 
@@ -60,7 +63,8 @@ class ChannelMasks:
         for g in self.groups:
             root = graph._modules[g]
             handler = dg.get_pruner_of_module(root).prune_out_channels
-            tp_group = dg.get_pruning_group(root, handler, list(range(self.sizes[g])))
+            with tolerant_reshape_mapping():
+                tp_group = dg.get_pruning_group(root, handler, list(range(self.sizes[g])))
             for item in tp_group:
                 dep, idxs, roots = item.dep, item.idxs, item.root_idxs
                 mod = dep.target.module
@@ -74,7 +78,10 @@ class ChannelMasks:
                     continue
                 cin = _in_features(modules[name])
                 s = src.setdefault(name, torch.zeros(cin, dtype=torch.long))
-                s[torch.as_tensor([int(i) for i in idxs])] = 1 + self.offsets[g] + torch.as_tensor([int(r) for r in roots])
+                ix = torch.as_tensor([int(i) for i in idxs])
+                if name in graph.remaps:  # channel-first index -> the column after the channels-last flatten
+                    ix = column_of(graph.remaps[name], ix)
+                s[ix] = 1 + self.offsets[g] + torch.as_tensor([int(r) for r in roots])
         self.src = src
         self.kinds = {name: _kind(modules[name]) for name in src}
 

@@ -48,11 +48,12 @@ ELEMENTWISE = {
 REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "norm", "logsumexp", "prod"}
 RESHAPES = {"view", "reshape", "view_as", "reshape_as"}
 # layers whose own ops (seen or not) Torch-Pruning cuts as a whole
-LAYER_INTERNAL = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm)
+LAYER_INTERNAL = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.PReLU, nn.LayerNorm)
 
 
-def check_group_ops(group_name: str, items, rec: OpRecorder, modules: dict) -> None:
-    """Raise :class:`UnsupportedModelError` if a Torch-Pruning group passes through an op we cannot cut through.
+def check_group_ops(group_name: str, items, rec: OpRecorder, modules: dict) -> str | None:
+    """Raise :class:`UnsupportedModelError` if a Torch-Pruning group passes through an op we cannot cut through;
+    return why the group must stay whole if it passes a channel split or shuffle (ShuffleNet), else None.
 
     ``items`` are the group's internal-op nodes (Torch-Pruning ``Node`` objects whose module is
     none of the model's modules).
@@ -69,12 +70,24 @@ def check_group_ops(group_name: str, items, rec: OpRecorder, modules: dict) -> N
                 f"unpruned (edgeprune.surgery.analyze(..., ignored_layers=[{group_name!r}]))"
             )
         why = _refusal(info, modules)
+        if why and _splits_channels(info):
+            return (f"its channels pass through {_describe(info)} in {rec.where(info.module)}, which {why} "
+                    "(a channel split or shuffle)")
         if why:
             raise UnsupportedModelError(
                 f"unsupported op: {_describe(info)} in {rec.where(info.module)} {why}, and the channels of layer "
                 f"{group_name} pass through it, so they cannot be removed exactly; {_fix(info)}, or keep the layer "
                 f"unpruned (edgeprune.surgery.analyze(..., ignored_layers=[{group_name!r}]))"
             )
+
+
+def _splits_channels(info: OpInfo) -> bool:
+    """A channel split (chunk / split along the channels) or a reshape that regroups them (a channel shuffle)."""
+    if info.op in ("chunk", "split", "split_with_sizes", "tensor_split", "unbind"):
+        dim = info.args[1] if len(info.args) > 1 else info.kwargs.get("dim", 0)
+        nd = len(info.in_shape or ())
+        return bool(nd) and isinstance(dim, int) and dim % nd == 1
+    return info.op in RESHAPES and _reshape(info.in_shape, info.out_shape) == "splits or regroups the channel dimension"
 
 
 def likely_cause(rec: OpRecorder, modules: dict) -> str:
@@ -155,6 +168,8 @@ def _refusal(info: OpInfo, modules: dict) -> str:
     if op in ("expand", "expand_as"):
         return "" if info.in_shape and info.out_shape and info.in_shape[1:2] == info.out_shape[1:2] else \
             "expands the channel dimension"
+    if op in ("transpose", "swapaxes", "permute", "movedim", "t") and _channels_last_round_trip(info):
+        return ""
     if op in ("transpose", "swapaxes", "permute", "movedim", "t"):
         return "" if info.in_shape and info.out_shape and info.in_shape[:2] == info.out_shape[:2] and _keeps_01(info) \
             else "moves the channel dimension"
@@ -173,7 +188,11 @@ def _reduction(info: OpInfo) -> str:
 
 
 def _reshape(ins, outs) -> str:
-    """Accept reshapes that keep the batch and either keep the channel dim or merge it (outermost) with the next ones."""
+    """Accept reshapes that keep the batch and either keep the channel dim or merge it (outermost) with the next ones,
+    and a per-channel vector shaped to broadcast over the channels (``gamma.reshape(1, -1, 1, 1)``)."""
+    if ins and outs and len(ins) == 1 and len(outs) >= 2 and outs[1] == ins[0] and \
+            all(d == 1 for i, d in enumerate(outs) if i != 1):
+        return ""
     if not ins or not outs or len(ins) < 2 or len(outs) < 2 or ins[0] != outs[0]:
         return "reshapes the batch dimension"
     if outs[1] == ins[1]:
@@ -205,6 +224,18 @@ def _indexing(info: OpInfo) -> str:
     return "" if ok else "indexes the channel dimension"
 
 
+def _channels_last_round_trip(info: OpInfo) -> bool:
+    """permute(0, 2, .., n-1, 1) (channels to the last dimension) or its inverse (ConvNeXt's channels-last blocks):
+    the ops in between see the channels last (Linear and LayerNorm over the last dimension); the compaction is
+    verified against the masked model, which catches an op that mixes channels there."""
+    if info.op != "permute" or not info.in_shape:
+        return False
+    dims = info.args[0] if len(info.args) == 1 and isinstance(info.args[0], (list, tuple)) else info.args
+    n = len(info.in_shape)
+    dims = [int(d) % n for d in dims]
+    return n >= 3 and dims in ([0, *range(2, n), 1], [0, n - 1, *range(1, n - 1)])
+
+
 def _keeps_01(info: OpInfo) -> bool:
     """transpose/permute: dims 0 and 1 stay where they are."""
     if info.op == "permute":
@@ -217,3 +248,51 @@ def _keeps_01(info: OpInfo) -> bool:
             return False
         return a % nd >= 2 and b % nd >= 2
     return False
+
+
+# ops through which a bare per-channel parameter (a layer scale, an embedding) may act on a group
+PARAM_OPS = {"add", "add_", "__add__", "__radd__", "__iadd__", "mul", "mul_", "__mul__", "__rmul__", "__imul__",
+             "sub", "__sub__", "__rsub__", "div", "__truediv__", "expand", "expand_as", "view", "reshape",
+             "unsqueeze", "squeeze", "to", "type_as", "__get__"}  # __get__: attribute reads (p.shape)
+
+
+def check_bare_parameter(p: nn.Parameter, root: str, dg, rec: OpRecorder) -> str:
+    """Name of a parameter outside a standard layer that acts element-wise on a group, or refuse it.
+
+    Torch-Pruning slices such a parameter along its last non-singleton dimension; that is
+    exact when the parameter only scales or shifts the channels (``gamma * x``, ``x + pos``).
+    """
+    pname = getattr(dg, "_param_to_name", {}).get(p, f"of shape {tuple(p.shape)}")
+    ops = rec.param_ops.get(id(p), set())
+    dims = [d for d, s in enumerate(p.shape) if s > 1]
+    odd = sorted(ops - PARAM_OPS)
+    if not ops or odd or not dims:
+        how = f"by {', '.join(odd)}" if odd else "in a way the trace does not show"
+        raise UnsupportedModelError(
+            f"unsupported op: parameter {pname} of shape {tuple(p.shape)} is applied to the channels of layer {root} "
+            f"{how}; only element-wise scales and shifts are cut exactly (wrap it in a standard layer, or keep the "
+            f"layer unpruned: edgeprune.surgery.analyze(..., ignored_layers=[{root!r}]))"
+        )
+    return pname
+
+
+def raised_in_torch_pruning(e: BaseException) -> bool:
+    import traceback
+
+    return any("torch_pruning" in f.filename for f in traceback.extract_tb(e.__traceback__))
+
+
+def all_groups(dg, ignored_mods, root_types: list, rec: OpRecorder, modules: dict):
+    """Torch-Pruning's groups; its own failures while mapping indices (e.g. an IndexError through a window
+    partition) become a one-line refusal naming the likely op."""
+    it = dg.get_all_groups(ignored_layers=ignored_mods, root_module_types=root_types)
+    while True:
+        try:
+            g = next(it)
+        except StopIteration:
+            return
+        except (IndexError, ValueError, KeyError, RuntimeError, ZeroDivisionError, AssertionError) as e:
+            err = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            raise UnsupportedModelError(f"Torch-Pruning cannot map the channel indices of the model ({err}); "
+                                        + likely_cause(rec, modules)) from None
+        yield g

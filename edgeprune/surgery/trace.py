@@ -35,6 +35,7 @@ class OpInfo:
     out_shape: tuple | None = None
     seen: bool = False  # created by a torch function the mode intercepted
     parent: str = ""  # unseen nodes: the intercepted torch function whose call created them, if any
+    line: str = ""  # reshapes: "file.py:LINE" of the user code that called it
 
 
 @dataclass
@@ -87,6 +88,21 @@ def _literal(a):
     return a
 
 
+def _caller_line() -> str:
+    """``file.py:LINE`` of the innermost frame outside torch and this package (the user's forward)."""
+    import os
+    import sys
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    f = sys._getframe(2)
+    while f is not None:
+        fn = f.f_code.co_filename
+        if not (fn.startswith(here) or f"{os.sep}torch{os.sep}" in fn or fn.startswith("<")):
+            return f"{os.path.basename(fn)}:{f.f_lineno}"
+        f = f.f_back
+    return ""
+
+
 def func_name(func) -> str:
     name = getattr(func, "__name__", None) or str(func)
     return name
@@ -107,6 +123,7 @@ class _Mode(TorchFunctionMode):
         except Exception:
             if rec.failed_op is None:
                 rec.failed_op = (func_name(func), rec.current)
+                rec.failed_line = _caller_line()
             raise
         if rec.record_ops:
             # x[key] = v returns nothing: its node is the new one of x
@@ -130,9 +147,11 @@ class OpRecorder:
         self.outputs: list[torch.Tensor] = []  # the model outputs of the last recorded pass
         self.stack: list[str] = []
         self.failed_op: tuple[str, str] | None = None  # (op, module) of the first op that raised
+        self.failed_line = ""  # and the user's source line that called it
         self.watch_batch: int | None = None  # batch size whose first change by an op is recorded
         self.batch_change: tuple[str, str, tuple, tuple] | None = None  # (op, module, in shape, out shape)
         self.record_ops = True
+        self.param_ops: dict[int, set[str]] = {}  # id(parameter) -> the ops that took it as an argument
 
     @property
     def current(self) -> str:
@@ -151,17 +170,22 @@ class OpRecorder:
             stack.extend(f for f, _ in fn.next_functions if f is not None)
 
     def on_op(self, func, args, kwargs, out) -> None:
+        for t in _tensors((args, kwargs)):
+            if isinstance(t, nn.Parameter):
+                self.param_ops.setdefault(id(t), set()).add(func_name(func))
         outs = [t for t in _tensors(out) if t.grad_fn is not None]
         if not outs:
             return
         first = _first_tensor(args)
         rest = args[1:] if args and next(_tensors(args[0]), None) is not None else args  # after the tensor operand(s)
+        name = func_name(func)
+        line = _caller_line() if name in ("view", "reshape") else ""
         for t in outs:
             if t.grad_fn not in self.info:
                 self.info[t.grad_fn] = OpInfo(
-                    func_name(func), self.current, tuple(_literal(a) for a in rest),
+                    name, self.current, tuple(_literal(a) for a in rest),
                     {k: _literal(v) for k, v in kwargs.items()},
-                    tuple(first.shape) if first is not None else None, tuple(t.shape), True,
+                    tuple(first.shape) if first is not None else None, tuple(t.shape), True, line=line,
                 )
         self._claim(outs, self.current, func_name(func))
 
