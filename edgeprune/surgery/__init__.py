@@ -2,7 +2,8 @@
 
 from .branches import branch_output_module
 from .compact import compact, compact_and_verify, load_compact, masked, save_compact, verify
-from .graph import Branch, Group, ModelGraph, analyze
+from .analysis import analyze
+from .graph import Branch, Group, ModelGraph
 from .plan import PruningPlan, plan_from_scores, round_width
 
 __all__ = [

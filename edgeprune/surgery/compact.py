@@ -30,7 +30,7 @@ from .branches import dropped_block, find_branch
 from .rewrite import apply_rewrites
 from .layout import column_of, from_channel_first, to_channel_first
 from .graph import (
-    ModelGraph, _is_depthwise, _is_grouped, analyze, build_tp_graph, layer_norm_dim, one_thread, tolerant_reshape_mapping,
+    ModelGraph, _is_depthwise, _is_grouped, analyze_graph, build_tp_graph, layer_norm_dim, one_thread, tolerant_reshape_mapping,
 )
 from .plan import PruningPlan, _owned_parts
 from .trace import OpRecorder
@@ -85,7 +85,7 @@ def _tp_group(graph: ModelGraph, model: nn.Module, dg, group: str, idxs: list[in
 def compact(model: nn.Module, plan: PruningPlan, example: torch.Tensor, graph: ModelGraph | None = None) -> nn.Module:
     """Return a new, smaller dense model (``model`` is not changed)."""
     new = copy.deepcopy(model).eval()
-    graph = graph or analyze(new, example, probe=False)  # compaction itself is the probe
+    graph = graph or analyze_graph(new, example)  # compaction itself is the probe
     plan.validate(graph)
     removed = plan.removed(graph)
     if removed and graph.rewrites:  # x.view(-1, 576) -> torch.flatten(x, 1) before any width changes
@@ -135,7 +135,7 @@ def _without_branch(block: nn.Module, branch) -> nn.Module:
 def masked(model: nn.Module, plan: PruningPlan, example: torch.Tensor, graph: ModelGraph | None = None) -> nn.Module:
     """The original model computing what the plan keeps: removed channels zeroed where consumed."""
     ref = copy.deepcopy(model).eval()
-    graph = graph or analyze(ref, example, probe=False)
+    graph = graph or analyze_graph(ref, example)
     plan.validate(graph)
     removed = plan.removed(graph)
     if removed:
@@ -317,7 +317,7 @@ def compact_and_verify(
 
 
 def _compact_and_verify(model, plan, example, inputs, graph):
-    graph = graph or analyze(model, example, probe=False)  # the compaction below is the probe
+    graph = graph or analyze_graph(model, example)  # the compaction below is the probe
     small = compact(model, plan, example, graph)
     ref = masked(model, plan, example, graph)
     report = verify(ref, small, inputs)

@@ -275,26 +275,16 @@ def _call(model: nn.Module, example: torch.Tensor):
     return model(example)
 
 
-def analyze(
+def analyze_graph(
     model: nn.Module, example: torch.Tensor, ignored_layers: list[str] | None = None, *, strict: bool = True,
-    probe: bool = True,
 ) -> ModelGraph:
-    """Find coupled groups, droppable branches and the cost table of ``model``.
-
-    ``ignored_layers`` names layers whose output channels must stay (every layer whose
-    output reaches a model output is always kept, and so is every group that feeds or comes
-    out of a grouped, non-depthwise convolution). Unsupported patterns (custom autograd
-    Functions, ops that do not keep channel ``i`` as channel ``i``, shapes hard-coded in
-    ``forward``) raise :class:`UnsupportedModelError` naming the op and its module; with
-    ``probe`` the check includes compacting a one-channel-narrower copy once (see
-    :func:`~edgeprune.surgery.compact.probe`). The model is only read, never changed.
-    """
+    """:func:`~edgeprune.surgery.analysis.analyze` without the compaction probe (what compaction itself uses)."""
     was_training = model.training
     model.eval()
     try:
         with one_thread(), tolerant_reshape_mapping():
             try:
-                graph = _analyze(model, example, ignored_layers, strict)
+                return _analyze(model, example, ignored_layers, strict)
             except UnsupportedModelError:
                 raise
             except Exception as e:  # noqa: BLE001 - Torch-Pruning's own failures become a refusal
@@ -304,11 +294,6 @@ def analyze(
                                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); the "
                                             "model uses a pattern edgeprune does not cut (keep those layers in "
                                             "ignored_layers)") from None
-            if probe and graph.groups:
-                from .compact import probe as probe_compaction
-
-                probe_compaction(model, graph, example)
-            return graph
     finally:
         model.train(was_training)
 
