@@ -241,8 +241,8 @@ def write_md(res: dict, path: Path) -> None:
          "| tflite INT8 (µs) | ratio |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for m, mr in res["models"].items():
         for t in res["args"]["threads"]:
-            p = mr["latency_us"].get(str(t), {})
-            r = mr["ratios"].get(str(t), {})
+            p = mr.get("latency_us", {}).get(str(t), {})
+            r = mr.get("ratios", {}).get(str(t), {})
 
             def c(a):
                 return f"{p[a]:.0f}" if a in p else "-"
@@ -253,8 +253,9 @@ def write_md(res: dict, path: Path) -> None:
             L.append(f"| {m} | {t} | {c('onnx')} | {c('onnx-int8')} | {q('onnx-int8')} | {c('onnx-int8-s8s8')} | "
                      f"{q('onnx-int8-s8s8')} | {c('tflite')} | {c('tflite-int8')} | {q('tflite-int8')} |")
     L += ["", "Accuracy (%) on the whole test split, and the INT8 drop vs the artifact's fp32 runtime:\n",
-          "| model | torch | onnx | onnx INT8 U8S8 | old S8S8 | tflite | tflite INT8 | export's choice (onnxruntime / tflite) |",
-          "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+          "| model | torch | onnx | onnx INT8 U8S8 | old S8S8 | tflite | tflite INT8 | export's own check: INT8/fp32 "
+          "onnxruntime, tflite (1 thread, in-process) | export's choice (onnxruntime / tflite) |",
+          "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for m, mr in res["models"].items():
         a = mr["artifacts"]
 
@@ -262,8 +263,9 @@ def write_md(res: dict, path: Path) -> None:
             return f"{a[f]['metric']:.2f}" if a.get(f, {}).get("metric") is not None else "failed"
 
         ch = mr["runtime_choice"]
+        own = ", ".join(f"{(ch.get(k) or {}).get('speed', {}).get('int8_over_fp32', '-')}x" for k in ("onnxruntime", "tflite"))
         L.append(f"| {m} | {mr['torch_accuracy']:.2f} | {acc('onnx')} | {acc('onnx-int8')} | {acc('onnx-int8-s8s8')} | "
-                 f"{acc('tflite')} | {acc('tflite-int8')} | {ch.get('onnxruntime', {}).get('prefer')} / "
+                 f"{acc('tflite')} | {acc('tflite-int8')} | {own} | {ch.get('onnxruntime', {}).get('prefer')} / "
                  f"{ch.get('tflite', {}).get('prefer')} |")
     L += ["", res.get("verdict", ""), ""]
     if res.get("variants"):
@@ -288,7 +290,12 @@ def main():
     ap.add_argument("--variant-rounds", type=int, default=9)
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", default=str(HERE))
+    ap.add_argument("--render", metavar="JSON", help="only rewrite the .md next to JSON from its results")
     args = ap.parse_args()
+    if args.render:
+        res = json.loads(Path(args.render).read_text())
+        write_md(res, Path(args.render).with_suffix(".md"))
+        return
     from importlib import metadata
 
     from edgeprune.data import load_dataset
@@ -299,7 +306,8 @@ def main():
     a = {"x_train": ds.normalize(ds.x_train), "y_train": ds.y_train, "x_test": ds.normalize(ds.x_test),
          "y_test": ds.y_test}  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="int8speed-"))
-    res = {"command": "python benchmarks/export/int8_speed.py " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
+    argv = [("DIR" if prev in ("--out", "--data-dir") else x) for prev, x in zip([""] + sys.argv[1:], sys.argv[1:])]
+    res = {"command": "python benchmarks/export/int8_speed.py " + " ".join(shlex.quote(x) for x in argv),
            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                                  text=True).stdout.strip(),
