@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeprune.bench import costmodel, microbench
+from edgeprune.bench import costfit, costmodel, microbench
 from edgeprune.bench.host import RUNNER, measure_host
 from edgeprune.errors import InputError
 from edgeprune.targets import load_target
@@ -361,7 +361,7 @@ def test_calibration_recovers_known_factors(tmp_path):
         p = chain(tmp_path / f"m{i}.onnx", c, hw, n)  # varied op counts and sizes
         samples.append((p, costmodel.predict(p, "host", runtime="onnxruntime", dtype="int8",
                                              calibration=cal)["latency_ms"]))
-    fit = costmodel.fit_factors(samples, host, dtype="int8")
+    fit = costfit.fit_factors(samples, host, dtype="int8")
     assert fit["fit_median_abs_pct_err"] < 1.0
     assert fit["eff_compute"] == pytest.approx(0.4, rel=0.1)
     assert fit["per_op_overhead_us"] == pytest.approx(1.5, rel=0.2)

@@ -193,7 +193,8 @@ def exported_opset13(trained, digits, tmp_path_factory):
     out = {}
     for name, model in trained.items():
         d = tmp_path_factory.mktemp(f"export13-{name}")
-        result, _ = run_export(model, digits, d, formats=["onnx", "onnx-int8"], opset=13, dynamic_batch=True)
+        result, _ = run_export(model, digits, d, formats=["onnx", "onnx-int8"], opset=13, dynamic_batch=True,
+                               int8_runtime="tensorrt")  # fmt: skip
         out[name] = (model, result, d)
     return out
 
@@ -393,6 +394,71 @@ def test_opset13_parity_and_int8(exported_opset13, digits, name):
     q = result["onnx-int8"]
     assert q["ok"] and q["opset"] == 13 and q["metric_drop"] <= 3.0, (q["error"], q["metric_drop"])
     check_qdq(d / "model.int8.onnx", q)
+    # quantized for TensorRT (Jetson Nano): symmetric int8 activations, every zero point 0; not timed here
+    assert q["details"]["int8_scheme"]["runtime"] == "tensorrt"
+    assert set(activation_zero_points(d / "model.int8.onnx")) == {(onnx.TensorProto.INT8, 0)}
+    choice = json.loads((d / "export.json").read_text())["runtime_choice"]["onnxruntime"]
+    assert choice["speed"] is None and "tensorrt" in choice["reason"]
+
+
+def activation_zero_points(path: Path) -> list[tuple[int, int]]:
+    """(dtype, value) of every QuantizeLinear's zero point (activations: weights are stored quantized)."""
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    inits = {t.name: t for t in proto.graph.initializer}
+    zps = [inits[n.input[2]] for n in proto.graph.node if n.op_type == "QuantizeLinear"]
+    return sorted({(z.data_type, int(v)) for z in zps for v in numpy_helper.to_array(z).ravel()})
+
+
+@params
+def test_onnx_int8_for_onnxruntime_is_u8s8_and_fuses(exported, name, tmp_path):
+    """model.int8.onnx for onnxruntime: uint8 activations, and onnxruntime's own (portable, EXTENDED)
+    optimiser turns every Conv/Gemm into an integer kernel. The previous scheme (symmetric int8
+    activations) left most Convs float between Q/DQ pairs and ran slower than fp32 on x86."""
+    _, result, d, _ = exported[name]
+    assert result["onnx-int8"]["details"]["int8_scheme"]["runtime"] == "onnxruntime"
+    assert {dt for dt, _ in activation_zero_points(d / "model.int8.onnx")} == {onnx.TensorProto.UINT8}
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(str(d / "model.int8.onnx"), so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    assert not {"Conv", "Gemm", "MatMul"} & set(ops), sorted(ops)
+    assert {"QLinearConv", "QGemm", "QLinearMatMul", "MatMulInteger"} & set(ops), sorted(ops)
+
+
+@params
+def test_int8_speed_checked_and_choice_recorded(exported, name):
+    """Each runtime's INT8 artifact was timed against its fp32 one at export, and export.json says which
+    one the build prefers, from that measurement."""
+    from edgeprune.export.speedcheck import PAIRS
+
+    _, result, d, _ = exported[name]
+    choice = json.loads((d / "export.json").read_text())["runtime_choice"]
+    assert set(choice) == set(PAIRS)
+    for runtime, (fp32, int8) in PAIRS.items():
+        c, s = choice[runtime], choice[runtime]["speed"]
+        assert s["threads"] == 1 and s["fp32_p50_us"] > 0 and s["int8_p50_us"] > 0 and s["rounds"] >= 3
+        assert c["prefer"] == (int8 if s["int8_over_fp32"] < 1.0 else fp32), c
+        assert f"{s['int8_over_fp32']:.2f}x" in c["reason"]
+        assert result[int8]["details"]["speed_vs_fp32"] == s
+
+
+def test_artifact_order_prefers_fp32_only_where_int8_was_slower():
+    from edgeprune.export.speedcheck import artifact_order, runtime_choice
+
+    slow = {"int8_over_fp32": 1.3, "cpu": "cpu", "threads": 1}
+    fast = dict(slow, int8_over_fp32=0.5)
+    c = {"onnxruntime": runtime_choice("onnxruntime", slow, True, True),
+         "tflite": runtime_choice("tflite", fast, True, True)}  # fmt: skip
+    assert c["onnxruntime"]["prefer"] == "onnx" and "NOT faster" in c["onnxruntime"]["reason"]
+    assert c["tflite"]["prefer"] == "tflite-int8"
+    order = ["tflite-int8", "tflite", "onnx-int8", "onnx"]
+    assert artifact_order(order, c) == ["tflite-int8", "tflite", "onnx", "onnx-int8"]
+    assert artifact_order(["onnx", "onnx-int8"], c) == ["onnx", "onnx-int8"]  # fp32 already first
+    assert artifact_order(order, None) == order
+    assert runtime_choice("tflite", None, True, False)["prefer"] == "tflite"  # INT8 failed: fp32
 
 
 # --------------------------------------------------------------------------- failures

@@ -5,7 +5,7 @@ input (the digits default) and at default and half widths on a 28x28 input (Fash
 with :func:`edgeprune.export.export_all` (ONNX fp32/INT8, TFLite fp32/INT8) and measured with
 :func:`edgeprune.bench.host.measure_host` (fresh processes, 1 thread, batch 1). The measurements fit one set
 of factors per runtime and precision (``onnxruntime-fp32``, ``onnxruntime-int8``, ``tflite-fp32``,
-``tflite-int8``) with :func:`edgeprune.bench.costmodel.fit_factors`.
+``tflite-int8``) with :func:`edgeprune.bench.costfit.fit_factors`.
 
 ``calibrate_host()`` (``edgeprune calibrate --host``) runs a quick version (one configuration per model, one
 process per artifact) and caches the result per host fingerprint in the user cache directory, where
@@ -203,7 +203,8 @@ def export_suite(rows: list[dict], workdir, *, formats=ARTIFACTS, progress: Call
             task = model_task(r["model"])
             res = export_all(model, torch.zeros(1, *r["shape"]), calib=x[:32], test_x=x,
                              test_y=rng.integers(0, 10, 64) if task == "classification" else None,
-                             out_dir=out, formats=list(formats), task=task)
+                             out_dir=out, formats=list(formats), task=task, target_x86=True,
+                             speed_check=False)  # fmt: skip
         r["artifacts"] = {f: str(out / FILENAMES[f]) for f, e in res.items() if e.get("ok")}
         failed = [f for f, e in res.items() if not e.get("ok")]
         progress(f"exported {r['name']}: {', '.join(r['artifacts'])}" + (f" (failed: {failed})" if failed else ""))
@@ -245,7 +246,8 @@ def samples_for(rows: list[dict], fmt: str) -> list[tuple]:
 
 def fit_all(rows: list[dict], *, exclude_family: Optional[str] = None) -> dict:
     """{key: factors} for the four runtime-precision keys, optionally without one model family."""
-    from .costmodel import fit_factors, fuses_add, host_profile, runtime_of
+    from .costfit import fit_factors
+    from .costmodel import fuses_add, host_profile, runtime_of
 
     prof = host_profile()
     keep = [r for r in rows if r["family"] != exclude_family]

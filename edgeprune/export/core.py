@@ -23,6 +23,7 @@ from ..errors import ConfigError, InputError
 from ..metrics import get_metric
 from . import _files
 from .runtimes import OrtRunner, TfliteRunner, runtime_version
+from .speedcheck import runtime_choices
 
 FORMATS = ("onnx", "onnx-int8", "tflite", "tflite-int8")
 
@@ -74,6 +75,10 @@ def export_all(
     dynamic_batch: bool = False,
     metric: str | None = None,
     progress: Callable[[str], None] | None = None,
+    int8_runtime: str = "onnxruntime",
+    threads: int = 1,
+    target_x86: bool = False,
+    speed_check: bool = True,
 ) -> dict[str, dict]:
     """Export ``model`` to each of ``formats`` in ``out_dir`` and verify every artifact.
 
@@ -101,6 +106,12 @@ def export_all(
 
     ONNX export and quantization run in this process, the litert-torch conversions in a
     child process (see :func:`_export_onnx` for why).
+
+    ``int8_runtime`` is what will run ``model.int8.onnx``: ``"onnxruntime"`` (uint8 activations,
+    the fast CPU kernels) or ``"tensorrt"`` (symmetric int8); ``target_x86`` allows 7-bit
+    weights on an x86 CPU without VNNI. With ``speed_check`` each runtime's INT8 artifact is
+    timed against its fp32 one (batch 1, ``threads``) on this machine, and export.json's
+    ``runtime_choice`` records which one the build prefers and why (see :mod:`.speedcheck`).
     """
     import torch
 
@@ -151,6 +162,8 @@ def export_all(
             metric_fn=metric_fn,
             torch_metric=float(metric_fn(ref, targets)),
             int8_tolerance=float(int8_tolerance),
+            int8_runtime=int8_runtime,
+            target_x86=bool(target_x86),
             dynamic_batch=bool(dynamic_batch),
             out_dir=out_dir,
             base={
@@ -172,6 +185,8 @@ def export_all(
         if child is not None:
             results.update(child.finish(ctx, progress))
         results = {f: results[f] for f in fmts}
+        choice = runtime_choices(results, {f: out_dir / n for f, n in FILENAMES.items()}, int8_runtime, threads,
+                                 speed_check, progress)  # fmt: skip
         _files.write_json_atomic(
             out_dir / "export.json",
             {
@@ -181,6 +196,7 @@ def export_all(
                 "torch_metric": ctx.torch_metric,
                 "int8_tolerance": int8_tolerance,
                 "int8_over_tolerance": int8_over_tolerance(results, int8_tolerance),
+                "runtime_choice": choice,
                 "artifacts": results,
             },
         )
@@ -375,13 +391,14 @@ def _export_onnx(model, example, calib, scratch: Path, fmts, opset, ctx: _Ctx, p
     if "onnx-int8" in fmts:
         t0 = time.perf_counter()
         entry = ctx.entry("onnx-int8")
-        progress("onnx-int8: static QDQ quantization with onnxruntime")
+        progress(f"onnx-int8: static QDQ quantization with onnxruntime (for {ctx.int8_runtime})")
         if fp32_error:
             _fail(entry, f"needs the fp32 ONNX model: {fp32_error}", ctx.out_dir)
         else:
             tmp = scratch / (_files.TMP_PREFIX + FILENAMES["onnx-int8"])
             try:
-                entry["details"].update(quantize_onnx_int8(fp32_tmp, tmp, calib, scratch))
+                entry["details"].update(quantize_onnx_int8(fp32_tmp, tmp, calib, scratch, ctx.int8_runtime,
+                                                           ctx.target_x86))  # fmt: skip
                 entry["opset"] = results.get("onnx", {}).get("opset") or _read_opset(tmp)
             except Exception as exc:  # noqa: BLE001
                 _fail(entry, f"ONNX INT8 quantization failed: {_files.one_line(exc)}", ctx.out_dir)

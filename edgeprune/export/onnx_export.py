@@ -1,4 +1,4 @@
-"""ONNX fp32 export (torch dynamo exporter + onnxsim) and ONNX Runtime static INT8 (QDQ).
+"""ONNX fp32 export (torch dynamo exporter + onnxsim) and ONNX Runtime static INT8 (QDQ, per runtime).
 
 Both functions write to the path they are given (a scratch path: the caller publishes
 atomically) and return a small dict of facts for the artifact entry.
@@ -104,16 +104,64 @@ def _default_opset(proto) -> int:
     return -1
 
 
-def quantize_onnx_int8(fp32_path: Path, dst: Path, calib: np.ndarray, scratch: Path) -> dict:
-    """Static INT8: ``quant_pre_process`` then QDQ, per-channel, QInt8 weights and activations,
-    MinMax calibration over ``calib``. Activations are symmetric (zero point 0) so TensorRT's
-    explicit-quantization path accepts the graph as-is.
+#: INT8 schemes for onnxruntime's quantizer, chosen by the runtime that will run the model.
+#: Measured on the x86 host (``benchmarks/export/int8_variants.md``): with uint8 activations
+#: (U8S8) onnxruntime's CPU provider fuses every QDQ Conv into QLinearConv and runs at ~0.5x
+#: the fp32 latency; with symmetric int8 activations (S8S8) most Convs stay float between
+#: DequantizeLinear/QuantizeLinear pairs and INT8 is ~1.4x SLOWER than fp32 (QOperator S8S8:
+#: ~5x). TensorRT's explicit quantization needs symmetric int8 activations (zero point 0).
+INT8_SCHEMES = {
+    "onnxruntime": {
+        "format": "QDQ", "activation": "uint8 asymmetric", "weights": "int8 symmetric per-channel",
+        "why": "onnxruntime CPU kernels: U8S8 QDQ fuses every Conv into QLinearConv (x86 VNNI/AVX2 u8s8 GEMM, "
+               "ARM NEON/dot-product); S8S8 left Convs unfused and ran slower than fp32 on the host",
+    },
+    "tensorrt": {
+        "format": "QDQ", "activation": "int8 symmetric", "weights": "int8 symmetric per-channel",
+        "why": "TensorRT explicit quantization accepts only symmetric int8 Q/DQ (zero point 0)",
+    },
+}  # fmt: skip
+
+
+def cpu_flags() -> set[str]:
+    """This machine's /proc/cpuinfo flags (empty where there is none, e.g. macOS)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def reduce_range_for(runtime: str, target_x86: bool) -> tuple[bool, str]:
+    """Whether to quantize weights to 7 bits, and why (onnxruntime's advice for x86 without VNNI)."""
+    if runtime != "onnxruntime":
+        return False, "8-bit weights: TensorRT does not saturate"
+    if not target_x86:
+        return False, "8-bit weights: ARM int8 kernels do not saturate (no vpmaddubsw)"
+    flags = cpu_flags()
+    if flags & {"avx512_vnni", "avx_vnni", "amx_int8"}:
+        return False, "8-bit weights: the host CPU has VNNI (no u8s8 vpmaddubsw saturation)"
+    return True, "7-bit weights (reduce_range): the host x86 CPU lacks VNNI, u8s8 vpmaddubsw can saturate"
+
+
+def quantize_onnx_int8(fp32_path: Path, dst: Path, calib: np.ndarray, scratch: Path, runtime: str = "onnxruntime",
+                       target_x86: bool = False) -> dict:  # fmt: skip
+    """Static INT8 for ``runtime`` (:data:`INT8_SCHEMES`): ``quant_pre_process`` then QDQ,
+    per-channel int8 weights, MinMax calibration over ``calib``. For onnxruntime activations
+    are uint8 asymmetric (the fast U8S8 kernels); for TensorRT int8 symmetric (zero point 0),
+    which its explicit-quantization path needs. ``reduce_range`` only for onnxruntime on an
+    x86 target without VNNI (see :func:`reduce_range_for`).
     """
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    if runtime not in INT8_SCHEMES:
+        raise ValueError(f"unknown INT8 runtime {runtime!r}; choose from {sorted(INT8_SCHEMES)}")
     if len(calib) == 0:
         raise ValueError("no calibration samples")
     pre = scratch / "model.preproc.onnx"
@@ -155,6 +203,8 @@ def quantize_onnx_int8(fp32_path: Path, dst: Path, calib: np.ndarray, scratch: P
         def rewind(self):
             self.i, self.end = 0, n_feeds
 
+    symmetric = runtime == "tensorrt"
+    reduce_range, rr_why = reduce_range_for(runtime, target_x86)
     reader = _Reader()
     with _quiet():
         quantize_static(
@@ -163,15 +213,19 @@ def quantize_onnx_int8(fp32_path: Path, dst: Path, calib: np.ndarray, scratch: P
             calibration_data_reader=reader,
             quant_format=QuantFormat.QDQ,
             per_channel=True,
-            activation_type=QuantType.QInt8,
+            reduce_range=reduce_range,
+            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": True, "CalibStridedMinMax": stride},
+            extra_options={"ActivationSymmetric": symmetric, "CalibStridedMinMax": stride},
         )
     pre.unlink(missing_ok=True)
+    scheme = INT8_SCHEMES[runtime]
+    act = "symmetric int8" if symmetric else "asymmetric uint8"
     return {
-        "quantizer": "onnxruntime static QDQ, per-channel int8 weights, symmetric int8 activations, MinMax",
+        "quantizer": f"onnxruntime static QDQ, per-channel int8 weights, {act} activations, MinMax",
         "calib_samples": int(n_feeds * batch),
+        "int8_scheme": {"runtime": runtime, **scheme, "reduce_range": reduce_range, "reduce_range_why": rr_why},
     }
 
 
@@ -181,7 +235,7 @@ def onnx_int8_stats(path: Path) -> dict:
 
     proto = onnx.load(str(path))
     ops = [n.op_type for n in proto.graph.node]
-    int8 = sum(1 for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8)
+    int8 = sum(1 for t in proto.graph.initializer if t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8))
     return {
         "quantize_linear": ops.count("QuantizeLinear"),
         "dequantize_linear": ops.count("DequantizeLinear"),

@@ -24,9 +24,14 @@ def dynamic_batch(b) -> bool:
     return bool(b.cfg["export"].get("dynamic_batch", False))
 
 
+def int8_runtime(b) -> str:
+    """What runs model.int8.onnx: TensorRT on Jetson (symmetric int8), onnxruntime elsewhere (uint8 activations)."""
+    return "tensorrt" if b.target.platform == "jetson" else "onnxruntime"
+
+
 def depends(b):
     e = b.cfg["export"]
-    deps = [formats(b), e["calib_samples"], e["int8_tolerance"], b.target.onnx_opset, b.metric_name]
+    deps = [formats(b), e["calib_samples"], e["int8_tolerance"], b.target.onnx_opset, b.metric_name, int8_runtime(b)]
     return deps + ["dynamic_batch"] if dynamic_batch(b) else deps  # unchanged fingerprint when off
 
 
@@ -47,7 +52,8 @@ def run(b) -> list[str]:
         calib=a["x_train"][: b.cfg["export"]["calib_samples"]],
         test_x=a["x_test"], test_y=a["y_test"], out_dir=out_dir, formats=formats(b), task=b.task,
         opset=b.target.onnx_opset, int8_tolerance=tolerance, dynamic_batch=dynamic_batch(b), metric=b.metric_name,
-        progress=lambda msg: b.ui.log(f"  {msg}"),
+        progress=lambda msg: b.ui.log(f"  {msg}"), int8_runtime=int8_runtime(b), threads=b.target.threads,
+        target_x86=b.target.platform == "other",
     )  # fmt: skip
     failed = [f for f, r in results.items() if not r.get("ok")]
     dyn = (results.get("onnx") or {}).get("dynamic_batch")

@@ -74,7 +74,9 @@ def run(b) -> list[str]:
         "int8_over_tolerance": exp.get("int8_over_tolerance", []),
     }
     platform = b.target.platform
-    kw = {"preference": b.target.artifacts}
+    from ..export.speedcheck import artifact_order
+
+    kw = {"preference": artifact_order(b.target.artifacts, exp.get("runtime_choice"))}  # fp32 first where INT8 was slower
     if not any((artifacts.get(f) or {}).get("ok") for f in bundle_formats(platform, b.target.artifacts)):
         kw = {"formats": [f for f in b.target.artifacts if (artifacts.get(f) or {}).get("ok")]}
         b.ui.warn(f"none of the {platform} formats {bundle_formats(platform, b.target.artifacts)} exported; the "
