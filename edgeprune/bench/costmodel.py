@@ -67,7 +67,7 @@ def load_calibration(calibration=None) -> dict:
     if isinstance(calibration, dict):
         return calibration
     if calibration is None:
-        from .hostcal import cached_calibration_path
+        from .hostspec import cached_calibration_path
 
         cached = cached_calibration_path()
         p = cached if cached.is_file() else CALIBRATION_PATH
@@ -90,7 +90,7 @@ def load_calibration(calibration=None) -> dict:
 
 def calibration_info(cal: dict) -> dict:
     """Where the calibration comes from and whether it was measured on this kind of CPU."""
-    from .hostcal import fingerprint
+    from .hostspec import fingerprint
 
     here = fingerprint()
     fp = cal.get("fingerprint")
@@ -175,7 +175,7 @@ def host_profile():
     import dataclasses
 
     from ..targets import Fact, load_target
-    from .hostcal import host_spec
+    from .hostspec import host_spec
 
     base = load_target("host")
     s = host_spec()
