@@ -252,6 +252,10 @@ def _run_stages(b: Build, run: RunFolder, fps: dict, *, force: bool, only: list[
             b.ui.skipped(st.name)
             b.outcome[st.name] = read_json(run / summary_path(st, b))
             continue
+        if st.name == "prune":  # before the method's training budget: how far can this dense model go?
+            from .limit.guard import run_guard
+
+            run_guard(b, fps["train"])
         with b.ui.stage(st.name, st.describe(b)):
             t0 = time.perf_counter()
             files = st.run(b)

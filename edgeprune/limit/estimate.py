@@ -30,7 +30,7 @@ class LimitSettings:
 
 
 #: the build guard's cheap default (quickstart: a few seconds); `edgeprune limit` uses LimitSettings()
-GUARD_SETTINGS = dict(steps=48, vectors=2, samples=512)
+GUARD_SETTINGS = dict(steps=32, vectors=2, samples=256)
 
 
 @dataclass

@@ -88,9 +88,9 @@ def actual_limit(model: nn.Module, x: np.ndarray, y: np.ndarray, *, task: str = 
                 break
             last_ok = s
         if fail is not None:
-            m = int(round((fail - last_ok) / fine))
+            base, m = last_ok, int(round((fail - last_ok) / fine))
             for i in range(1, m):
-                s = last_ok + i * fine
+                s = base + i * fine
                 if at(s) < floor:
                     break
                 last_ok = s
