@@ -141,7 +141,7 @@ def test_l1_hook_and_actual_limit(digits):
         torch.manual_seed(0)
         m = build_model("mlp", (1, 8, 8), 10)
         train(m, xtr, ytr, epochs=8, lr=0.05, weight_decay=0.0, extra_loss=L1Penalty(lam) if lam else None)
-        norms[lam] = sum(float(p.abs().sum()) for _, p in prunable_weights(m))
+        norms[lam] = sum(float(p.detach().abs().sum()) for _, p in prunable_weights(m))
         res = actual_limit(m, xte, yte, tolerance=1.0)
         curve = dict(res["curve"])
         assert curve[0.0] == res["dense_metric"]
@@ -161,3 +161,69 @@ def test_estimate_limit_end_to_end(digits):
     assert est.hvps == 32 and 0 < est.zero_fraction < 0.2  # blank border pixels of digits
     act = actual_limit(m, xte, yte)
     assert abs(est.s_star - act["limit"]) < 0.25  # the method's claim is tested in benchmarks/limit
+
+
+def _guard_build(tmp_path, flops_keep: float, guard: str = "auto"):
+    """A Build over a run folder holding a trained dense digits CNN (as the train stage leaves it)."""
+    from edgeprune import config
+    from edgeprune.models import arch_spec, build_arch
+    from edgeprune.pipeline import Build
+    from edgeprune.runfolder import RunFolder
+    from edgeprune.surgery import PruningPlan, save_compact
+    from edgeprune.ui import UI
+
+    cfg = config.resolve(None, {"data_limit": 500, "method": {"flops_keep": flops_keep}, "limit": {"guard": guard}})
+    b = Build(cfg, RunFolder(tmp_path), UI(quiet=True))
+    a = b.arrays
+    torch.manual_seed(0)
+    model = build_arch(b.arch)
+    train(model, a["x_train"], a["y_train"], epochs=6, lr=0.05)
+    save_compact(tmp_path / "dense.pt", arch_spec("cnn", b.data.input_shape, 10), PruningPlan(method="dense"), model)
+    return b
+
+
+def test_build_guard_warns_beyond_the_limit_and_caches(tmp_path, capsys):
+    from edgeprune.limit.guard import GUARD_FILE, run_guard
+    from edgeprune.runfolder import read_json
+
+    b = _guard_build(tmp_path, flops_keep=0.02)
+    rec = run_guard(b, "fp1")
+    assert 0 < rec["s_star"] < 0.98 and rec["requested_removal"] == pytest.approx(0.98) and rec["beyond"] is True
+    assert "beyond the predicted one-shot pruning limit" in capsys.readouterr().err
+    assert read_json(tmp_path / GUARD_FILE)["s_star"] == rec["s_star"]
+    # same dense model, a modest target: the cached estimate is reused, no warning
+    b.cfg["method"]["flops_keep"] = 0.9
+    rec2 = run_guard(b, "fp1")
+    assert rec2["s_star"] == rec["s_star"] and rec2["beyond"] is False
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_build_guard_off_and_auto_skip(tmp_path, monkeypatch):
+    from edgeprune import config
+    from edgeprune.errors import ConfigError
+    from edgeprune.limit import guard
+
+    b = _guard_build(tmp_path, flops_keep=0.5, guard="off")
+    assert guard.run_guard(b, "fp") is None and not (tmp_path / guard.GUARD_FILE).exists()
+    b.cfg["limit"]["guard"] = "auto"
+    monkeypatch.setattr(guard, "AUTO_MAX_WEIGHTS", 1000)  # the digits CNN has ~85k: "large" for this test
+    rec = guard.run_guard(b, "fp")
+    assert rec["s_star"] is None and "limit.guard" in rec["note"] and rec["beyond"] is None
+    with pytest.raises(ConfigError, match="limit.guard"):
+        config.resolve(None, {"limit": {"guard": "yes"}})
+
+
+def test_limit_cli_writes_json_and_plot(tmp_path, capsys):
+    import json
+
+    from edgeprune.cli import main
+
+    code = main(["limit", "--epochs", "3", "--steps", "8", "--vectors", "1", "--samples", "128", "--l1", "1e-4",
+                 "--out", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    rec = json.loads((tmp_path / "limit.json").read_text())
+    assert f"s* = {rec['s_star']:.3f}" in out and rec["actual"]["limit"] > 0
+    assert (tmp_path / "limit.png").stat().st_size > 10_000
+    assert main(["limit", "--model-options", "{bad", "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
