@@ -15,6 +15,8 @@ the comparison is a warning sign, not a verdict; docs/limit.md has the measured 
 
 from __future__ import annotations
 
+import time
+
 from ..runfolder import read_json, write_json
 
 GUARD_FILE = "limit.json"
@@ -78,7 +80,9 @@ def _estimate(b, mode: str, train_fingerprint: str) -> dict:
                         "set limit.guard = \"on\" (CLI --limit-guard on) to estimate it anyway (minutes)"}
     a = b.arrays
     st = LimitSettings(batch_size=b.cfg["train"]["batch_size"], seed=b.cfg["seed"], **GUARD_SETTINGS)
+    cpu0 = time.process_time()
     with torch.enable_grad():
         est = estimate_limit(model, a["x_train"], a["y_train"], task=b.task, settings=st)
     return {**base, "s_star": est.s_star, "epsilon": est.epsilon, "zero_fraction": est.zero_fraction,
-            "settings": est.settings, "hvps": est.hvps, "seconds": est.seconds["total"], "density": est.density}
+            "settings": est.settings, "hvps": est.hvps, "seconds": est.seconds["total"],
+            "cpu_seconds": time.process_time() - cpu0, "density": est.density}
