@@ -87,7 +87,7 @@ def run_case(setup: str, lam: float, seed: int) -> dict:
         "D": full.D, "epsilon": full.epsilon, "zero_fraction": full.zero_fraction,
         "s_star": full.s_star, "s_star_zero_mass": s_zero, "s_star_guard": guard.s_star,
         "actual": act["limit"], "diff": full.s_star - act["limit"],
-        "settings": full.settings, "hvps": full.hvps, "seconds_estimate": full.seconds["total"],
+        "settings": full.settings, "guard_settings": "{steps}x{vectors}x{samples}".format(**GUARD_SETTINGS), "hvps": full.hvps, "seconds_estimate": full.seconds["total"],
         "seconds_guard_estimate": guard.seconds["total"], "seconds_train": t_train, "seconds_sweep": t_sweep,
         "curve": act["curve"], "density": full.density, "loadavg": os.getloadavg(),
     }
