@@ -8,12 +8,6 @@ from pathlib import Path
 import numpy as np
 
 
-def _last_within(curve, tol):
-    """The alternative 'actual' limit: the largest swept s anywhere within the tolerance (not only before the first miss)."""
-    dense = curve[0][1]
-    return max(s for s, acc in curve if acc >= dense - tol)
-
-
 def summarize(results: Path, out: Path) -> None:
     recs = [json.loads(x) for x in results.read_text().splitlines() if x.strip()]
     lines = ["# Predicted vs actual one-shot pruning limit", "",
@@ -28,18 +22,18 @@ def summarize(results: Path, out: Path) -> None:
              " first cases, before 22:15 UTC, ran the guard's earlier 48 x 2 x 512, shown next to its time);"
              " `zero-mass`: with the zero-curvature correction."
              " actual: largest pruned fraction (0.001 grid) before the test accuracy first falls > 1 point below dense;"
-             " `anywhere`: the largest swept fraction within 1 point anywhere on the curve. All measured, 1 run per case.",
+             " All measured, 1 run per case.",
              "",
-             "| setup | L1 | seed | train / test | dense acc % | eps | s* | s* zero-mass | s* guard | actual | anywhere "
+             "| setup | L1 | seed | train / test | dense acc % | eps | s* | s* zero-mass | s* guard | actual "
              "| s* - actual | SLQ | estimate s | guard s |",
-             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     for r in recs:
         st = r["settings"]
         gs = r.get("guard_settings") or ("48x2x512" if r["date"] < "2026-12-06 22:15" else "32x2x256")
         lines.append(
             f"| {r['setup']} | {r['l1']:g} | {r['seed']} | {r['train_samples']} / {r['test_samples']} | "
             f"{r['dense_test_acc']:.2f} | {r['epsilon']:.2g} | {r['s_star']:.3f} | {r['s_star_zero_mass']:.3f} | "
-            f"{r['s_star_guard']:.3f} | {r['actual']:.3f} | {_last_within(r['curve'], 1.0):.3f} | "
+            f"{r['s_star_guard']:.3f} | {r['actual']:.3f} | "
             f"**{r['diff']:+.3f}** | {st['steps']}x{st['vectors']}x{st['samples']} | {r['seconds_estimate']:.1f} | "
             f"{r['seconds_guard_estimate']:.1f} ({gs}) |")
     if recs:
