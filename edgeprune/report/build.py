@@ -123,7 +123,8 @@ def _limit_block(run: Path, train: dict, compact: dict, finetune: dict) -> dict 
     frac = lambda k: 1 - compact[k] / dense[k] if compact.get(k) and dense.get(k) else None  # noqa: E731
     after = finetune.get("test_metric")
     return {"source": "predicted", "s_star": lim.get("s_star"), "note": lim.get("note"), "kind": lim.get("kind"),
-            "epsilon": lim.get("epsilon"), "seconds": lim.get("seconds"), "requested_removal": lim.get("requested_removal"),
+            "epsilon": lim.get("epsilon"), "seconds": lim.get("seconds"), "settings": lim.get("settings"),
+            "requested_removal": lim.get("requested_removal"),
             "beyond": lim.get("beyond"), "achieved": {"macs_removed": frac("macs"), "params_removed": frac("params"),
             "metric_drop": None if after is None else train["test_metric"] - after}}
 

@@ -337,6 +337,8 @@ def _limit_section(report) -> str:
         return f'<h2>Pruning limit</h2><p class="note">{html.escape(lim.get("note") or "not estimated")}</p>'
     ach = lim.get("achieved") or {}
     verdict = ("beyond the predicted limit" if lim.get("beyond") else "within the predicted limit")
+    st = lim.get("settings") or {}
+    how = f"{st.get('steps', '?')} Lanczos steps × {st.get('vectors', '?')} vectors over {st.get('samples', '?')} training samples"
     return f"""<h2>Pruning limit</h2>
 <table><tr><th></th><th>fraction removed</th></tr>
 <tr><td>predicted limit s* (one-shot, unstructured weights, no fine-tuning)</td><td>{_fmt(lim['s_star'], '.1%')}</td></tr>
@@ -345,8 +347,8 @@ def _limit_section(report) -> str:
 <tr><td>achieved {html.escape(report['metric_name'])} drop after fine-tuning</td><td>{_fmt(ach.get('metric_drop'))}</td></tr></table>
 <p class="note">Predicted, not measured: s* (Zhang et al., NeurIPS 2024) is the fraction of individual weights that
 one-shot global magnitude pruning can zero, without fine-tuning, before the training loss leaves its mini-batch noise
-(&epsilon; = {_fmt(lim.get('epsilon'), '.3g')}; estimated in {_fmt(lim.get('seconds'), '.1f')} s from a 256-sample
-Hessian spectrum). This build removes whole channels and then fine-tunes: removing channels is coarser than removing
+(&epsilon; = {_fmt(lim.get('epsilon'), '.3g')}; estimated in {_fmt(lim.get('seconds'), '.1f')} s from the Hessian spectrum:
+{html.escape(how)}). This build removes whole channels and then fine-tunes: removing channels is coarser than removing
 single weights, while fine-tuning recovers what one-shot pruning loses, so s* is a warning sign, not a hard ceiling;
 docs/limit.md has the measured relation between s* and the structured levels.</p>"""
 
