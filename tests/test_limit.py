@@ -227,3 +227,20 @@ def test_limit_cli_writes_json_and_plot(tmp_path, capsys):
     assert (tmp_path / "limit.png").stat().st_size > 10_000
     assert main(["limit", "--model-options", "{bad", "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_report_shows_prediction_next_to_achieved(tmp_path):
+    from edgeprune.report.build import _limit_block
+    from edgeprune.report.html import _limit_section
+    from edgeprune.runfolder import write_json
+
+    assert _limit_block(tmp_path, {}, {}, {}) is None and _limit_section({}) == ""
+    write_json(tmp_path / "limit.json", {"s_star": 0.62, "epsilon": 0.01, "seconds": 2.0, "requested_removal": 0.8,
+                                         "beyond": True, "settings": {"steps": 32, "vectors": 2, "samples": 256}})
+    train_rec = {"cost": {"macs": 1000, "params": 100}, "test_metric": 97.0}
+    block = _limit_block(tmp_path, train_rec, {"macs": 250, "params": 40}, {"test_metric": 95.5})
+    assert block["achieved"]["macs_removed"] == pytest.approx(0.75) and block["achieved"]["params_removed"] == pytest.approx(0.6)
+    assert block["achieved"]["metric_drop"] == pytest.approx(1.5)
+    page = _limit_section({"pruning_limit": block, "metric_name": "accuracy"})
+    assert "62.0%" in page and "80.0% (beyond the predicted limit)" in page and "75.0% / 60.0%" in page
+    assert "32 Lanczos steps × 2 vectors over 256 training samples" in page and "fine-tun" in page
