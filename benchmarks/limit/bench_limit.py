@@ -104,6 +104,7 @@ def revision() -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--setups", default=",".join(SETUPS), help="comma-separated subset of " + ", ".join(SETUPS))
+    ap.add_argument("--reverse", action="store_true", help="run the cases in reverse order (a second worker)")
     ap.add_argument("--summarize", action="store_true", help="write results.md and spectra.png from results.jsonl")
     a = ap.parse_args(argv)
     if a.summarize:
@@ -111,20 +112,18 @@ def main(argv=None) -> None:
 
         summarize(RESULTS, HERE)
         return
-    have = done_keys()
-    for setup in a.setups.split(","):
-        for lam in LAMBDAS[setup]:
-            for seed in SEEDS:
-                key = case_key(setup, lam, seed)
-                if key in have:
-                    continue
-                rec = run_case(setup, lam, seed)
-                rec.update(machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)",
-                           revision=revision(), date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
-                with RESULTS.open("a") as f:
-                    f.write(json.dumps(rec) + "\n")
-                print(f"{key}: s*={rec['s_star']:.3f} actual={rec['actual']:.3f} diff={rec['diff']:+.3f} "
-                      f"est {rec['seconds_estimate']:.1f}s train {rec['seconds_train']:.0f}s", flush=True)
+    cases = [(setup, lam, seed) for setup in a.setups.split(",") for lam in LAMBDAS[setup] for seed in SEEDS]
+    for setup, lam, seed in (reversed(cases) if a.reverse else cases):
+        key = case_key(setup, lam, seed)
+        if key in done_keys():  # re-read: another worker may have finished it
+            continue
+        rec = run_case(setup, lam, seed)
+        rec.update(machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)",
+                   revision=revision(), date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        with RESULTS.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        print(f"{key}: s*={rec['s_star']:.3f} actual={rec['actual']:.3f} diff={rec['diff']:+.3f} "
+              f"est {rec['seconds_estimate']:.1f}s train {rec['seconds_train']:.0f}s", flush=True)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,11 @@ import numpy as np
 
 
 def summarize(results: Path, out: Path) -> None:
-    recs = [json.loads(x) for x in results.read_text().splitlines() if x.strip()]
+    recs, seen = [], set()
+    for rec in (json.loads(x) for x in results.read_text().splitlines() if x.strip()):
+        if rec["key"] not in seen:  # two workers may both finish a case: keep the first
+            seen.add(rec["key"])
+            recs.append(rec)
     lines = ["# Predicted vs actual one-shot pruning limit", "",
              "- Command: `nice -n 10 python benchmarks/limit/bench_limit.py` (resumable; cases appended to results.jsonl),"
              " then `python benchmarks/limit/bench_limit.py --summarize`",
