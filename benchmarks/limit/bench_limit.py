@@ -108,9 +108,10 @@ def main(argv=None) -> None:
     ap.add_argument("--summarize", action="store_true", help="write results.md and spectra.png from results.jsonl")
     a = ap.parse_args(argv)
     if a.summarize:
-        from summarize import summarize  # noqa: PLC0415 (sibling script)
+        from summarize import summarize, summarize_structured  # noqa: PLC0415 (sibling script)
 
         summarize(RESULTS, HERE)
+        summarize_structured(HERE / "structured.jsonl", HERE)
         return
     cases = [(setup, lam, seed) for setup in a.setups.split(",") for lam in LAMBDAS[setup] for seed in SEEDS]
     for setup, lam, seed in (reversed(cases) if a.reverse else cases):

@@ -82,3 +82,30 @@ def _plot(recs, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def summarize_structured(path: Path, out: Path) -> None:
+    """structured.jsonl -> structured.md: s* next to the structured (channel) levels before / after fine-tuning."""
+    if not path.is_file():
+        return
+    recs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    lines = ["# s* vs structured pruning with fine-tuning (digits CNN, the quickstart model)", "",
+             "- Command: `nice -n 10 python benchmarks/limit/structured.py`; method `l1` (uniform channel magnitude), "
+             "compacted, then the build's fine-tuning (6 epochs, half the lr); test set 359 images; measured, 1 run per seed",
+             f"- Dates: {', '.join(r['date'] for r in recs)}; shared 2-core machine (load average ~25)", ""]
+    for r in recs:
+        dense = r["dense_test_acc"]
+        lines += [f"## seed {r['seed']}: dense {dense:.2f} %, s* = {r['s_star_full']:.3f} (96 x 4, all training "
+                  f"samples), {r['s_star_guard']:.3f} (guard: 32 x 2 x 256); actual one-shot unstructured limit "
+                  f"{r['actual_unstructured']:.3f}", "",
+                  "| MACs removed | params removed | acc before fine-tune | drop | acc after fine-tune | drop |",
+                  "|---:|---:|---:|---:|---:|---:|"]
+        for x in r["levels"]:
+            lines.append(f"| {x['macs_removed']:.3f} | {x['params_removed']:.3f} | {x['acc_before_finetune']:.2f} | "
+                         f"{dense - x['acc_before_finetune']:+.2f} | {x['acc_after_finetune']:.2f} | "
+                         f"{dense - x['acc_after_finetune']:+.2f} |")
+        ok_ft = [x["macs_removed"] for x in r["levels"] if dense - x["acc_after_finetune"] <= 1.0]
+        ok_1s = [x["macs_removed"] for x in r["levels"] if dense - x["acc_before_finetune"] <= 1.0]
+        lines += ["", f"Largest level within 1 point: without fine-tuning {max(ok_1s) if ok_1s else 'none (< 0.3)'}, "
+                      f"with fine-tuning {max(ok_ft) if ok_ft else 'none'}.", ""]
+    (out / "structured.md").write_text("\n".join(lines) + "\n")
