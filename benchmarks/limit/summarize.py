@@ -106,6 +106,7 @@ def summarize_structured(path: Path, out: Path) -> None:
                          f"{dense - x['acc_after_finetune']:+.2f} |")
         ok_ft = [x["macs_removed"] for x in r["levels"] if dense - x["acc_after_finetune"] <= 1.0]
         ok_1s = [x["macs_removed"] for x in r["levels"] if dense - x["acc_before_finetune"] <= 1.0]
-        lines += ["", f"Largest level within 1 point: without fine-tuning {max(ok_1s) if ok_1s else 'none (< 0.3)'}, "
-                      f"with fine-tuning {max(ok_ft) if ok_ft else 'none'}.", ""]
+        lines += ["", f"Largest level within 1 point: without fine-tuning "
+                      f"{f'{max(ok_1s):.3f}' if ok_1s else 'none (< 0.3)'}, with fine-tuning "
+                      f"{f'{max(ok_ft):.3f}' if ok_ft else 'none'}.", ""]
     (out / "structured.md").write_text("\n".join(lines) + "\n")
