@@ -350,10 +350,9 @@ one-shot global magnitude pruning can zero, without fine-tuning, before the trai
 (&epsilon; = {_fmt(lim.get('epsilon'), '.3g')}; estimated in {_fmt(lim.get('seconds'), '.1f')} s from the Hessian spectrum:
 {html.escape(how)}). This build removes whole channels and then fine-tunes: removing channels is coarser than removing
 single weights, while fine-tuning recovers what one-shot pruning loses, so s* is a warning sign, not a hard ceiling.
-Measured on the quickstart digits CNN (docs/limit.md, one seed): without fine-tuning, channel pruning lost more than 1
-point already at 32 % of the MACs; with the build's fine-tuning it stayed within 1 point up to 82 % and lost 3 points at
-91 %, while s* was 0.69&ndash;0.77: removals beyond s* start to cost accuracy, far beyond it fine-tuning stops
-recovering it.</p>"""
+Measured on the quickstart digits CNN (docs/limit.md, two seeds): s* was 0.65&ndash;0.77; channel pruning without
+fine-tuning lost more than 1 point at 32&ndash;50 % of the MACs, with the build's fine-tuning it stayed within 1 point up
+to 82&ndash;95 %. Beyond s* the build relies on fine-tuning; s* is conservative for it.</p>"""
 
 
 def render_html(report: dict) -> str:
