@@ -53,6 +53,9 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help="seed for data split, init and training [0]; same seed, same plan")
     g.add_argument("--formats", help="comma-separated export formats (onnx,onnx-int8,tflite,tflite-int8) [target's list]")
     _add_device_options(g, adb=False)
+    g.add_argument("--limit-guard", choices=["auto", "on", "off"],
+                   help="predict the dense model's one-shot pruning limit before pruning and warn when the target "
+                        "removes more (auto: small models only) [auto]")
     o = p.add_argument_group("where")
     o.add_argument("--output", help="parent directory of run folders [runs]")
     o.add_argument("--name", help="run folder name [<target>-<model>-<method>]")
@@ -101,6 +104,7 @@ def _overrides(a: argparse.Namespace) -> dict:
         "train": {"epochs": a.epochs, "finetune_epochs": a.finetune_epochs},
         "export": {"formats": a.formats.split(",") if a.formats else None},
         "bench": {"remote": a.remote},
+        "limit": {"guard": a.limit_guard},
     }
     for sec, vals in sections.items():
         vals = {k: v for k, v in vals.items() if v is not None}
@@ -169,6 +173,10 @@ def make_parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="benchmark pruning methods side by side (Torch-Pruning peers included)",
                           add_help=False)
     cmp_.add_argument("args", nargs=argparse.REMAINDER, help="see `edgeprune compare --help`")
+
+    lim = sub.add_parser("limit", help="predict how far one-shot pruning can go (s*) and measure the actual limit",
+                         add_help=False)
+    lim.add_argument("args", nargs=argparse.REMAINDER, help="see `edgeprune limit --help`")
 
     c = sub.add_parser("calibrate", help="measure a device over SSH (writes <target>-measured.toml) or this host "
                                          "(--host: the cost model's calibration, cached per CPU)",
@@ -371,6 +379,11 @@ def main(argv: list[str] | None = None) -> int:
     from .imports import name_code
 
     name_code(*argv, *(t.partition("=")[2] for t in argv if t.startswith("--")))  # code named on the command line
+
+    if argv[:1] == ["limit"]:  # the pruning-limit estimator parses its own options
+        from .limit.cli import main as limit_main
+
+        return limit_main(argv[1:])
     if argv[:1] == ["compare"]:  # the benchmark harness parses its own options
         from .compare import main as compare_main
 

@@ -58,6 +58,10 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, str]]] = {
         "width_multiple": (int, 0, "round kept widths up to this multiple; 0 = the target's"),
     },
     "method_options": {},  # free-form options for the chosen method
+    "limit": {
+        "guard": (str, "auto", "predict the one-shot pruning limit of the dense model before pruning and warn when the "
+                               "target removes more: auto (small models only), on, off"),
+    },
     "budget": {
         "latency_p50_ms": (float, None, "override the target's p50 latency budget"),
         "latency_p90_ms": (float, None, "override the target's p90 latency budget"),
@@ -210,6 +214,8 @@ def validate(cfg: dict) -> None:
     if not 0.0 <= cfg["method"]["flops_keep"] <= 1.0:
         raise ConfigError(f"method.flops_keep must be in (0, 1], got {cfg['method']['flops_keep']}")
     validate_method(cfg)
+    if cfg["limit"]["guard"] not in ("auto", "on", "off"):
+        raise ConfigError(f"limit.guard must be auto, on or off, got {cfg['limit']['guard']!r}")
     if cfg["data_limit"] < 0:
         raise ConfigError("data_limit must be >= 0")
     if cfg["task"] not in ("", "classification", "reconstruction"):

@@ -321,6 +321,10 @@ def _run_stages(b: Build, run: RunFolder, fps: dict, *, force: bool, only: list[
         rerun = True
         inputs = run.outputs(s.name for s in order[:i])
         run.forget(st.name)  # a failure from here on leaves no record that a rerun would trust
+        if st.name == "prune":  # before the method's training budget: how far can this dense model go?
+            from .limit.guard import run_guard
+
+            run_guard(b, fps["train"])
         with b.ui.stage(st.name, st.describe(b)):
             t0 = time.perf_counter()
             files = st.run(b)

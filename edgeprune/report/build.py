@@ -126,6 +126,21 @@ def _with_plots(prune: dict) -> dict:
     return {**prune, "history": {**h, "plots": plots}} if plots else prune
 
 
+def _limit_block(run: Path, train: dict, compact: dict, finetune: dict) -> dict | None:
+    """The build guard's predicted one-shot limit (limit.json) next to what the build achieved."""
+    lim = _maybe(run / "limit.json")
+    if not lim:
+        return None
+    dense = train["cost"]
+    frac = lambda k: 1 - compact[k] / dense[k] if compact.get(k) and dense.get(k) else None  # noqa: E731
+    after = finetune.get("test_metric")
+    return {"source": "predicted", "s_star": lim.get("s_star"), "note": lim.get("note"), "kind": lim.get("kind"),
+            "epsilon": lim.get("epsilon"), "seconds": lim.get("seconds"), "settings": lim.get("settings"),
+            "requested_removal": lim.get("requested_removal"),
+            "beyond": lim.get("beyond"), "achieved": {"macs_removed": frac("macs"), "params_removed": frac("params"),
+            "metric_drop": None if after is None else train["test_metric"] - after}}
+
+
 def build_report(run_dir: Path, target_name=None) -> dict:
     """The report dict of a run folder for a target (a Target, a name/path, or None = the run's)."""
     run = Path(run_dir)
@@ -187,5 +202,6 @@ def build_report(run_dir: Path, target_name=None) -> dict:
         "cost_model": _cost_model(bench),
         "sibling_runs": _sibling_runs(run, cfg, metric_name),
         "budget": budget,
+        "pruning_limit": _limit_block(run, train, compact, finetune),
         "stage_seconds": {k: v.get("seconds") for k, v in stages.items()},
     }
