@@ -53,7 +53,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, str]]] = {
                             "small models on a shared machine: 2 threads on a busy 2-core host trained 10x slower)"),
     },
     "method": {
-        "name": (str, "tp-taylor", "pruning method (see `edgeprune methods`)"),
+        "name": (str, "pl-gates", "pruning method (see `edgeprune methods`)"),
         "flops_keep": (float, 0.0, "fraction of dense MACs to keep; 0 = the target's budget"),
         "width_multiple": (int, 0, "round kept widths up to this multiple; 0 = the target's"),
     },

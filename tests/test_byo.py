@@ -59,7 +59,7 @@ def test_example_through_the_cli(example_run, tmp_path):
                 "--weights", out / "net.pt", "--dataset", out / "digits.npz",
                 "--finetune-epochs", "10", "--formats", "onnx,tflite-int8", "--output", tmp_path)
     assert p.returncode == EXIT_OK, p.stderr[-3000:]
-    run = tmp_path / "rpi5-make_net-tp-taylor"
+    run = tmp_path / "rpi5-make_net-pl-gates"
     assert json.loads((run / "config.json").read_text())["train"]["epochs"] == 0
     exp = json.loads((run / "export.json").read_text())
     assert exp["complete"] and set(exp["artifacts"]) == {"onnx", "tflite-int8"}

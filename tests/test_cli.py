@@ -139,7 +139,7 @@ def test_methods_lists_every_method_with_its_options(capsys):
     assert main(["methods", "--json"]) == 0
     infos = {m["name"]: m for m in json.loads(capsys.readouterr().out)}
     assert list(infos) == list_methods() and infos["pl-gates"]["trains"] and not infos["l1"]["trains"]
-    assert {o["name"]: o["default"] for o in infos["pl-gates"]["options"]}["kappa_every"] == 50
+    assert {o["name"]: o["default"] for o in infos["pl-gates"]["options"]}["kappa_every"] == 20
 
 
 def test_method_options_from_the_command_line_override_the_config(tmp_path):
@@ -147,15 +147,14 @@ def test_method_options_from_the_command_line_override_the_config(tmp_path):
     from edgeprune.cli import _overrides, make_parser
 
     (tmp_path / "c.toml").write_text("[method.pl-gates]\ngamma = 0.2\nepochs = 3\n")
-    a = make_parser().parse_args(["build", "--method", "pl-gates", "--method-option", "epochs=1",
-                                   "--method-option", "branches=false"])
+    a = make_parser().parse_args(["build", "--method-option", "epochs=1", "--method-option", "branches=false"])
     cfg = config.resolve(tmp_path / "c.toml", _overrides(a))
     assert cfg["method_options"] == {"gamma": 0.2, "epochs": 1, "branches": False}
 
 
 @pytest.mark.parametrize("args,config,match", [
-    (["--method", "pl-gates", "--method-option", "gama=1"], None, "method 'pl-gates' has no option(s) ['gama']; options: batch_size"),
-    (["--method", "pl-gates", "--method-option", "gamma"], None, "write KEY=VALUE"),
+    (["--method-option", "gama=1"], None, "method 'pl-gates' has no option(s) ['gama']; options: batch_size"),
+    (["--method-option", "gamma"], None, "write KEY=VALUE"),
     (["--method", "l1", "--method-option", "gamma=0"], None, "method 'l1' has no option(s) ['gamma']"),
     ([], "[method.pl-gates]\ngamma = -1\n", "method 'pl-gates' option gamma=-1: expected a value >= 0"),
 ])
