@@ -139,7 +139,7 @@ def test_methods_lists_every_method_with_its_options(capsys):
     assert main(["methods", "--json"]) == 0
     infos = {m["name"]: m for m in json.loads(capsys.readouterr().out)}
     assert list(infos) == list_methods() and infos["pl-gates"]["trains"] and not infos["l1"]["trains"]
-    assert {o["name"]: o["default"] for o in infos["pl-gates"]["options"]}["kappa_every"] == 20
+    assert {o["name"]: o["default"] for o in infos["pl-gates"]["options"]}["kappa_every"] == 50
 
 
 def test_method_options_from_the_command_line_override_the_config(tmp_path):
