@@ -75,7 +75,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, str]]] = {
         "calib_samples": (int, 256, "training samples used for INT8 calibration"),
         "dynamic_batch": (bool, False, "also write model.dynamic.onnx (symbolic batch axis), checked in onnxruntime "
                                        "at batch 1 and 7"),
-        "int8_tolerance": (float, 1.0, "INT8 metric drop (in the metric's units) above which the build flags it"),
+        "int8_tolerance": (float, 1.0, "INT8 metric drop (in the metric's units) above which the build flags it (negative: flag INT8 unless it beats the float metric by that much)"),
     },
     "bench": {
         "runs": (int, 50, "timed inferences per measurement"),
@@ -232,7 +232,7 @@ def validate(cfg: dict) -> None:
 
 #: key -> (lowest allowed, whether the bound itself is allowed) for numbers the checks above do not cover
 _BOUNDS = {"train.lr": (0, False), "train.weight_decay": (0, True), "train.threads": (0, True),
-           "method.width_multiple": (0, True), "export.calib_samples": (1, True), "export.int8_tolerance": (0, True),
+           "method.width_multiple": (0, True), "export.calib_samples": (1, True),
            "bench.runs": (1, True), "bench.warmup": (0, True), "bench.repeats": (1, True), "bench.threads": (0, True),
            "bench.port": (0, True), "budget.latency_p50_ms": (0, False), "budget.latency_p90_ms": (0, False),
            "budget.peak_memory_mb": (0, False), "budget.model_size_mb": (0, False),

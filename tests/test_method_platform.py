@@ -68,7 +68,7 @@ def test_command_line_values_parse_as_toml():
 def test_one_declaration_for_methods_config_and_listing():
     info = method_info("pl-gates")
     opts = {o["name"]: o for o in info["options"]}
-    assert info["trains"] and opts["gamma"]["default"] == 0.05 and opts["gamma"]["min"] == 0
+    assert info["trains"] and opts["gamma"]["default"] == 0.1 and opts["gamma"]["min"] == 0
     assert opts["epochs"]["default"] is None and opts["epochs"]["from_run"] == "train.epochs"  # one default: the run's
     assert get_method("pl-gates").own_epochs({"epochs": config.defaults()["train"]["epochs"]}) == 12
     assert method_info("l1")["options"] == [] and not method_info("l1")["trains"]

@@ -69,7 +69,7 @@ def _one_line_error(p, *needles, code=EXIT_BAD_INPUT, after_progress=False):
     assert "Traceback" not in p.stderr, p.stderr[-3000:]
     lines = p.stderr.strip().splitlines()
     if after_progress:
-        assert all(ln[:1] in "✓↻▶" for ln in lines[:-1]), p.stderr[-2000:]
+        assert all(ln[:1] in "✓↻▶" or ln.startswith("  ") for ln in lines[:-1]), p.stderr[-2000:]  # stage lines
         lines = lines[-1:]
     assert len(lines) == 1 and lines[0].startswith("edgeprune: error:"), p.stderr[-2000:]
     for n in needles:

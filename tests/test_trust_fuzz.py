@@ -56,7 +56,7 @@ def check_loaded(cfg: dict) -> None:
     assert t["weight_decay"] >= 0 and t["threads"] >= 0 and cfg["data_limit"] >= 0 and cfg["seed"] is not None
     assert 0 <= m["flops_keep"] <= 1 and m["width_multiple"] >= 0
     assert b["runs"] >= 1 and b["repeats"] >= 1 and b["warmup"] >= 0 and b["threads"] >= 0 and b["port"] >= 0
-    assert e["calib_samples"] >= 1 and e["int8_tolerance"] >= 0 and set(e["formats"]) <= set(ARTIFACTS)
+    assert e["calib_samples"] >= 1 and set(e["formats"]) <= set(ARTIFACTS)
     for k, v in cfg["budget"].items():
         assert v is None or (v >= 0 if k == "max_accuracy_drop" else v > 0), (k, v)
     assert "/" not in cfg["name"] and cfg["name"] not in (".", "..")

@@ -203,5 +203,6 @@ def build_report(run_dir: Path, target_name=None) -> dict:
         "sibling_runs": _sibling_runs(run, cfg, metric_name),
         "budget": budget,
         "pruning_limit": _limit_block(run, train, compact, finetune),
+        "reconstructions": "reconstructions.png" if (run / "reconstructions.png").is_file() else None,
         "stage_seconds": {k: v.get("seconds") for k, v in stages.items()},
     }
