@@ -191,3 +191,18 @@ def jsonable(x):
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
+
+
+def working_copy(model: nn.Module, *, reinitialise: bool = False, seed: int = 0) -> nn.Module:
+    """A copy of ``model`` for a method to train; ``reinitialise``: every layer's ``reset_parameters()`` under
+    ``seed`` (the from-scratch protocol), leaving the global random state as it was."""
+    import copy
+
+    model = copy.deepcopy(model)
+    if reinitialise:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            for m in model.modules():
+                if hasattr(m, "reset_parameters"):
+                    m.reset_parameters()
+    return model

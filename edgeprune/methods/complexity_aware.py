@@ -37,7 +37,6 @@ Our reconstruction (docs/methods/complexity-aware.md says which part is which):
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 import math
 import time
@@ -48,7 +47,7 @@ from torch import nn
 
 from ..surgery import branch_output_module, plan_from_scores
 from ..train import Schedule, TrainHook
-from .base import FitContext, MethodResult, PruningMethod, jsonable, register_method
+from .base import FitContext, MethodResult, PruningMethod, jsonable, register_method, working_copy
 from .gates import BernoulliST, GatedModel, has_batchnorm, recalibrate_bn
 from .gating import widths_to_budget
 from .options import option
@@ -312,13 +311,7 @@ class ComplexityAware(PruningMethod):
         o = self.opts
         t_start = time.perf_counter()
         epochs = self.own_epochs(ctx.train_options)
-        model = copy.deepcopy(model)
-        if o.from_scratch:
-            with torch.random.fork_rng():
-                torch.manual_seed(ctx.seed)
-                for m in model.modules():
-                    if hasattr(m, "reset_parameters"):
-                        m.reset_parameters()
+        model = working_copy(model, reinitialise=o.from_scratch, seed=ctx.seed)
         net = BernoulliNetwork(model, ctx.graph, units=o.units, branches=o.branches, pi_init=o.pi_init)
         net.generator = torch.Generator().manual_seed(ctx.seed)  # one stream: shuffle and samples
         hist: dict = {"options": self.options, "epochs_run": epochs, "step": [], "lambda": [], "expected_macs": [],

@@ -26,7 +26,6 @@ docs/methods/pl-gates.md for the split):
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..surgery import plan_from_scores
 from ..train import Schedule, TrainHook, evaluate
-from .base import FitContext, MethodResult, PruningMethod, jsonable, register_method
+from .base import FitContext, MethodResult, PruningMethod, jsonable, register_method, working_copy
 from .gates import GatedModel, HardConcrete, StaticView, has_batchnorm, recalibrate_bn
 from .gate_network import GateNetwork, calibration_logits
 from .gating import bn_eval, output_projection, standardize, timed_kappa, widths_to_budget
@@ -353,13 +352,7 @@ class PLGates(PruningMethod):
         graph = ctx.graph
         dense_macs = float(graph.dense_cost()["macs"])
 
-        model = copy.deepcopy(model)
-        if o.from_scratch:
-            with torch.random.fork_rng():
-                torch.manual_seed(ctx.seed)
-                for m in model.modules():
-                    if hasattr(m, "reset_parameters"):
-                        m.reset_parameters()
+        model = working_copy(model, reinitialise=o.from_scratch, seed=ctx.seed)
         net = GatedNetwork(model, graph, branches=o.branches, gate_init=o.gate_init, temperature=o.temperature)
         if o.gates == "network":
             with torch.random.fork_rng():
