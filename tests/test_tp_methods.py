@@ -97,18 +97,7 @@ def test_bad_options_and_impossible_budgets_are_config_errors(digits_resnet):
         get_method("tp-l2").fit(digits_resnet[3], _ctx(digits_resnet, keep=0.05, wm=8))
 
 
-class _CatResidual(torch.nn.Module):
-    """relu(cat(a(x), b(x)) + x): edgeprune couples the stem, a and b in one group owned in parts."""
-
-    def __init__(self, c):
-        super().__init__()
-        from edgeprune.models import conv_bn
-
-        self.a = conv_bn(c, c // 2, 3, act=None)
-        self.b = conv_bn(c, c // 2, 3, act=None)
-
-    def forward(self, x):
-        return torch.relu(torch.cat([self.a(x), self.b(x)], 1) + x)
+from .test_surgery import _CatResidual  # noqa: E402  (relu(cat(a(x), b(x)) + x): one group owned in parts)
 
 
 def test_groups_torch_pruning_does_not_map_are_refused_in_one_line():
