@@ -220,19 +220,28 @@ class StaticView(nn.Module):
 @torch.no_grad()
 def recalibrate_bn(net: GatedModel, x: torch.Tensor, keep: torch.Tensor, keep_b: torch.Tensor, batch: int = 256) -> None:
     """Re-estimate the batch-norm running statistics of the network with fixed gates (cumulative average)."""
-    bns = [m for m in net.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    recalibrate_batchnorm(net.model, lambda xb: net.run(xb, keep, keep_b), x, batch)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, forward, x, batch: int = 256) -> None:
+    """Reset ``model``'s batch-norm running statistics and re-estimate them as a cumulative average over ``x``
+    (a tensor or array) by calling ``forward(batch)`` in training mode; ``model`` ends in eval mode."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns or len(x) == 0:
+        return
     saved = [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()
         m.momentum = None
-    net.model.train()
+    model.train()
     try:
         for i in range(0, len(x), batch):
-            net.run(x[i : i + batch], keep, keep_b)
+            forward(torch.as_tensor(x[i : i + batch]))
     finally:
         for m, mom in zip(bns, saved):
             m.momentum = mom
-        net.model.eval()
+        model.eval()
 
 
 @torch.no_grad()
@@ -257,4 +266,4 @@ def has_batchnorm(model: nn.Module) -> bool:
 
 
 __all__ = ["GATES", "BernoulliST", "GateDistribution", "GatedModel", "HardConcrete", "SigmoidST", "StaticView",
-           "fold_branch_scale", "get_gate", "has_batchnorm", "recalibrate_bn"]
+           "fold_branch_scale", "get_gate", "has_batchnorm", "recalibrate_batchnorm", "recalibrate_bn"]

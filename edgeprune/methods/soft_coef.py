@@ -26,6 +26,7 @@ from ..surgery import plan_from_scores
 from ..surgery.masking import ChannelMasks
 from . import coef_search as cs
 from .base import FitContext, MethodResult, PruningMethod, register_method
+from .gates import recalibrate_batchnorm
 from .magnitude import group_scores
 
 OPTIMIZERS = ("gradient", "grid", "uniform", "random", "l1prop")
@@ -127,19 +128,7 @@ def recalibrate(model: nn.Module, x: np.ndarray, batch_size: int = 128) -> None:
 
     Removing channels shifts the statistics of the layers that consumed them; without this a pruned
     BN network is judged (and the coefficients chosen) on stale statistics."""
-    norms = _norms(model)
-    if not norms or len(x) == 0:
-        return
-    saved = [bn.momentum for bn in norms]
-    for bn in norms:
-        bn.reset_running_stats()
-        bn.momentum = None
-    model.train()
-    for i in range(0, len(x), batch_size):
-        model(torch.from_numpy(x[i : i + batch_size]))
-    for bn, mom in zip(norms, saved):
-        bn.momentum = mom
-    model.eval()
+    recalibrate_batchnorm(model, model, x, batch_size)
 
 
 @register_method("soft-coef")
