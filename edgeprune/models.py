@@ -303,17 +303,51 @@ def check_input_shape(model: nn.Module, arch: dict, option: str = "--input-shape
     except Exception as e:  # the user's model: show its own error
         raise InputError(f"model {arch['model']} rejects input shape {shape}: {type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''} (set {option} to the shape it expects)") from None
-    if not isinstance(out, torch.Tensor):
-        raise InputError(f"model {arch['model']} returns {type(out).__name__}, not one tensor: return the logits "
-                         "(or the reconstruction) as a single tensor")
+    output_list(out, arch["model"])  # refuses anything but a tensor or a tuple of tensors
     return out
 
 
-def check_outputs(out: torch.Tensor, arch: dict, task: str, num_classes: int) -> None:
-    """The model's output on one example fits the task: one score per class, or the input's shape."""
+# --------------------------------------------------------------- several outputs
+# The contract: a model returns one tensor, or a tuple (or list) of tensors. The FIRST is the task
+# output: the loss, the metric, training and pruning use it. Every output is compacted, exported
+# (named output_0 .. output_{N-1}) and verified in every artifact.
+
+def output_list(out, name: str = "the model") -> list[torch.Tensor]:
+    """``out`` as a list of tensors (one tensor -> [it]); anything else is refused in one line."""
+    from .errors import InputError
+
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (tuple, list)) and out and all(isinstance(o, torch.Tensor) for o in out):
+        return list(out)
+    if isinstance(out, (tuple, list)) and out:
+        bad = next(i for i, o in enumerate(out) if not isinstance(o, torch.Tensor))
+        what = f"a {type(out).__name__} whose output {bad} is {type(out[bad]).__name__}"
+    elif isinstance(out, dict):
+        what = "a dict" + (f" ({', '.join(f'{k}: {type(v).__name__}' for k, v in list(out.items())[:3])})" if out else "")
+    else:
+        what = "None" if out is None else (f"an empty {type(out).__name__}" if isinstance(out, (tuple, list))
+                                           else type(out).__name__)
+    raise InputError(f"model {name} returns {what}: return one tensor or a tuple of tensors (the first is the task "
+                     "output: logits or the reconstruction)")
+
+
+def primary_output(out) -> torch.Tensor:
+    """The task output: the tensor itself, or the first of a tuple/list of outputs."""
+    return out if isinstance(out, torch.Tensor) else out[0]
+
+
+def output_shapes(out) -> list[list[int]]:
+    """Per-sample shape of each output (the batch dimension dropped)."""
+    return [list(o.shape[1:]) for o in output_list(out)]
+
+
+def check_outputs(out, arch: dict, task: str, num_classes: int) -> None:
+    """The model's (first) output on one example fits the task: one score per class, or the input's shape."""
     from .errors import InputError
 
     name = arch["model"]
+    out = primary_output(out)
     if task == "reconstruction":
         if tuple(out.shape[1:]) != tuple(arch["input_shape"]):
             raise InputError(f"model {name} outputs shape {tuple(out.shape[1:])} per sample, but reconstruction needs "

@@ -19,11 +19,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from .metrics import get_metric
+from .models import primary_output
 
 TASK_METRIC = {"classification": "accuracy", "reconstruction": "psnr"}
 
 
-def task_loss(task: str, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def task_loss(task: str, out, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The task's loss on the model's output (of a tuple of outputs, the first: see models.output_list)."""
+    out = primary_output(out)
     if task == "reconstruction":
         return F.mse_loss(out, x)
     return F.cross_entropy(out, y)
@@ -42,7 +45,7 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarra
     outs = []
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            outs.append(model(torch.from_numpy(x[i : i + batch_size])).numpy())
+            outs.append(primary_output(model(torch.from_numpy(x[i : i + batch_size]))).numpy())  # the task output
     return np.concatenate(outs) if outs else np.zeros((0,))
 
 

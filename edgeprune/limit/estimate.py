@@ -58,7 +58,7 @@ def zero_curvature_fraction(model: nn.Module, x: np.ndarray, y: np.ndarray, task
     model.eval()
     for i in range(0, len(x), batch_size):
         xb, yb = torch.from_numpy(x[i:i + batch_size]), torch.from_numpy(y[i:i + batch_size])
-        grads = torch.autograd.grad(task_loss(task, model(xb), xb, yb), params)
+        grads = torch.autograd.grad(task_loss(task, model(xb), xb, yb), params, materialize_grads=True)
         for a, g in zip(acc, grads):
             a += g.abs()
     flat = torch.cat([a.reshape(-1) for a in acc])

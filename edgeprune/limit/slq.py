@@ -70,7 +70,8 @@ class HessianOperator:
 
     def _chunk_grads(self, xb, yb):
         loss = task_loss(self.task, self.model(xb), xb, yb) * (len(xb) / self.n)
-        return torch.autograd.grad(loss, self.params, create_graph=True)
+        # a weight the task loss does not reach (the head of a second output) has a zero gradient
+        return torch.autograd.grad(loss, self.params, create_graph=True, materialize_grads=True)
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         self.model.eval()
@@ -84,7 +85,7 @@ class HessianOperator:
         for i, (xb, yb) in enumerate(self.chunks):
             grads = self._grads[i] if self.cache_graph else self._chunk_grads(xb, yb)
             dot = sum((g * vv).sum() for g, vv in zip(grads, vs))
-            hv = torch.autograd.grad(dot, self.params, retain_graph=self.cache_graph)
+            hv = torch.autograd.grad(dot, self.params, retain_graph=self.cache_graph, materialize_grads=True)
             out += torch.cat([h.reshape(-1) for h in hv]).double()
         self.products += 1
         return out

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 import time
 from dataclasses import dataclass
 
@@ -338,3 +339,25 @@ def _repair(w, active, grids, macs, value, goal, tol, max_iter: int = 500):
             break
         best_key, best = cand
     return best
+
+
+@contextmanager
+def vmap_safe_prelu(model: nn.Module):
+    """Context manager: every ``nn.PReLU`` computes ``where(x >= 0, x, a * x)`` (the same values) instead of
+    ``F.prelu``, whose backward has no working batching rule under ``vmap(jacrev(...))`` (the tangent kernel
+    fails with a size mismatch on a per-channel PReLU, torch 2.13)."""
+    prelus = [m for m in model.modules() if isinstance(m, nn.PReLU)]
+
+    def where_prelu(mod):
+        def forward(x):
+            w = mod.weight.view(1, -1, *[1] * (x.dim() - 2)) if x.dim() > 1 else mod.weight
+            return torch.where(x >= 0, x, w * x)
+        return forward
+
+    for m in prelus:
+        m.forward = where_prelu(m)
+    try:
+        yield
+    finally:
+        for m in prelus:
+            m.__dict__.pop("forward", None)

@@ -36,12 +36,13 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..models import output_list, primary_output
 from ..surgery import plan_from_scores
 from ..train import Schedule, TrainHook, evaluate
 from .base import FitContext, MethodResult, PruningMethod, jsonable, register_method, working_copy
 from .gates import GatedModel, HardConcrete, StaticView, has_batchnorm, recalibrate_bn
 from .gate_network import GateNetwork, calibration_logits
-from .gating import bn_eval, output_projection, standardize, timed_kappa, widths_to_budget
+from .gating import bn_eval, output_projection, standardize, timed_kappa, vmap_safe_prelu, widths_to_budget
 from .options import option
 
 
@@ -150,10 +151,10 @@ class GatedNetwork(GatedModel):
         params = {k: v.detach() for k, v in self.model.named_parameters()}
 
         def f(p, x):  # one sample -> its (projected) outputs
-            out = self.run(x.unsqueeze(0), z, zb, p).reshape(-1)
+            out = primary_output(self.run(x.unsqueeze(0), z, zb, p)).reshape(-1)  # the task output
             return out @ proj if proj is not None else out
 
-        with bn_eval(self.model):
+        with bn_eval(self.model), vmap_safe_prelu(self.model):
             return timed_kappa(f, params, xs)
 
 
@@ -362,7 +363,7 @@ class PLGates(PruningMethod):
         # one random stream for the shuffle and the gate samples, in the order the loop draws them
         net.generator = torch.Generator().manual_seed(ctx.seed)
         with torch.no_grad():
-            n_out = int(model.eval()(torch.as_tensor(ctx.x_train[:1])).numel())
+            n_out = int(primary_output(model.eval()(torch.as_tensor(ctx.x_train[:1]))).numel())
         proj = output_projection(n_out, o.kappa_outputs, ctx.seed)
         hist: dict = {
             "options": self.options, "epochs_run": epochs, "lr": lr, "gate_lr": None, "batch_size": bs,
@@ -465,7 +466,8 @@ class PLGates(PruningMethod):
             info["unfolded_branch_scales"] = net.fold_(z_fold, zb_det, dropped)
             if ref_out is not None:
                 static_out = net.run(calib[:256], keep, keep_b)
-                info["fold_max_abs_diff"] = float((static_out - ref_out).abs().max())
+                info["fold_max_abs_diff"] = max(float((s - r).abs().max())  # over every output
+                                                for s, r in zip(output_list(static_out), output_list(ref_out)))
         if o.calib_samples and has_batchnorm(model):
             recalibrate_bn(net, calib, keep, keep_b)
             info["bn_recalibrated_on"] = int(len(calib))
