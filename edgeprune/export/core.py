@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import ConfigError, InputError
 from ..metrics import get_metric
 from . import _files
+from .parity import compare, output_names, shape_problem, torch_outputs, worst
 from .runtimes import OrtRunner, TfliteRunner, runtime_version
 from .speedcheck import runtime_choices
 
@@ -152,10 +153,12 @@ def export_all(
     child = None
     try:
         example = example_input.detach().to(torch.float32).contiguous()
-        ref = _torch_outputs(model, test_x)
+        refs = torch_outputs(model, test_x)  # every output; the first is the task output (the metric's)
+        ref = refs[0]
         out_shape = [1, *ref.shape[1:]]
         ctx = _Ctx(
             ref=ref,
+            refs=refs,
             targets=targets,
             test_x=test_x,
             metric_name=metric_name,
@@ -172,6 +175,8 @@ def export_all(
                 "input_layout": _layout(example.ndim),
                 "input_shape": [1, *sample_shape],
                 "output_shape": out_shape,
+                "output_names": output_names(len(refs)),
+                "output_shapes": [[1, *r.shape[1:]] for r in refs],
             },
         )
         results: dict[str, dict] = {}
@@ -221,19 +226,6 @@ def int8_over_tolerance(results: dict[str, dict], tolerance: float) -> list[dict
     ]  # fmt: skip
 
 
-def _torch_outputs(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    import torch
-
-    outs = []
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            y = model(torch.from_numpy(x[i : i + batch]))
-            if not isinstance(y, torch.Tensor):
-                raise InputError(f"export needs a model with one tensor output, got {type(y).__name__}")
-            outs.append(y.detach().to(torch.float32).cpu().numpy())
-    return np.concatenate(outs, axis=0)
-
-
 class _Ctx:
     def __init__(self, **kw):
         self.__dict__.update(kw)
@@ -280,23 +272,25 @@ def _verify_and_publish(entry: dict, tmp_path: Path, ctx: _Ctx) -> dict:
             runner = TfliteRunner(tmp_path)
             entry["input_dtype"] = runner.input_dtype.name
             entry["quant"] = runner.quant
-        out = runner.run(ctx.test_x)
+        outs = runner.run_all(ctx.test_x)
     except Exception as exc:  # noqa: BLE001
         return _fail(entry, f"{entry['runtime']} could not run the artifact: {_files.one_line(exc)}", ctx.out_dir)
-    if out.size != ctx.ref.size:
-        return _fail(entry, f"output shape {list(out.shape)} does not match torch's {list(ctx.ref.shape)}", ctx.out_dir)
-    out = out.reshape(ctx.ref.shape)
-    diff = float(np.max(np.abs(out.astype(np.float64) - ctx.ref.astype(np.float64))))
-    scale = float(np.max(np.abs(ctx.ref)))
-    metric = float(ctx.metric_fn(out, ctx.targets))
+    problem = shape_problem(outs, ctx.refs)
+    if problem:
+        return _fail(entry, problem, ctx.out_dir)
+    rows = compare(outs, ctx.refs)  # each output against torch's, on its own scale
+    bad = worst(rows)
+    metric = float(ctx.metric_fn(outs[0].reshape(ctx.ref.shape), ctx.targets))  # the task output
     entry.update(
         metric=metric,
         metric_drop=float(ctx.torch_metric - metric),
-        max_abs_diff=diff,
-        rel_diff=diff / scale if scale > 0 else diff,
+        max_abs_diff=bad["max_abs_diff"],
+        rel_diff=bad["rel_diff"],
+        outputs=rows,
     )
-    if not np.all(np.isfinite(out)):
-        return _fail(entry, "artifact produced non-finite outputs", ctx.out_dir)
+    named = f" ({bad['name']} of {len(rows)})" if len(rows) > 1 else ""
+    if not bad["finite"]:
+        return _fail(entry, f"artifact produced non-finite outputs{named}", ctx.out_dir)
 
     if fmt in _INT8:
         problem = _int8_problem(fmt, tmp_path, runner, entry)
@@ -307,8 +301,8 @@ def _verify_and_publish(entry: dict, tmp_path: Path, ctx: _Ctx) -> dict:
         if entry["rel_diff"] > FP32_REL_TOL:
             return _fail(
                 entry,
-                f"parity failure: relative max difference {entry['rel_diff']:.3g} to torch exceeds {FP32_REL_TOL:g} "
-                f"(max abs diff {diff:.3g})",
+                f"parity failure{named}: relative max difference {entry['rel_diff']:.3g} to torch exceeds "
+                f"{FP32_REL_TOL:g} (max abs diff {entry['max_abs_diff']:.3g})",
                 ctx.out_dir,
             )
         entry["within_tolerance"] = True
@@ -333,11 +327,11 @@ def _int8_problem(fmt: str, path: Path, runner, entry: dict) -> str | None:
             return f"quantized ONNX graph holds no int8 QDQ pairs/initializers ({stats})"
         return None
     dtypes = runner.tensor_dtypes()
-    io = (runner.input_dtype.name, np.dtype(runner.out["dtype"]).name)
+    io = (runner.input_dtype.name, *(np.dtype(o["dtype"]).name for o in runner.outs))  # input, every output
     floats = sorted(name for name, dt in dtypes.items() if dt.startswith("float"))
     entry["details"]["int8"] = {"io_dtypes": list(io), "float_tensors": len(floats), "tensors": len(dtypes)}
-    if io != ("int8", "int8"):
-        return f"TFLite INT8 input/output dtypes are {io}, expected int8/int8"
+    if set(io) != {"int8"}:
+        return f"TFLite INT8 input/output dtypes are {io}, expected int8 everywhere"
     if floats:
         return f"TFLite INT8 model still has {len(floats)} float tensor(s), e.g. {floats[0]!r}"
     return None
@@ -422,17 +416,26 @@ def _export_onnx_dynamic(model, example, scratch: Path, opset, ctx: _Ctx, progre
     try:
         entry["details"] = export_onnx_fp32(model, example, tmp, opset, dynamic_batch=True)
         runner = OrtRunner(tmp)
-        outs = [(len(ctx.test_x), runner.run(ctx.test_x))]  # chunks of 256
-        outs += [(n, runner.run_batch(ctx.test_x[:n])) for n in DYNAMIC_CHECK_BATCHES if n <= len(ctx.test_x)]
+        outs = [(len(ctx.test_x), runner.run_all(ctx.test_x))]  # chunks of 256
+        outs += [(n, runner.run_batch_all(ctx.test_x[:n])) for n in DYNAMIC_CHECK_BATCHES if n <= len(ctx.test_x)]
     except Exception as exc:  # noqa: BLE001
         entry["error"] = f"dynamic-batch ONNX export failed: {_files.one_line(exc)}"
         final.unlink(missing_ok=True)
         return entry
-    scale = float(np.max(np.abs(ctx.ref))) or 1.0
-    diff = max(float(np.max(np.abs(out.reshape(ctx.ref[:n].shape).astype(np.float64) - ctx.ref[:n]))) for n, out in outs)
-    entry.update(max_abs_diff=diff, rel_diff=diff / scale, batches_checked=[n for n, _ in outs])
-    if not diff / scale <= FP32_REL_TOL:
-        entry["error"] = f"dynamic-batch parity failure: relative max difference {diff / scale:.3g} exceeds {FP32_REL_TOL:g}"
+    rows = []
+    for n, out in outs:
+        refs = [r[:n] for r in ctx.refs]
+        problem = shape_problem(out, refs)
+        if problem:
+            entry["error"] = f"dynamic-batch model at batch {n}: {problem}"
+            final.unlink(missing_ok=True)
+            return entry
+        rows += compare(out, refs)
+    bad = worst(rows)
+    entry.update(max_abs_diff=bad["max_abs_diff"], rel_diff=bad["rel_diff"], batches_checked=[n for n, _ in outs])
+    if not (bad["finite"] and bad["rel_diff"] <= FP32_REL_TOL):
+        entry["error"] = (f"dynamic-batch parity failure ({bad['name']}): relative max difference {bad['rel_diff']:.3g} "
+                          f"exceeds {FP32_REL_TOL:g}")
         final.unlink(missing_ok=True)
         return entry
     entry.update(size_bytes=tmp.stat().st_size, sha256=_files.sha256(tmp), path=final.name, ok=True)

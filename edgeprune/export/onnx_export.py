@@ -44,10 +44,20 @@ def export_onnx_fp32(model, example_input, dst: Path, opset: int | None = None, 
 
     The batch axis is fixed to the example's (batch 1) unless ``dynamic_batch``: then the
     first axis of the input and output is the symbolic dimension :data:`BATCH_DIM`.
-    Returns ``{"opset": int, "exporter": str, "batch": 1 | "batch", "input_name": str, "notes": [...]}``.
+    A model with several outputs gets them named ``output_0 .. output_{N-1}`` in its tuple's order
+    (one output keeps the exporter's name).
+    Returns ``{"opset": int, "exporter": str, "batch": 1 | "batch", "input_name": str, "output_names": [...],
+    "notes": [...]}``.
     """
     import onnx
     import torch
+
+    from ..models import output_list
+    from .parity import output_names
+
+    with torch.no_grad():
+        n_out = len(output_list(model(example_input)))
+    names = ["output"] if n_out == 1 else output_names(n_out)
 
     opset = DEFAULT_OPSET if opset is None else int(opset)
     notes: list[str] = []
@@ -64,9 +74,9 @@ def export_onnx_fp32(model, example_input, dst: Path, opset: int | None = None, 
         else:
             exporter = "torch.onnx torchscript"
             notes.append(f"opset {opset} is below the dynamo exporter's minimum {DYNAMO_MIN_OPSET}: used the legacy exporter")
-            axes = {"input": {0: BATCH_DIM}, "output": {0: BATCH_DIM}} if dynamic_batch else None
+            axes = {"input": {0: BATCH_DIM}, **{n: {0: BATCH_DIM} for n in names}} if dynamic_batch else None
             torch.onnx.export(model, (example_input,), str(raw), dynamo=False, opset_version=opset,
-                              input_names=["input"], output_names=["output"], dynamic_axes=axes)  # fmt: skip
+                              input_names=["input"], output_names=names, dynamic_axes=axes)  # fmt: skip
     proto = onnx.load(str(raw))
     got = _default_opset(proto)
     if got != opset:
@@ -82,13 +92,36 @@ def export_onnx_fp32(model, example_input, dst: Path, opset: int | None = None, 
             notes.append("onnxsim check failed: kept the unsimplified graph")
     except Exception as exc:  # onnxsim is an optimisation, never a reason to fail
         notes.append(f"onnxsim failed ({type(exc).__name__}): kept the unsimplified graph")
+    if n_out > 1:
+        _rename_outputs(proto, names)
     onnx.checker.check_model(proto)
     batch = _batch_dim(proto)
     if batch != wanted:
         raise RuntimeError(f"exported input batch axis is {batch!r}, expected {wanted!r}")
     onnx.save(proto, str(dst))
     raw.unlink(missing_ok=True)
-    return {"opset": got, "exporter": exporter, "batch": batch, "input_name": proto.graph.input[0].name, "notes": notes}
+    return {"opset": got, "exporter": exporter, "batch": batch, "input_name": proto.graph.input[0].name,
+            "output_names": [o.name for o in proto.graph.output], "notes": notes}
+
+
+def _rename_outputs(proto, names: list[str]) -> None:
+    """Give the graph's outputs ``names`` (in order), renaming every use of the old names."""
+    if len(proto.graph.output) != len(names):
+        raise RuntimeError(f"exported graph has {len(proto.graph.output)} outputs, the model {len(names)}")
+    old = {o.name: n for o, n in zip(proto.graph.output, names) if o.name != n}
+    taken = {v for node in proto.graph.node for v in node.output} | {i.name for i in proto.graph.input}
+    clash = (taken - set(old)) & set(names)
+    if clash:
+        raise RuntimeError(f"cannot name the outputs {names}: {sorted(clash)} already names another tensor")
+    for node in proto.graph.node:
+        for i, v in enumerate(node.output):
+            if v in old:
+                node.output[i] = old[v]
+        for i, v in enumerate(node.input):
+            if v in old:
+                node.input[i] = old[v]
+    for o in proto.graph.output:
+        o.name = old.get(o.name, o.name)
 
 
 def _batch_dim(proto):

@@ -3,7 +3,8 @@
 :class:`OrtRunner` wraps an ``onnxruntime.InferenceSession`` and :class:`TfliteRunner` an
 ``ai_edge_litert`` ``Interpreter``. Both take float32 batches shaped like the model input
 (``(N, *input_shape[1:])``), feed them one sample at a time when the artifact has a fixed
-batch of 1, and return float32 outputs ``(N, *output_shape[1:])``; the TFLite runner
+batch of 1, and return float32 outputs ``(N, *output_shape[1:])``: ``run`` the first (the task
+output), ``run_all`` every output in the model's order (``output_0 .. output_{N-1}``); the TFLite runner
 quantizes int8 inputs and dequantizes int8 outputs with the tensor's own scale/zero point,
 exactly as a device would.
 """
@@ -74,17 +75,26 @@ class OrtRunner:
         self.input_name = inp[0].name
         self.input_shape = list(inp[0].shape)
         self.fixed_batch = self.input_shape[0] if isinstance(self.input_shape[0], int) else None
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run_batch_all(self, x: np.ndarray) -> list[np.ndarray]:
+        """One ``session.run`` on the whole batch ``x`` (a dynamic-batch model takes any size); every output."""
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})
 
     def run_batch(self, x: np.ndarray) -> np.ndarray:
-        """One ``session.run`` on the whole batch ``x`` (a dynamic-batch model takes any size)."""
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+        return self.run_batch_all(x)[0]
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """Outputs for ``x``: fed in the model's fixed batch, or in chunks of 256 when the batch is dynamic."""
+    def run_all(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every output for ``x``: fed in the model's fixed batch, or in chunks of 256 when the batch is dynamic."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         step = self.fixed_batch or 256
-        outs = [self.session.run(None, {self.input_name: x[i : i + step]})[0] for i in range(0, len(x), step)]
-        return np.concatenate(outs, axis=0).astype(np.float32, copy=False)
+        chunks = [self.session.run(None, {self.input_name: x[i : i + step]}) for i in range(0, len(x), step)]
+        return [np.concatenate([c[k] for c in chunks], axis=0).astype(np.float32, copy=False)
+                for k in range(len(self.output_names))]
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """The first (task) output for ``x``."""
+        return self.run_all(x)[0]
 
 
 class TfliteRunner:
@@ -95,9 +105,10 @@ class TfliteRunner:
             self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
             self.interpreter.allocate_tensors()
         ins, outs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
-        if len(ins) != 1 or len(outs) != 1:
-            raise ValueError(f"expected one input and one output, found {len(ins)} and {len(outs)}")
-        self.inp, self.out = ins[0], outs[0]
+        if len(ins) != 1 or not outs:
+            raise ValueError(f"expected one input and at least one output, found {len(ins)} and {len(outs)}")
+        self.inp, self.outs = ins[0], _signature_order(self.interpreter, outs)
+        self.out = self.outs[0]  # the task output
         self.input_shape = [int(d) for d in self.inp["shape"]]
 
     @property
@@ -122,21 +133,50 @@ class TfliteRunner:
         return {t["name"]: np.dtype(t["dtype"]).name for t in self.interpreter.get_tensor_details()}
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        it, inp, out = self.interpreter, self.inp, self.out
+        """The first (task) output for ``x``."""
+        return self.run_all(x)[0]
+
+    def run_all(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every output for ``x`` (in the model's order), int8 outputs dequantized."""
+        it, inp = self.interpreter, self.inp
         x = np.asarray(x, dtype=np.float32)
         if list(x.shape[1:]) != self.input_shape[1:]:
             raise ValueError(f"input shape {list(x.shape[1:])} does not match the artifact's {self.input_shape}")
-        in_dtype, out_dtype = np.dtype(inp["dtype"]), np.dtype(out["dtype"])
+        in_dtype = np.dtype(inp["dtype"])
         if in_dtype != np.float32:
             s, z = inp["quantization"]
             x = quantize(x, s, z, in_dtype)
-        results = []
+        results: list[list[np.ndarray]] = [[] for _ in self.outs]
         for i in range(len(x)):
             it.set_tensor(inp["index"], x[i : i + 1])
             it.invoke()
-            results.append(it.get_tensor(out["index"]).copy())
-        y = np.concatenate(results, axis=0)
-        if out_dtype != np.float32:
-            s, z = out["quantization"]
-            y = dequantize(y, s, z)
-        return y.astype(np.float32, copy=False)
+            for r, out in zip(results, self.outs):
+                r.append(it.get_tensor(out["index"]).copy())
+        ys = []
+        for r, out in zip(results, self.outs):
+            y = np.concatenate(r, axis=0)
+            if np.dtype(out["dtype"]) != np.float32:
+                s, z = out["quantization"]
+                y = dequantize(y, s, z)
+            ys.append(y.astype(np.float32, copy=False))
+        return ys
+
+
+def _signature_order(interpreter, outs: list[dict]) -> list[dict]:
+    """The output details in the model's order: litert-torch names the signature outputs ``output_0 ..
+    output_{N-1}`` (the order of the torch model's tuple), which ``get_output_details`` need not follow."""
+    import re
+
+    try:
+        sigs = interpreter._get_full_signature_list()  # {name: {"inputs": {..}, "outputs": {name: tensor index}}}
+    except Exception:  # noqa: BLE001 - an interpreter without signatures: keep the subgraph's order
+        return list(outs)
+    if len(outs) == 1 or len(sigs) != 1:
+        return list(outs)
+    named = next(iter(sigs.values())).get("outputs", {})
+    keys = [re.fullmatch(r"output_(\d+)", k) for k in named]
+    if len(named) != len(outs) or not all(keys):
+        return list(outs)
+    by_index = {o["index"]: o for o in outs}
+    order = sorted(named, key=lambda k: int(k.rpartition("_")[2]))
+    return [by_index[named[k]] for k in order] if all(named[k] in by_index for k in order) else list(outs)
