@@ -48,6 +48,10 @@ TASK_METRICS = {"classification": "accuracy", "reconstruction": "psnr"}
 #: An fp32 artifact fails when max|artifact - torch| / max|torch| exceeds this.
 FP32_REL_TOL = 1e-4
 
+#: An INT8 artifact's outputs after the first (which the metric judges) fail beyond this relative max
+#: difference to torch: a gross-error bound (a wrong or dropped head), not a quality claim.
+INT8_AUX_REL_TOL = 0.25
+
 #: Wall-clock limit for the litert-torch child process (both TFLite artifacts together).
 TFLITE_TIMEOUT_S = 1800.0
 
@@ -294,6 +298,10 @@ def _verify_and_publish(entry: dict, tmp_path: Path, ctx: _Ctx) -> dict:
 
     if fmt in _INT8:
         problem = _int8_problem(fmt, tmp_path, runner, entry)
+        aux = [r for r in rows[1:] if r["rel_diff"] > INT8_AUX_REL_TOL]
+        if aux and not problem:
+            problem = (f"parity failure ({aux[0]['name']} of {len(rows)}): relative max difference "
+                       f"{aux[0]['rel_diff']:.3g} to torch exceeds the INT8 bound {INT8_AUX_REL_TOL:g}")
         if problem:
             return _fail(entry, problem, ctx.out_dir)
         entry["within_tolerance"] = bool(entry["metric_drop"] <= ctx.int8_tolerance)

@@ -154,12 +154,79 @@ def annotate_adds(model, config) -> int:
     return count
 
 
+def decompose_prelus(model) -> int:
+    """Rewrite every ``aten.prelu(x, w)`` as ``relu(x) + w * (x - relu(x))`` (the same values), in place.
+
+    litert-torch lowers a PReLU after quantization by its own decomposition, which stays in float
+    between a DEQUANTIZE and a QUANTIZE inside a "full INT8" model; RELU, SUB, MUL and ADD all
+    have int8 TFLite kernels, so this form, annotated by :func:`annotate_prelus`, is integer
+    throughout. Returns how many PReLUs were rewritten.
+    """
+    import torch
+
+    aten, g, count = torch.ops.aten, model.graph, 0
+    for node in list(g.nodes):
+        if node.op != "call_function" or node.target is not aten.prelu.default:
+            continue
+        x, w = node.args[:2]
+        val = x.meta.get("val")
+        if val is None or not isinstance(w, torch.fx.Node):
+            continue
+        channels = int(model.get_parameter(w.target).numel()) if w.op == "get_attr" else None
+        if channels is None:
+            continue
+        shape = [1, channels] + [1] * (val.dim() - 2) if val.dim() > 1 else [channels]
+        with g.inserting_before(node):
+            pos = g.call_function(aten.relu.default, (x,))
+            neg = g.call_function(aten.sub.Tensor, (x, pos))
+            slope = g.call_function(aten.view.default, (w, shape))
+            scaled = g.call_function(aten.mul.Tensor, (neg, slope))
+            out = g.call_function(aten.add.Tensor, (pos, scaled))
+        for n in (pos, neg, scaled, out):
+            n.meta["val"], n.meta["edgeprune_prelu"] = val, True
+        slope.meta["val"] = torch.empty(shape, device=val.device)
+        node.replace_all_uses_with(out)
+        g.erase_node(node)
+        count += 1
+    if count:
+        g.lint()
+        model.recompile()
+    return count
+
+
+def annotate_prelus(model, config) -> int:
+    """Annotate the ops :func:`decompose_prelus` wrote: inputs and outputs int8 with the activation spec
+    (the slope, one value per channel, too: per-tensor affine). Returns how many ops were annotated."""
+    import torch
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    count = 0
+    for node in model.graph.nodes:
+        if not node.meta.get("edgeprune_prelu") or node.meta.get("quantization_annotation") is not None:
+            continue
+        ins = [a for a in node.args if isinstance(a, torch.fx.Node)]
+        node.meta["quantization_annotation"] = QuantizationAnnotation(
+            input_qspec_map={a: config.input_activation for a in ins},
+            output_qspec=config.output_activation,
+            _annotated=True,
+        )
+        count += 1
+    return count
+
+
 def _quantizer(observer: str):
-    """A litert-torch PT2EQuantizer with :func:`quantization_config` that also runs :func:`annotate_adds`."""
+    """A litert-torch PT2EQuantizer with :func:`quantization_config` that also runs :func:`annotate_adds` and
+    :func:`annotate_prelus`."""
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
 
     class _Quantizer(PT2EQuantizer):
+        def transform_for_annotation(self, model):
+            model = super().transform_for_annotation(model)
+            decompose_prelus(model)
+            return model
+
         def annotate(self, model):
+            annotate_prelus(model, self.global_config)  # first: a conv-bn-relu pattern must not take its relu
             model = super().annotate(model)
             annotate_adds(model, self.global_config)
             return model
