@@ -142,6 +142,7 @@ class OnnxModel:
         except Exception as e:  # noqa: BLE001 - report any load failure as one line
             _fail(EXIT_BAD_MODEL, f"onnxruntime cannot load {self.path}: {str(e).splitlines()[0]}")
         self.inputs = [(i.name, i.shape, _ORT_TYPES.get(i.type, i.type)) for i in self.sess.get_inputs()]
+        self.outputs = [(o.name, o.shape, _ORT_TYPES.get(o.type, o.type)) for o in self.sess.get_outputs()]
         self.provider = self.sess.get_providers()[0]
 
     def feed(self, arrays):
@@ -185,6 +186,8 @@ class TfliteModel:
         self.inputs = [(d["name"], list(d["shape"]), d["dtype"].__name__ if hasattr(d["dtype"], "__name__")
                         else str(d["dtype"])) for d in det]
         self.index = [d["index"] for d in det]
+        self.outputs = [(d["name"], [int(x) for x in d["shape"]], d["dtype"].__name__ if hasattr(d["dtype"], "__name__")
+                         else str(d["dtype"])) for d in self.it.get_output_details()]
         self.provider = "XNNPACK (default delegate)"
 
     def feed(self, arrays):
@@ -280,6 +283,9 @@ def benchmark(path: str, *, runs: int = 50, warmup: int = 10, threads: int = 1, 
         "threads": threads,
         "inputs": [{"name": n, "shape": [int(x) for x in a.shape], "dtype": str(a.dtype)}
                    for (n, _, _), a in zip(model.inputs, arrays)],
+        # every output is computed by each timed run (a multi-output model is timed whole)
+        "outputs": [{"name": n, "shape": [x if isinstance(x, int) else str(x) for x in shape], "dtype": str(dt)}
+                    for n, shape, dt in getattr(model, "outputs", [])],
         "runs": runs,
         "warmup": warmup,
         "import_ms": import_ms,

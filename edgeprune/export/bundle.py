@@ -152,6 +152,9 @@ def package_bundle(
                 "preprocessing": {k: v for k, v in prep.items() if k not in ("mean", "std", "formula")},
             },
             "output": {"shape": out_shape},
+            # a model with several outputs: each one's name and shape; "output" is the first (the task output)
+            **({"outputs": [{"name": n, "shape": list(sh)} for n, sh in zip(first["output_names"], first["output_shapes"])]}
+               if len(first.get("output_names") or []) > 1 else {}),
             "class_names": class_names,
             "models": [],
             "skipped": skipped,
@@ -251,6 +254,14 @@ def _model_entry(src: Path, e: dict, primary: bool, dynamic: dict | None = None)
         "output": _io(out_dtype, out_shape, quant, "output"),
         **{k: e.get(k) for k in _MODEL_KEYS if k in e},
     }
+    names = e.get("output_names") or []
+    if len(names) > 1:  # every output's dtype, shape and quantization, in the model's order
+        per_q = (quant or {}).get("outputs") or [None] * len(names)
+        shapes = [[out_shape[0], *sh[1:]] for sh in e.get("output_shapes")]
+        entry["outputs"] = [dict(_io("int8" if q else "float32", sh, {"output_scale": q["scale"],
+                                     "output_zero_point": q["zero_point"]} if q else None, "output"), name=n)
+                            for n, sh, q in zip(names, shapes, per_q)]
+        entry["output_parity"] = e.get("outputs")
     if dynamic is not None:
         entry.update(max_abs_diff=dynamic.get("max_abs_diff"), rel_diff=dynamic.get("rel_diff"),
                      batches_checked=dynamic.get("batches_checked"),
@@ -295,8 +306,32 @@ def _embed_metadata(path: Path, meta: dict, entry: dict, given: dict) -> None:
         raw_std=[s / scale for s in norm["std"]], raw_max=1.0 / scale, color_mode=prep.get("color_mode"),
         output_shape=list(entry.get("output_shape") or meta["output"]["shape"]), output_description=what,
         labels_file=labels, input_tensor=in_name, output_tensor=out_name)  # fmt: skip
+    names = entry.get("output_names") or []
+    if len(names) > 1:  # one TensorMetadata per output, in the subgraph's order; the task output keeps the above
+        md["subgraph_metadata"][0]["output_tensor_metadata"] = _output_metadata(
+            data, md["subgraph_metadata"][0]["output_tensor_metadata"][0], entry)
     files = {labels: "".join(f"{c}\n" for c in meta["class_names"]).encode()} if labels else {}
     path.write_bytes(tflite_metadata.embed(data, md, files))
+
+
+def _output_metadata(data: bytes, task_meta: dict, entry: dict) -> list[dict]:
+    """TensorMetadata of every output tensor of a multi-output .tflite, in the subgraph's order: litert-torch
+    names them ``..._output_<k>...`` after the model's tuple position ``k``; output 0 gets ``task_meta``."""
+    import re
+
+    rows, shapes = [], entry.get("output_shapes") or []
+    for pos, tensor in enumerate(tflite_metadata.output_tensor_names(data)):
+        m = re.search(r"output_(\d+)", tensor)
+        k = int(m.group(1)) if m else pos
+        if k == 0:
+            rows.append(task_meta)
+            continue
+        shape = shapes[k] if k < len(shapes) else []
+        rows.append({"name": f"output_{k}", "description": f"{list(shape)} (tensor {tensor}): output {k} of the model "
+                     "(not the task output)" + ("; int8: real = (q - zero_point) * scale of this tensor"
+                                                      if (entry.get("quant") or {}).get("outputs") else ""),
+                     "content": {"content_properties_type": "FeatureProperties", "content_properties": {}}})
+    return rows
 
 
 def _write_snippets(build: Path, platform: str, meta: dict, chosen: list[str], names: dict[str, str]) -> list[str]:

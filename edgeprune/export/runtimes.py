@@ -121,12 +121,16 @@ class TfliteRunner:
         if self.input_dtype == np.float32 and np.dtype(self.out["dtype"]) == np.float32:
             return None
         (s_in, z_in), (s_out, z_out) = self.inp["quantization"], self.out["quantization"]
-        return {
+        q = {
             "input_scale": float(s_in),
             "input_zero_point": int(z_in),
             "output_scale": float(s_out),
             "output_zero_point": int(z_out),
         }
+        if len(self.outs) > 1:  # every output's own scale and zero point, in the model's order
+            q["outputs"] = [{"scale": float(o["quantization"][0]), "zero_point": int(o["quantization"][1])}
+                            if np.dtype(o["dtype"]) != np.float32 else None for o in self.outs]
+        return q
 
     def tensor_dtypes(self) -> dict[str, str]:
         """Every tensor's name -> numpy dtype name (used to prove an artifact is fully integer)."""

@@ -234,6 +234,12 @@ def io_tensor_names(model: bytes) -> tuple[str, str]:
     return g.Tensors(g.Inputs(0)).Name().decode("utf-8"), g.Tensors(g.Outputs(0)).Name().decode("utf-8")
 
 
+def output_tensor_names(model: bytes) -> list[str]:
+    """Names of every output tensor of the main subgraph, in the subgraph's order."""
+    g = _schema().Model.GetRootAs(bytes(model), 0).Subgraphs(0)
+    return [g.Tensors(g.Outputs(i)).Name().decode("utf-8") for i in range(g.OutputsLength())]
+
+
 def read_model_metadata(model: bytes) -> tuple[dict | None, dict[str, bytes]]:
     """(metadata dict or None, associated files name -> bytes) of a .tflite file's bytes."""
     fb = _schema()
