@@ -163,7 +163,8 @@ def build_report(run_dir: Path, target_name=None) -> dict:
     for fmt, art in export["artifacts"].items():
         row = {"format": fmt, **{k: art.get(k) for k in ("ok", "path", "size_bytes", "metric_name", "metric", "torch_metric",
                                                           "metric_drop", "max_abs_diff", "rel_diff", "runtime", "error",
-                                                          "within_tolerance", "input_dtype", "quant")}}
+                                                          "within_tolerance", "input_dtype", "quant",
+                                                          "outputs")}}
         row["latency"] = _latency_block(bench["artifacts"].get(fmt, {}))
         artifacts.append(row)
 

@@ -338,6 +338,24 @@ def _artifact_table(report) -> str:
     return table + "".join(f'<p class="note">{n}</p>' for n in _latency_notes(report, lat, has_dev))
 
 
+def _outputs_table(report) -> str:
+    """A model with several outputs: each output's shape and its parity with torch in every artifact."""
+    arts = [a for a in report["artifacts"] if len(a.get("outputs") or []) > 1]
+    if not arts:
+        return ""
+    names = [(o["name"], o["shape"]) for o in arts[0]["outputs"]]
+    head = ["output", "shape per sample"] + [f"{a['format']} rel. diff" for a in arts]
+    rows = []
+    for i, (name, shape) in enumerate(names):
+        cells = [html.escape(name) + (" (task output)" if i == 0 else ""), html.escape(str(shape))]
+        cells += [_fmt(a["outputs"][i].get("rel_diff"), ".1e") if i < len(a["outputs"]) else "—" for a in arts]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    note = ("Every output is exported and compared with torch on the whole test split, each on its own scale "
+            "(max |artifact − torch| / max |torch|); the metric is computed on the first.")
+    return ("<h3>Outputs</h3><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
+            + "".join(rows) + f'</table><p class="note">{note}</p>')
+
+
 def _latency_notes(report, lat: list, has_dev: bool) -> list:
     """Where every figure of the artifact table comes from (measured where, how often; predicted by what)."""
     notes = []
@@ -456,7 +474,7 @@ target <code>{html.escape(report['target']['name'])}</code> · generated {html.e
 relative difference {_fmt(ver.get('rel_diff'), '.1e')} (tolerance {_fmt(ver.get('rel_tol'), '.0e')}).
 MACs and parameters are counted on the model, not estimated. {html.escape(method.get('summary', ''))}</p>
 {_limit_section(report)}
-<h2>Artifacts</h2>{_artifact_table(report)}
+<h2>Artifacts</h2>{_artifact_table(report)}{_outputs_table(report)}
 <h2>Cost model</h2>{_cost_model_note(report)}
 <h2>Plots</h2><div class="grid">{figs}</div>{sib_note}
 <h2>Stage times</h2><table><tr><th>stage</th><th>seconds</th></tr>{stage_rows}</table>
