@@ -347,7 +347,8 @@ def check_outputs(out, arch: dict, task: str, num_classes: int) -> None:
     from .errors import InputError
 
     name = arch["model"]
-    out = primary_output(out)
+    if not isinstance(out, torch.Tensor):  # several outputs: the first is the task output
+        name, out = f"{name} (its first output, the task output)", primary_output(out)
     if task == "reconstruction":
         if tuple(out.shape[1:]) != tuple(arch["input_shape"]):
             raise InputError(f"model {name} outputs shape {tuple(out.shape[1:])} per sample, but reconstruction needs "

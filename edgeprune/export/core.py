@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import ConfigError, InputError
 from ..metrics import get_metric
 from . import _files
-from .parity import compare, output_names, shape_problem, torch_outputs, worst
+from .parity import compare, output_names, parity_error, shape_problem, torch_outputs, worst
 from .runtimes import OrtRunner, TfliteRunner, runtime_version
 from .speedcheck import runtime_choices
 
@@ -292,27 +292,19 @@ def _verify_and_publish(entry: dict, tmp_path: Path, ctx: _Ctx) -> dict:
         rel_diff=bad["rel_diff"],
         outputs=rows,
     )
-    named = f" ({bad['name']} of {len(rows)})" if len(rows) > 1 else ""
     if not bad["finite"]:
-        return _fail(entry, f"artifact produced non-finite outputs{named}", ctx.out_dir)
+        return _fail(entry, parity_error(rows, float("inf")), ctx.out_dir)
 
     if fmt in _INT8:
         problem = _int8_problem(fmt, tmp_path, runner, entry)
-        aux = [r for r in rows[1:] if r["rel_diff"] > INT8_AUX_REL_TOL]
-        if aux and not problem:
-            problem = (f"parity failure ({aux[0]['name']} of {len(rows)}): relative max difference "
-                       f"{aux[0]['rel_diff']:.3g} to torch exceeds the INT8 bound {INT8_AUX_REL_TOL:g}")
+        problem = problem or parity_error(rows, INT8_AUX_REL_TOL, first=1)  # the first is judged by the metric
         if problem:
             return _fail(entry, problem, ctx.out_dir)
         entry["within_tolerance"] = bool(entry["metric_drop"] <= ctx.int8_tolerance)
     else:
-        if entry["rel_diff"] > FP32_REL_TOL:
-            return _fail(
-                entry,
-                f"parity failure{named}: relative max difference {entry['rel_diff']:.3g} to torch exceeds "
-                f"{FP32_REL_TOL:g} (max abs diff {entry['max_abs_diff']:.3g})",
-                ctx.out_dir,
-            )
+        problem = parity_error(rows, FP32_REL_TOL)
+        if problem:
+            return _fail(entry, problem, ctx.out_dir)
         entry["within_tolerance"] = True
 
     final = ctx.out_dir / FILENAMES[fmt]

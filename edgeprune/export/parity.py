@@ -58,3 +58,18 @@ def worst(rows: list[dict]) -> dict:
     """The output with the largest relative difference (the first non-finite one before all)."""
     bad = [r for r in rows if not r["finite"]]
     return bad[0] if bad else max(rows, key=lambda r: r["rel_diff"])
+
+
+def parity_error(rows: list[dict], tolerance: float, first: int = 0) -> str | None:
+    """Why outputs ``first..`` of ``rows`` fail ``rel_diff <= tolerance`` (naming the worst output), or None."""
+    checked = rows[first:]
+    if not checked:
+        return None
+    bad = worst(checked)
+    named = f" ({bad['name']} of {len(rows)})" if len(rows) > 1 else ""
+    if not bad["finite"]:
+        return f"artifact produced non-finite outputs{named}"
+    if bad["rel_diff"] > tolerance:
+        return (f"parity failure{named}: relative max difference {bad['rel_diff']:.3g} to torch exceeds {tolerance:g} "
+                f"(max abs diff {bad['max_abs_diff']:.3g})")
+    return None
