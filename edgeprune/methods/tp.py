@@ -278,7 +278,8 @@ class TPTaylor(_TorchPruning):
         m = copy.deepcopy(model).eval()
         m.zero_grad(set_to_none=True)
         task_loss(ctx.task, m(xb), xb, yb).backward()
-        return [None if p.grad is None else p.grad.detach().clone() for p in m.parameters()]
+        # a weight the task loss does not reach (the head of a second output) has a zero gradient, not none
+        return [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in m.parameters()]
 
 
 @register_method("tp-groupnorm")
