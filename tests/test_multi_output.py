@@ -91,6 +91,14 @@ def test_build_exits_0_with_both_outputs_verified_in_every_artifact(two_head_run
     assert meta["outputs"] == [{"name": "output_0", "shape": [1, 10]}, {"name": "output_1", "shape": [1, 2]}]
     int8 = next(m for m in meta["models"] if m["file"] == "model.int8.tflite")
     assert [o["quantization"] is not None for o in int8["outputs"]] == [True, True]
+    # the shipped .tflite describes both outputs (TFLite Metadata), the task output first in the subgraph, which is
+    # the output ModelRunner.kt / .swift read (index 0)
+    from edgeprune.export.tflite_metadata import output_tensor_names, read_model_metadata
+
+    data = (run / "dist" / "rpi4" / "model.int8.tflite").read_bytes()
+    md, _ = read_model_metadata(data)
+    assert [t["name"] for t in md["subgraph_metadata"][0]["output_tensor_metadata"]] == ["scores", "output_1"]
+    assert "output_0" in output_tensor_names(data)[0]
 
 
 @pytest.mark.slow

@@ -169,6 +169,12 @@ def readme(meta: dict, platform: str, files: list[str]) -> str:
             f"{'' if drop is None else f'{drop:.3f}'} | {m.get('within_tolerance')} |"
         )
     lines.append("")
+    if len(meta.get("outputs") or []) > 1:  # a model with several outputs
+        outs = ", ".join(f"`{o['name']}` {o['shape']}" for o in meta["outputs"])
+        lines += [f"Outputs, in the model's order: {outs}. The first is the task output (the metric above, the "
+                  "labels); every output was compared with torch in every file (`metadata.json` `models[].outputs` "
+                  "and `output_parity`). `infer.load_all()` returns them all; `ModelRunner.kt` / `.swift` read the "
+                  "first.", ""]
     if "infer.py" in files:
         lines += [
             "## Python (" + ("Raspberry Pi: `pip install ai-edge-litert numpy`" if platform == "rpi" else "onnxruntime / ai_edge_litert") + ")",
