@@ -312,7 +312,7 @@ def check_input_shape(model: nn.Module, arch: dict, option: str = "--input-shape
 # output: the loss, the metric, training and pruning use it. Every output is compacted, exported
 # (named output_0 .. output_{N-1}) and verified in every artifact.
 
-def output_list(out, name: str = "the model") -> list[torch.Tensor]:
+def output_list(out, name: str | None = None) -> list[torch.Tensor]:
     """``out`` as a list of tensors (one tensor -> [it]); anything else is refused in one line."""
     from .errors import InputError
 
@@ -328,7 +328,7 @@ def output_list(out, name: str = "the model") -> list[torch.Tensor]:
     else:
         what = "None" if out is None else (f"an empty {type(out).__name__}" if isinstance(out, (tuple, list))
                                            else type(out).__name__)
-    raise InputError(f"model {name} returns {what}: return one tensor or a tuple of tensors (the first is the task "
+    raise InputError(f"{f'model {name}' if name else 'the model'} returns {what}: return one tensor or a tuple of tensors (the first is the task "
                      "output: logits or the reconstruction)")
 
 
