@@ -48,6 +48,10 @@ PER_CHANNEL = (nn.PReLU, nn.LayerNorm)  # per-channel parameters (a LayerNorm: o
 # Modules whose parameters the cost table models exactly; anything else with parameters
 # is counted as a constant and refused if it sits inside a group.
 MODELLED = PRUNABLE + NORMS + PER_CHANNEL
+# ops that take sizes as numbers: where a size hard-coded in forward() can hide (the probe then runs a batch of two)
+SHAPE_OPS = {"view", "reshape", "expand", "repeat", "tile", "unflatten", "broadcast_to", "new_zeros", "new_ones",
+             "new_full", "new_empty", "zeros", "ones", "full", "empty", "rand", "randn", "arange", "tensor",
+             "as_strided", "narrow", "split", "chunk"}
 
 
 @dataclass
@@ -154,6 +158,8 @@ class ModelGraph:
     frozen: dict[str, str] = field(default_factory=dict)  # coupled groups kept whole: root layer -> why
     remaps: dict = field(default_factory=dict)  # Linear after a channels-last flatten -> its Remap (layout.py)
     rewrites: list = field(default_factory=list)  # hard-coded flatten widths rewritten by compact (rewrite.py)
+    out_shapes: list = field(default_factory=list)  # shapes of the model's outputs on the analysed example
+    shape_ops: list = field(default_factory=list)  # ops seen that take sizes as numbers (view, expand, zeros, ...)
 
     # ----------------------------------------------------------------- costs
     def full_keep(self) -> dict[str, int]:
@@ -383,7 +389,8 @@ def _analyze(model, example, ignored_layers, strict) -> ModelGraph:
     const = sum(p.numel() for p in model.parameters()) - modelled_params
 
     branches = _find_branches(model, layers, rec)
-    graph = ModelGraph(groups, branches, layers, const, ignored, dg, modules, frozen, remaps, find_hard_coded(rec))
+    graph = ModelGraph(groups, branches, layers, const, ignored, dg, modules, frozen, remaps, find_hard_coded(rec),
+                       [tuple(t.shape) for t in rec.outputs], sorted(rec.op_names & SHAPE_OPS))
     full = graph.full_keep()
     base = graph.cost(full)
     for g in groups.values():
