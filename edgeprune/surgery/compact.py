@@ -85,17 +85,22 @@ def _tp_group(graph: ModelGraph, model: nn.Module, dg, group: str, idxs: list[in
 
 def compact(
     model: nn.Module, plan: PruningPlan, example: torch.Tensor, graph: ModelGraph | None = None, *, _cuts=None,
+    _share: bool = False,
 ) -> nn.Module:
-    """Return a new, smaller dense model (``model`` is not changed)."""
+    """Return a new, smaller dense model (``model`` is not changed).
+
+    (``_share``: a throw-away copy that may keep sharing the original's uncut tensors; the probe's.)
+    """
     graph = graph or analyze_graph(model, example)  # compaction itself is the probe
     plan.validate(graph)
     removed = plan.removed(graph)
-    new = copy.deepcopy(model).eval()
+    new = _structure_copy(model)  # the cuts below make new tensors: cloning them all first would be wasted
     if removed and graph.rewrites:  # x.view(-1, 576) -> torch.flatten(x, 1) before any width changes
         new = apply_rewrites(new, graph.rewrites)
     if removed:
         cuts = _cuts if _cuts is not None else plan_cuts(graph, removed)
         for name, remap in graph.remaps.items():  # Torch-Pruning cuts flatten -> Linear channel-first
+            _unshare(new.get_submodule(name), model)  # reordered in place
             to_channel_first(new.get_submodule(name), remap)
         if cuts is None:  # no dependency graph of the analysed model to read the cuts from: trace this copy
             _prune_traced(graph, new, example, removed)
@@ -106,7 +111,34 @@ def compact(
             from_channel_first(lin, remap, lin.in_features // (lin.in_features and _spatial(remap)))
     for b in _drop_order(graph, plan.dropped):
         _set_module(new, b, _without_branch(new.get_submodule(b), graph.branches[b]))
+    if not _share:
+        _unshare(new, model)
     return new
+
+
+def _structure_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of the modules that still shares every parameter and buffer tensor with ``model``."""
+    memo = {id(t): t for t in model.parameters()}
+    memo.update((id(t), t) for t in model.buffers())
+    return copy.deepcopy(model, memo).eval()
+
+
+def _unshare(copied: nn.Module, original: nn.Module | set) -> None:
+    """Give every tensor of ``copied`` still shared with ``original`` (a :func:`_structure_copy`; or the set of
+    ``id`` of its tensors, :func:`_tensor_ids`) its own copy."""
+    shared = original if isinstance(original, set) else _tensor_ids(original)
+    clones: dict[int, torch.Tensor] = {}  # tied tensors stay tied
+    for mod in copied.modules():
+        for store in (mod._parameters, mod._buffers):
+            for k, t in store.items():
+                if t is not None and id(t) in shared:
+                    if id(t) not in clones:
+                        clones[id(t)] = copy.deepcopy(t)
+                    store[k] = clones[id(t)]
+
+
+def _tensor_ids(model: nn.Module) -> set[int]:
+    return {id(t) for t in model.parameters()} | {id(t) for t in model.buffers()}
 
 
 @dataclass
@@ -208,12 +240,16 @@ def _without_branch(block: nn.Module, branch) -> nn.Module:
 
 def masked(
     model: nn.Module, plan: PruningPlan, example: torch.Tensor, graph: ModelGraph | None = None, *, _cuts=None,
+    _share: bool = False,
 ) -> nn.Module:
-    """The original model computing what the plan keeps: removed channels zeroed where consumed."""
+    """The original model computing what the plan keeps: removed channels zeroed where consumed.
+
+    (``_share``: a throw-away reference that keeps sharing the original's unchanged tensors; the verification's.)
+    """
     graph = graph or analyze_graph(model, example)
     plan.validate(graph)
     removed = plan.removed(graph)
-    ref = copy.deepcopy(model).eval()
+    ref = _structure_copy(model)
     if removed:
         cuts = _cuts if _cuts is not None else plan_cuts(graph, removed)
         if cuts is None:
@@ -221,6 +257,7 @@ def masked(
                 graph = analyze_graph(ref, example)  # the copy's own dependency graph
             cuts = plan_cuts(graph, removed)
         norms: dict[str, set] = {}  # LayerNorms over removed channels: their statistics exclude them
+        shared = _tensor_ids(model)
         with torch.no_grad():
             for cut in cuts:
                 if cut.param:
@@ -236,6 +273,7 @@ def masked(
                     raise VerificationError(f"a group reaches grouped convolution {cut.name}, whose widths must stay "
                                             "(a surgery bug: please report it with the model)")
                 ix = torch.as_tensor(sorted(cut.idxs), dtype=torch.long)
+                _unshare(mod, shared)  # zeroed in place
                 if cut.name in graph.remaps:  # channel-first index -> the column after the channels-last flatten
                     ix = column_of(graph.remaps[cut.name], ix)
                 if isinstance(mod, nn.modules.conv._ConvTransposeNd):
@@ -252,6 +290,8 @@ def masked(
             block.branch = ZeroBranch()
         else:
             ref.get_submodule(graph.branches[b].output).register_forward_hook(_answer_zeros)
+    if not _share:
+        _unshare(ref, model)
     return ref
 
 
@@ -343,24 +383,28 @@ def probe(model: nn.Module, graph: ModelGraph, example: torch.Tensor) -> None:
 
     A shape hard-coded in ``forward()`` (``x.view(-1, 512)``, ``x.view(b, 8, -1)``) breaks here,
     before any training, and is reported naming the op and its module (one extra compaction).
+    Only shapes matter, so the copy holds ``meta`` tensors (no data: the cut and the run cost no
+    arithmetic); a model whose forward cannot run on ``meta`` (it reads values: ``.item()``,
+    ``if x.sum() > 0``) is probed on real tensors instead.
     """
     keep = _probe_keep(graph)
     if not keep:
         return
-    small = compact(model, PruningPlan(keep=keep), example, graph)
-    if not graph.shape_ops and graph.out_shapes and example.shape[0] == 1:
-        # no op of the trace takes a size as a number, so no batch size can be hard-coded: one batch-1 run of the
-        # narrower copy, compared with the output shapes the analysis recorded, is the whole check
-        x, want = example, graph.out_shapes
+    plan = PruningPlan(keep=keep)
+    x = torch.cat([example, example])
+    meta = copy.deepcopy(model, _meta_memo(model)).eval()
+    try:
+        with torch.no_grad():
+            want = _batch_shapes(meta, x.to("meta"))
+    except Exception:  # noqa: BLE001 - an op without a meta kernel, or a value read: probe on real tensors
+        meta = None
+    if meta is not None:
+        small, x = compact(meta, plan, example.to("meta"), graph, _share=True), want[0]
+        want = want[1]
     else:
-        x = torch.cat([example, example])
-        try:
-            with torch.no_grad():
-                want = _shapes(model(x))
-        except Exception:  # noqa: BLE001 - the model takes batch 1 only
-            x = example
-            with torch.no_grad():
-                want = _shapes(model(x))
+        small = compact(model, plan, example, graph, _share=True)  # only run, then dropped
+        with torch.no_grad():
+            x, want = _batch_shapes(model, x, example)
     with torch.no_grad():
         try:
             got, change = run_traced(small, x)
@@ -370,6 +414,26 @@ def probe(model: nn.Module, graph: ModelGraph, example: torch.Tensor) -> None:
     if _shapes(got) != want:
         raise UnsupportedModelError(f"the model cannot be cut: with one channel less per group its output shapes "
                                     f"{_shapes(got)} != {want}: " + _shape_culprit(change, small))
+
+
+def _batch_shapes(model: nn.Module, x: torch.Tensor, single: torch.Tensor | None = None) -> tuple:
+    """``(input, output shapes)`` of ``model`` on the batch of two ``x``, or on ``single`` if it takes batch 1 only
+    (``single`` None: on ``x[:1]``)."""
+    try:
+        return x, _shapes(model(x))
+    except Exception:  # noqa: BLE001 - the model takes batch 1 only
+        x = x[: x.shape[0] // 2] if single is None else single
+        return x, _shapes(model(x))
+
+
+def _meta_memo(model: nn.Module) -> dict:
+    """A ``copy.deepcopy`` memo giving every parameter and buffer a ``meta`` twin of its shape (ties kept)."""
+    memo: dict = {}
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return memo
 
 
 def _probe_keep(graph: ModelGraph) -> dict[str, list[int]]:
@@ -405,7 +469,7 @@ def _compact_and_verify(model, plan, example, inputs, graph):
     plan.validate(graph)
     cuts = plan_cuts(graph, plan.removed(graph))  # read once, used by both
     small = compact(model, plan, example, graph, _cuts=cuts)
-    ref = masked(model, plan, example, graph, _cuts=cuts)
+    ref = masked(model, plan, example, graph, _cuts=cuts, _share=True)  # only run, then dropped
     report = verify(ref, small, inputs)
     predicted = plan.predicted_cost(graph)
     actual = count_params(small)

@@ -39,7 +39,9 @@ from ..models import Residual
 from .branches import dropped_block, find_branch
 from .layout import find_remaps
 from .rewrite import find_hard_coded
-from .support import all_groups, check_bare_parameter, check_group_ops, likely_cause, merges_channels, raised_in_torch_pruning
+from .support import (
+    all_groups, check_bare_parameter, check_group_ops, likely_cause, merges_channels, raised_in_torch_pruning, relayouts,
+)
 from .trace import OpRecorder
 
 PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.Linear)
@@ -48,10 +50,6 @@ PER_CHANNEL = (nn.PReLU, nn.LayerNorm)  # per-channel parameters (a LayerNorm: o
 # Modules whose parameters the cost table models exactly; anything else with parameters
 # is counted as a constant and refused if it sits inside a group.
 MODELLED = PRUNABLE + NORMS + PER_CHANNEL
-# ops that take sizes as numbers: where a size hard-coded in forward() can hide (the probe then runs a batch of two)
-SHAPE_OPS = {"view", "reshape", "expand", "repeat", "tile", "unflatten", "broadcast_to", "new_zeros", "new_ones",
-             "new_full", "new_empty", "zeros", "ones", "full", "empty", "rand", "randn", "arange", "tensor",
-             "as_strided", "narrow", "split", "chunk"}
 
 
 @dataclass
@@ -158,8 +156,6 @@ class ModelGraph:
     frozen: dict[str, str] = field(default_factory=dict)  # coupled groups kept whole: root layer -> why
     remaps: dict = field(default_factory=dict)  # Linear after a channels-last flatten -> its Remap (layout.py)
     rewrites: list = field(default_factory=list)  # hard-coded flatten widths rewritten by compact (rewrite.py)
-    out_shapes: list = field(default_factory=list)  # shapes of the model's outputs on the analysed example
-    shape_ops: list = field(default_factory=list)  # ops seen that take sizes as numbers (view, expand, zeros, ...)
 
     # ----------------------------------------------------------------- costs
     def full_keep(self) -> dict[str, int]:
@@ -327,6 +323,7 @@ def _analyze(model, example, ignored_layers, strict) -> ModelGraph:
     _refuse_custom_functions(rec)
     remaps = find_remaps(rec, modules)
     accepted = {fn for r in remaps.values() for fn in r.nodes}
+    stop_at_relayouts(dg, rec, modules, accepted)
     # layers whose output reaches a model output keep their widths, and so do the producers of
     # layers that run but reach no output (Torch-Pruning's graph, traced back from the outputs,
     # does not see them, so it would not cut their inputs)
@@ -389,8 +386,7 @@ def _analyze(model, example, ignored_layers, strict) -> ModelGraph:
     const = sum(p.numel() for p in model.parameters()) - modelled_params
 
     branches = _find_branches(model, layers, rec)
-    graph = ModelGraph(groups, branches, layers, const, ignored, dg, modules, frozen, remaps, find_hard_coded(rec),
-                       [tuple(t.shape) for t in rec.outputs], sorted(rec.op_names & SHAPE_OPS))
+    graph = ModelGraph(groups, branches, layers, const, ignored, dg, modules, frozen, remaps, find_hard_coded(rec))
     full = graph.full_keep()
     base = graph.cost(full)
     for g in groups.values():
@@ -408,6 +404,22 @@ def _analyze(model, example, ignored_layers, strict) -> ModelGraph:
             "a layer with an unusual weight layout is involved"
         )
     return graph
+
+
+def stop_at_relayouts(dg, rec: OpRecorder, modules: dict, accepted=frozenset()) -> None:
+    """Groups end at an op that does not keep channel ``i`` as channel ``i`` by layout (``support.relayouts``: a
+    channel shuffle's ``view(b, 2, c // 2, h, w)``, a split into attention heads).
+
+    Torch-Pruning cannot map indices through some of them (a shuffle's mapping divides by zero, then an
+    index runs out of range) and nothing could be cut through them exactly anyway. Such a node keeps
+    the dependencies that lead *into* it, so every group on either side still reaches it and is kept
+    whole (``check_group_ops``), but none leads out of it. The layout ops of an accepted channels-last
+    flatten (``accepted``) are cut through (layout.py).
+    """
+    for node in dg.module2node.values():
+        info = rec.info.get(node.grad_fn) if node.grad_fn is not None and node.grad_fn not in accepted else None
+        if info is not None and relayouts(info, modules):
+            node.dependencies = []
 
 
 def _refuse_custom_functions(rec: OpRecorder) -> None:
@@ -477,6 +489,7 @@ def _find_branches(model: nn.Module, layers: dict, rec: OpRecorder) -> dict[str,
     calls = {n: c.calls for n, c in rec.calls.items()}
     shapes = {n: (c.in_shape, c.out_shape) for n, c in rec.calls.items()}
     out: dict[str, Branch] = {}
+    traces: dict = {}
     for n, m in model.named_modules():
         if not n:
             continue
@@ -484,7 +497,7 @@ def _find_branches(model: nn.Module, layers: dict, rec: OpRecorder) -> dict[str,
             if m.droppable:
                 out[n] = _branch(n, f"{n}.branch", m.branch, layers)
             continue
-        found = find_branch(m, calls, n, shapes)
+        found = find_branch(m, calls, n, shapes, traces)
         if found is not None:
             subs = [(f"{n}.{t}", m.get_submodule(t)) for t in found.modules]
             out[n] = _branch(n, f"{n}.{found.output}", subs, layers, dropped_params=_count(m) - _count(dropped_block(m, found)))

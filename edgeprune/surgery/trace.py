@@ -152,7 +152,6 @@ class OpRecorder:
         self.batch_change: tuple[str, str, tuple, tuple] | None = None  # (op, module, in shape, out shape)
         self.record_ops = True
         self.param_ops: dict[int, set[str]] = {}  # id(parameter) -> the ops that took it as an argument
-        self.op_names: set[str] = set()  # every torch function called, with or without a gradient (torch.zeros)
 
     @property
     def current(self) -> str:
@@ -171,7 +170,6 @@ class OpRecorder:
             stack.extend(f for f, _ in fn.next_functions if f is not None)
 
     def on_op(self, func, args, kwargs, out) -> None:
-        self.op_names.add(func_name(func))
         for t in _tensors((args, kwargs)):
             if isinstance(t, nn.Parameter):
                 self.param_ops.setdefault(id(t), set()).add(func_name(func))
