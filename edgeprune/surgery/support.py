@@ -86,7 +86,7 @@ def check_group_ops(group_name: str, items, rec: OpRecorder, modules: dict) -> s
 
 
 LAYOUT_OPS = {"view", "reshape", "view_as", "reshape_as", "flatten", "transpose", "swapaxes", "permute", "movedim",
-              "t", "chunk", "split", "split_with_sizes", "tensor_split", "unbind"}
+              "t", "chunk", "split", "split_with_sizes", "tensor_split", "unbind", "__getitem__"}
 
 
 def relayouts(info: OpInfo, modules: dict) -> bool:
