@@ -87,13 +87,15 @@ def check_group_ops(group_name: str, items, rec: OpRecorder, modules: dict) -> s
 
 LAYOUT_OPS = {"view", "reshape", "view_as", "reshape_as", "flatten", "transpose", "swapaxes", "permute", "movedim",
               "t", "chunk", "split", "split_with_sizes", "tensor_split", "unbind", "__getitem__"}
+# autograd nodes of an in-place op on a view (GhostNet's ``x = out[:, :16]; x += shortcut``): not seen as a call
+IN_PLACE_VIEW = {"asstrided", "torch::autograd::copyslices"}
 
 
 def relayouts(info: OpInfo, modules: dict) -> bool:
     """A reshape / transpose / split that does not keep channel ``i`` as channel ``i`` (a channel shuffle, a split
     into attention heads, tokens moved to the channel dimension): the groups through it are kept whole, not refused
     -- keeping them whole is what ``ignored_layers`` would do, and nothing is cut through such an op."""
-    return info.seen and info.op in LAYOUT_OPS and bool(_refusal(info, modules))
+    return ((info.seen and info.op in LAYOUT_OPS) or info.op in IN_PLACE_VIEW) and bool(_refusal(info, modules))
 
 
 def splits_channels(info: OpInfo) -> bool:
@@ -155,6 +157,8 @@ def _refusal(info: OpInfo, modules: dict) -> str:
     owner = modules.get(info.module)
     if isinstance(owner, LAYER_INTERNAL):
         return ""  # the layer's own ops (conv2d, batch_norm, the weight transpose inside F.linear)
+    if op in IN_PLACE_VIEW:
+        return "writes in place into a view (Torch-Pruning maps no index through it)"
     if not info.seen:
         if op in ELEMENTWISE or (info.parent and info.parent in ELEMENTWISE):
             return ""  # an element-wise node, or a step inside an accepted function (e.g. interpolate)
