@@ -227,6 +227,81 @@ class TinyShuffleNet(nn.Module):
         return self.fc(self.b2(self.b1(self.stem(x))).mean((2, 3)))
 
 
+class HeadSplitAttention(nn.Module):
+    """timm's Attention: one qkv Linear split into heads by reshape + permute, heads merged by transpose + reshape."""
+
+    def __init__(self, d, heads=2):
+        super().__init__()
+        self.heads, self.qkv, self.proj = heads, nn.Linear(d, 3 * d), nn.Linear(d, d)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = (q @ k.transpose(-2, -1) * (c // self.heads) ** -0.5).softmax(-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+
+
+class TinyTimmViT(nn.Module):
+    """Patch tokens (flatten + transpose), a position embedding, head-split attention and an MLP, mean-pooled."""
+
+    def __init__(self, d=16, hidden=32):
+        super().__init__()
+        self.patch = nn.Conv2d(1, d, 2, stride=2)
+        self.pos = nn.Parameter(torch.randn(1, 16, d) * 0.1)
+        self.ln1, self.attn, self.ln2 = nn.LayerNorm(d), HeadSplitAttention(d), nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
+        self.head = nn.Linear(d, 10)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2) + self.pos
+        x = x + self.attn(self.ln1(x))
+        x = x + self.mlp(self.ln2(x))
+        return self.head(x.mean(1))
+
+
+class ChannelPadBlock(nn.Module):
+    """ReXNet's residual onto the first channels of a wider output: cat([y[:, :c] + x, y[:, c:]])."""
+
+    def __init__(self, c, cout):
+        super().__init__()
+        self.c, self.body = c, nn.Sequential(cbr(c, 2 * c, 1), nn.Conv2d(2 * c, cout, 1), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = self.body(x)
+        return torch.cat([y[:, : self.c] + x, y[:, self.c:]], dim=1)
+
+
+class GhostModule(nn.Module):
+    """GhostNet's module: a 1x1 conv, a cheap depthwise conv of its output, both concatenated, sliced to ``out``."""
+
+    def __init__(self, cin, out):
+        super().__init__()
+        init = (out + 1) // 2
+        self.out, self.primary = out, cbr(cin, init, 1)
+        self.cheap = nn.Sequential(nn.Conv2d(init, init, 3, padding=1, groups=init), nn.BatchNorm2d(init), nn.ReLU())
+
+    def forward(self, x):
+        x1 = self.primary(x)
+        return torch.cat([x1, self.cheap(x1)], dim=1)[:, : self.out]
+
+
+class GhostAndPad(nn.Module):
+    """A GhostNet bottleneck (two ghost modules, the residual added in place into the slice) and a ReXNet block."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = cbr(1, 8)
+        self.ghost1, self.ghost2 = GhostModule(8, 12), GhostModule(12, 8)
+        self.pad = ChannelPadBlock(8, 14)
+        self.head = nn.Sequential(cbr(14, 16), nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(16, 10))
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.ghost2(self.ghost1(x))
+        y += x  # in place into the slice's view
+        return self.head(self.pad(y))
+
+
 PATTERN_MODELS = {
     "prelu": PReLUNet,
     "layer_scale": LayerScaleNet,
@@ -239,6 +314,8 @@ PATTERN_MODELS = {
     "convnext": TinyConvNeXt,
     "attention": TinyViT,
     "shuffle": TinyShuffleNet,
+    "head_split": TinyTimmViT,
+    "ghost_and_pad": GhostAndPad,
 }
 
 

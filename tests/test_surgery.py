@@ -549,11 +549,9 @@ def test_hard_coded_view_is_refused_in_analyze_naming_the_view_and_module():
 
 @pytest.mark.parametrize("op,cin_b,expect", [
     (lambda y: torch.flip(y, [1]), 8, r"flip\(\[1\]\) in module mix \(_Op\) is not an op"),
-    (lambda y: y[:, :4], 4, r"__getitem__\(.*slice\(None, 4, None\).*\) in module mix \(_Op\) indexes the channel"),
     (lambda y: y.mean(1, keepdim=True).expand_as(y) * y, 8, r"mean\(1.*\) in module mix \(_Op\) reduces over the channel"),
-    (lambda y: y.permute(0, 2, 1, 3), 8, r"permute\(0, 2, 1, 3\) in module mix \(_Op\) moves"),
     (lambda y: _set_channels(y, (slice(None), slice(0, 4))), 8, r"__setitem__\(.*slice\(0, 4, None\).*\) in module mix"),
-], ids=["flip", "channel-slice", "channel-mean", "permute", "channel-assignment"])
+], ids=["flip", "channel-mean", "channel-assignment"])
 def test_unknown_channel_ops_are_refused_in_analyze_naming_op_and_module(op, cin_b, expect):
     with pytest.raises(UnsupportedModelError) as e:
         analyze(_Between(op, cin_b).eval(), torch.zeros(1, 1, 8, 8))
@@ -572,6 +570,22 @@ def test_channel_shuffle_keeps_the_groups_through_it_whole_and_the_rest_compacts
     assert "a.0" not in graph.groups and "b.0" in graph.groups
     assert re.search(r"view\(1, 2, 4, 8, 8\) in module mix \(_Op\), which splits or regroups the channel dimension",
                      graph.frozen["a.0"])
+
+
+@pytest.mark.parametrize("op,cin_b,expect", [
+    (lambda y: y.permute(0, 2, 1, 3), 8, r"permute\(0, 2, 1, 3\) in module mix \(_Op\), which moves the channel dimension"),
+    (lambda y: y[:, :4], 4, r"__getitem__\(.*slice\(None, 4, None\).*\) in module mix \(_Op\), which indexes the channel"),
+], ids=["permute", "channel-slice"])
+def test_layout_op_on_the_channels_keeps_the_groups_through_it_whole(op, cin_b, expect, digits_inputs):
+    """A permute that moves the channels or a slice of them is what ignored_layers would be told for: the group
+    through it stays whole (named in graph.frozen), the other groups are cut and verified."""
+    example = torch.zeros(1, 1, 8, 8)
+    model = _randomize_bn(_Between(op, cin_b))
+    graph = analyze(model, example)
+    assert "a.0" not in graph.groups and "b.0" in graph.groups
+    assert re.search(expect + r".*\(a layout change\)", graph.frozen["a.0"]), graph.frozen
+    _, report = compact_and_verify(model, _random_plan(graph, seed=0), example, digits_inputs, graph)
+    assert report["rel_diff"] <= 1e-5
 
 
 def test_ops_that_keep_channels_are_accepted(digits_inputs):

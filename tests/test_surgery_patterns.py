@@ -160,3 +160,24 @@ def test_channel_split_and_shuffle_keep_the_trunk_and_prune_inside_the_branches(
     model, ex, graph, plan = _setup("shuffle", digits)
     assert set(graph.groups) == {"b1.branch.3", "b2.branch.3"}  # the branch-internal widths (1x1 -> depthwise)
     assert any("chunk(2, dim=1)" in why or "regroups the channel dimension" in why for why in graph.frozen.values())
+
+
+def test_head_split_attention_keeps_qkv_whole_and_prunes_the_mlp(digits):
+    """timm's attention: the qkv channels go into heads (reshape + permute), the tokens' channels are moved by a
+    transpose: those groups stay whole (named), the MLP's hidden channels are cut."""
+    model, ex, graph, plan = _setup("head_split", digits)
+    assert list(graph.groups) == ["mlp.0"]
+    assert "permute(2, 0, 3, 1, 4) in module attn (HeadSplitAttention)" in graph.frozen["attn.qkv"]
+    assert "transpose(1, 2)" in graph.frozen["patch"]
+    small = compact(model, plan, ex, graph)
+    assert small.mlp[0].out_features == len(plan.keep["mlp.0"]) < 32 and small.attn.qkv.out_features == 48
+
+
+def test_ghost_slice_and_channel_pad_keep_their_groups_whole_and_the_rest_compacts(digits):
+    """GhostNet's cat + slice with the residual added in place into the slice's view, and ReXNet's residual onto
+    the first channels: Torch-Pruning maps no index through them (it mapped one ghost channel onto two, and
+    its traversal through ReXNet's slices ran for over 900 s); the groups through them stay whole."""
+    model, ex, graph, plan = _setup("ghost_and_pad", digits)
+    assert "copyslices" in graph.frozen["stem.0"] and "writes in place into a view" in graph.frozen["stem.0"]
+    assert "indexes the channel dimension" in graph.frozen["pad.body.1"]
+    assert "pad.body.0.0" in graph.groups and "head.0.0" in graph.groups

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import io
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -82,31 +83,136 @@ def _tp_group(graph: ModelGraph, model: nn.Module, dg, group: str, idxs: list[in
         return dg.get_pruning_group(root, handler, idxs)
 
 
-def compact(model: nn.Module, plan: PruningPlan, example: torch.Tensor, graph: ModelGraph | None = None) -> nn.Module:
-    """Return a new, smaller dense model (``model`` is not changed)."""
-    new = copy.deepcopy(model).eval()
-    graph = graph or analyze_graph(new, example)  # compaction itself is the probe
+def compact(
+    model: nn.Module, plan: PruningPlan, example: torch.Tensor, graph: ModelGraph | None = None, *, _cuts=None,
+    _share: bool = False,
+) -> nn.Module:
+    """Return a new, smaller dense model (``model`` is not changed).
+
+    (``_share``: a throw-away copy that may keep sharing the original's uncut tensors; the probe's.)
+    """
+    graph = graph or analyze_graph(model, example)  # compaction itself is the probe
     plan.validate(graph)
     removed = plan.removed(graph)
+    new = _structure_copy(model)  # the cuts below make new tensors: cloning them all first would be wasted
     if removed and graph.rewrites:  # x.view(-1, 576) -> torch.flatten(x, 1) before any width changes
         new = apply_rewrites(new, graph.rewrites)
     if removed:
-        with one_thread():
-            dg = build_tp_graph(new, example)
+        cuts = _cuts if _cuts is not None else plan_cuts(graph, removed)
         for name, remap in graph.remaps.items():  # Torch-Pruning cuts flatten -> Linear channel-first
+            _unshare(new.get_submodule(name), model)  # reordered in place
             to_channel_first(new.get_submodule(name), remap)
-        for g, idxs in removed.items():
-            try:
-                group = _tp_group(graph, new, dg, g, idxs)
-                group.prune()
-            except Exception as e:  # torch-pruning raises bare errors for patterns it cannot cut
-                raise UnsupportedModelError(f"cannot remove channels of group {g}: {type(e).__name__}: {e}") from None
+        if cuts is None:  # no dependency graph of the analysed model to read the cuts from: trace this copy
+            _prune_traced(graph, new, example, removed)
+        else:
+            _apply_cuts(new, cuts)
         for name, remap in graph.remaps.items():
             lin = new.get_submodule(name)
             from_channel_first(lin, remap, lin.in_features // (lin.in_features and _spatial(remap)))
     for b in _drop_order(graph, plan.dropped):
         _set_module(new, b, _without_branch(new.get_submodule(b), graph.branches[b]))
+    if not _share:
+        _unshare(new, model)
     return new
+
+
+def _structure_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of the modules that still shares every parameter and buffer tensor with ``model``."""
+    memo = {id(t): t for t in model.parameters()}
+    memo.update((id(t), t) for t in model.buffers())
+    return copy.deepcopy(model, memo).eval()
+
+
+def _unshare(copied: nn.Module, original: nn.Module | set) -> None:
+    """Give every tensor of ``copied`` still shared with ``original`` (a :func:`_structure_copy`; or the set of
+    ``id`` of its tensors, :func:`_tensor_ids`) its own copy."""
+    shared = original if isinstance(original, set) else _tensor_ids(original)
+    clones: dict[int, torch.Tensor] = {}  # tied tensors stay tied
+    for mod in copied.modules():
+        for store in (mod._parameters, mod._buffers):
+            for k, t in store.items():
+                if t is not None and id(t) in shared:
+                    if id(t) not in clones:
+                        clones[id(t)] = copy.deepcopy(t)
+                    store[k] = clones[id(t)]
+
+
+def _tensor_ids(model: nn.Module) -> set[int]:
+    return {id(t) for t in model.parameters()} | {id(t) for t in model.buffers()}
+
+
+@dataclass
+class Cut:
+    """Remove ``idxs`` (original coordinates) of the module or parameter ``name`` with one Torch-Pruning handler."""
+
+    name: str
+    param: bool  # a bare nn.Parameter (the handler returns its replacement)
+    handler: object
+    pruning_dim: int | None
+    out: bool  # the handler cuts output channels
+    idxs: set = field(default_factory=set)
+
+
+def plan_cuts(graph: ModelGraph, removed: dict[str, list[int]]) -> list[Cut] | None:
+    """Every layer / parameter cut of a plan, read off the analysed model's Torch-Pruning graph, or None without one.
+
+    Each group's items are taken in the original model's coordinates (as :func:`masked` zeroes them) and the
+    indices of a layer cut by several groups (the consumer of a concat) are merged, so every layer is cut once:
+    no second trace of the model, and compaction and reference read the very same items.
+    """
+    dg = graph._tp_graph
+    if dg is None or not graph._modules:
+        return None
+    names = {m: n for n, m in graph._modules.items()}
+    pnames = getattr(dg, "_param_to_name", {})
+    cuts: dict[tuple, Cut] = {}
+    for g, idxs in removed.items():
+        root = graph._modules[g]
+        handler = dg.get_pruner_of_module(root).prune_out_channels
+        with tolerant_reshape_mapping():
+            group = dg.get_pruning_group(root, handler, idxs)
+        for item in group:
+            dep, mod = item.dep, item.dep.target.module
+            if isinstance(mod, nn.Parameter):
+                name, param = pnames.get(mod), True
+            elif isinstance(mod, nn.Module):
+                name, param = names.get(mod), False
+            else:
+                continue
+            if name is None:  # Torch-Pruning's own op nodes (concat, split, reshape): nothing to cut
+                continue
+            key = (name, dep.handler)
+            cut = cuts.get(key)
+            if cut is None:
+                cut = cuts[key] = Cut(name, param, dep.handler, dep.target.pruning_dim, dg.is_out_channel_pruning_fn(dep.handler))
+            cut.idxs.update(int(i) for i in item.idxs)
+    return list(cuts.values())
+
+
+def _apply_cuts(model: nn.Module, cuts: list[Cut]) -> None:
+    for cut in cuts:
+        idxs = sorted(cut.idxs)
+        try:
+            cut.handler.__self__.pruning_dim = cut.pruning_dim  # what Torch-Pruning's Dependency.__call__ does
+            if cut.param:
+                parent, _, leaf = cut.name.rpartition(".")
+                owner = model.get_submodule(parent) if parent else model
+                setattr(owner, leaf, cut.handler(getattr(owner, leaf), idxs))
+            else:
+                cut.handler(model.get_submodule(cut.name), idxs)
+        except Exception as e:  # torch-pruning raises bare errors for patterns it cannot cut
+            raise UnsupportedModelError(f"cannot remove channels of {cut.name}: {type(e).__name__}: {e}") from None
+
+
+def _prune_traced(graph: ModelGraph, new: nn.Module, example: torch.Tensor, removed: dict) -> None:
+    """Trace ``new`` with Torch-Pruning and cut group by group (for a graph without its dependency graph)."""
+    with one_thread():
+        dg = build_tp_graph(new, example)
+    for g, idxs in removed.items():
+        try:
+            _tp_group(graph, new, dg, g, idxs).prune()
+        except Exception as e:  # torch-pruning raises bare errors for patterns it cannot cut
+            raise UnsupportedModelError(f"cannot remove channels of group {g}: {type(e).__name__}: {e}") from None
 
 
 def _spatial(remap) -> int:
@@ -132,37 +238,48 @@ def _without_branch(block: nn.Module, branch) -> nn.Module:
     return dropped_block(block, found)
 
 
-def masked(model: nn.Module, plan: PruningPlan, example: torch.Tensor, graph: ModelGraph | None = None) -> nn.Module:
-    """The original model computing what the plan keeps: removed channels zeroed where consumed."""
-    ref = copy.deepcopy(model).eval()
-    graph = graph or analyze_graph(ref, example)
+def masked(
+    model: nn.Module, plan: PruningPlan, example: torch.Tensor, graph: ModelGraph | None = None, *, _cuts=None,
+    _share: bool = False,
+) -> nn.Module:
+    """The original model computing what the plan keeps: removed channels zeroed where consumed.
+
+    (``_share``: a throw-away reference that keeps sharing the original's unchanged tensors; the verification's.)
+    """
+    graph = graph or analyze_graph(model, example)
     plan.validate(graph)
     removed = plan.removed(graph)
+    ref = _structure_copy(model)
     if removed:
-        with one_thread():
-            dg = build_tp_graph(ref, example)
-        names = {m: n for n, m in ref.named_modules()}
+        cuts = _cuts if _cuts is not None else plan_cuts(graph, removed)
+        if cuts is None:
+            with one_thread():
+                graph = analyze_graph(ref, example)  # the copy's own dependency graph
+            cuts = plan_cuts(graph, removed)
         norms: dict[str, set] = {}  # LayerNorms over removed channels: their statistics exclude them
+        shared = _tensor_ids(model)
         with torch.no_grad():
-            for g, idxs in removed.items():
-                for dep, dep_idxs in _tp_group(graph, ref, dg, g, idxs):
-                    mod = dep.target.module
-                    if isinstance(mod, nn.LayerNorm) and dg.is_out_channel_pruning_fn(dep.handler):
-                        norms.setdefault(names[mod], set()).update(int(i) for i in dep_idxs)
-                    if dg.is_out_channel_pruning_fn(dep.handler) or not isinstance(mod, (nn.Linear, nn.modules.conv._ConvNd)):
-                        continue
-                    if _is_depthwise(mod):
-                        continue  # in == out are coupled: its consumer is zeroed instead
-                    if _is_grouped(mod):  # analyze freezes every group that touches one
-                        raise VerificationError(f"group {g} reaches grouped convolution {dep.target.name}, whose "
-                                                "widths must stay (a surgery bug: please report it with the model)")
-                    ix = torch.as_tensor([int(i) for i in dep_idxs], dtype=torch.long)
-                    if names.get(mod) in graph.remaps:  # channel-first index -> the column after the channels-last flatten
-                        ix = column_of(graph.remaps[names[mod]], ix)
-                    if isinstance(mod, nn.modules.conv._ConvTransposeNd):
-                        mod.weight[ix] = 0  # (in, out, k...)
-                    else:
-                        mod.weight[:, ix] = 0  # (out, in, k...)
+            for cut in cuts:
+                if cut.param:
+                    continue
+                mod = ref.get_submodule(cut.name)
+                if isinstance(mod, nn.LayerNorm) and cut.out:
+                    norms.setdefault(cut.name, set()).update(cut.idxs)
+                if cut.out or not isinstance(mod, (nn.Linear, nn.modules.conv._ConvNd)):
+                    continue
+                if _is_depthwise(mod):
+                    continue  # in == out are coupled: its consumer is zeroed instead
+                if _is_grouped(mod):  # analyze freezes every group that touches one
+                    raise VerificationError(f"a group reaches grouped convolution {cut.name}, whose widths must stay "
+                                            "(a surgery bug: please report it with the model)")
+                ix = torch.as_tensor(sorted(cut.idxs), dtype=torch.long)
+                _unshare(mod, shared)  # zeroed in place
+                if cut.name in graph.remaps:  # channel-first index -> the column after the channels-last flatten
+                    ix = column_of(graph.remaps[cut.name], ix)
+                if isinstance(mod, nn.modules.conv._ConvTransposeNd):
+                    mod.weight[ix] = 0  # (in, out, k...)
+                else:
+                    mod.weight[:, ix] = 0  # (out, in, k...)
         for name, rm in norms.items():
             ln = ref.get_submodule(name)
             kept = torch.as_tensor([i for i in range(ln.normalized_shape[-1]) if i not in rm], dtype=torch.long)
@@ -173,6 +290,8 @@ def masked(model: nn.Module, plan: PruningPlan, example: torch.Tensor, graph: Mo
             block.branch = ZeroBranch()
         else:
             ref.get_submodule(graph.branches[b].output).register_forward_hook(_answer_zeros)
+    if not _share:
+        _unshare(ref, model)
     return ref
 
 
@@ -264,28 +383,57 @@ def probe(model: nn.Module, graph: ModelGraph, example: torch.Tensor) -> None:
 
     A shape hard-coded in ``forward()`` (``x.view(-1, 512)``, ``x.view(b, 8, -1)``) breaks here,
     before any training, and is reported naming the op and its module (one extra compaction).
+    Only shapes matter, so the copy holds ``meta`` tensors (no data: the cut and the run cost no
+    arithmetic); a model whose forward cannot run on ``meta`` (it reads values: ``.item()``,
+    ``if x.sum() > 0``) is probed on real tensors instead.
     """
     keep = _probe_keep(graph)
     if not keep:
         return
-    small = compact(model, PruningPlan(keep=keep), example, graph)
+    plan = PruningPlan(keep=keep)
     x = torch.cat([example, example])
+    meta = copy.deepcopy(model, _meta_memo(model)).eval()
     try:
         with torch.no_grad():
-            want = model(x)
-    except Exception:  # noqa: BLE001 - the model takes batch 1 only
-        x = example
+            want = _batch_shapes(meta, x.to("meta"))
+    except Exception:  # noqa: BLE001 - an op without a meta kernel, or a value read: probe on real tensors
+        meta = None
+    if meta is not None:
+        small, x = compact(meta, plan, example.to("meta"), graph, _share=True), want[0]
+        want = want[1]
+    else:
+        small = compact(model, plan, example, graph, _share=True)  # only run, then dropped
         with torch.no_grad():
-            want = model(x)
+            x, want = _batch_shapes(model, x, example)
     with torch.no_grad():
         try:
             got, change = run_traced(small, x)
         except UnsupportedModelError as e:
             raise UnsupportedModelError("the model cannot be cut: with one channel less per group, " + str(e).replace(
                 "the compact model fails", "it fails", 1)) from None
-    if _shapes(got) != _shapes(want):
+    if _shapes(got) != want:
         raise UnsupportedModelError(f"the model cannot be cut: with one channel less per group its output shapes "
-                                    f"{_shapes(got)} != {_shapes(want)}: " + _shape_culprit(change, small))
+                                    f"{_shapes(got)} != {want}: " + _shape_culprit(change, small))
+
+
+def _batch_shapes(model: nn.Module, x: torch.Tensor, single: torch.Tensor | None = None) -> tuple:
+    """``(input, output shapes)`` of ``model`` on the batch of two ``x``, or on ``single`` if it takes batch 1 only
+    (``single`` None: on ``x[:1]``)."""
+    try:
+        return x, _shapes(model(x))
+    except Exception:  # noqa: BLE001 - the model takes batch 1 only
+        x = x[: x.shape[0] // 2] if single is None else single
+        return x, _shapes(model(x))
+
+
+def _meta_memo(model: nn.Module) -> dict:
+    """A ``copy.deepcopy`` memo giving every parameter and buffer a ``meta`` twin of its shape (ties kept)."""
+    memo: dict = {}
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return memo
 
 
 def _probe_keep(graph: ModelGraph) -> dict[str, list[int]]:
@@ -318,8 +466,10 @@ def compact_and_verify(
 
 def _compact_and_verify(model, plan, example, inputs, graph):
     graph = graph or analyze_graph(model, example)  # the compaction below is the probe
-    small = compact(model, plan, example, graph)
-    ref = masked(model, plan, example, graph)
+    plan.validate(graph)
+    cuts = plan_cuts(graph, plan.removed(graph))  # read once, used by both
+    small = compact(model, plan, example, graph, _cuts=cuts)
+    ref = masked(model, plan, example, graph, _cuts=cuts, _share=True)  # only run, then dropped
     report = verify(ref, small, inputs)
     predicted = plan.predicted_cost(graph)
     actual = count_params(small)

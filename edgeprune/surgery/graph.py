@@ -39,7 +39,9 @@ from ..models import Residual
 from .branches import dropped_block, find_branch
 from .layout import find_remaps
 from .rewrite import find_hard_coded
-from .support import all_groups, check_bare_parameter, check_group_ops, likely_cause, merges_channels, raised_in_torch_pruning
+from .support import (
+    all_groups, check_bare_parameter, check_group_ops, likely_cause, merges_channels, raised_in_torch_pruning, relayouts,
+)
 from .trace import OpRecorder
 
 PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.Linear)
@@ -321,6 +323,7 @@ def _analyze(model, example, ignored_layers, strict) -> ModelGraph:
     _refuse_custom_functions(rec)
     remaps = find_remaps(rec, modules)
     accepted = {fn for r in remaps.values() for fn in r.nodes}
+    stop_at_relayouts(dg, rec, modules, accepted)
     # layers whose output reaches a model output keep their widths, and so do the producers of
     # layers that run but reach no output (Torch-Pruning's graph, traced back from the outputs,
     # does not see them, so it would not cut their inputs)
@@ -403,6 +406,22 @@ def _analyze(model, example, ignored_layers, strict) -> ModelGraph:
     return graph
 
 
+def stop_at_relayouts(dg, rec: OpRecorder, modules: dict, accepted=frozenset()) -> None:
+    """Groups end at an op that does not keep channel ``i`` as channel ``i`` by layout (``support.relayouts``: a
+    channel shuffle's ``view(b, 2, c // 2, h, w)``, a split into attention heads).
+
+    Torch-Pruning cannot map indices through some of them (a shuffle's mapping divides by zero, then an
+    index runs out of range) and nothing could be cut through them exactly anyway. Such a node keeps
+    the dependencies that lead *into* it, so every group on either side still reaches it and is kept
+    whole (``check_group_ops``), but none leads out of it. The layout ops of an accepted channels-last
+    flatten (``accepted``) are cut through (layout.py).
+    """
+    for node in dg.module2node.values():
+        info = rec.info.get(node.grad_fn) if node.grad_fn is not None and node.grad_fn not in accepted else None
+        if info is not None and relayouts(info, modules):
+            node.dependencies = []
+
+
 def _refuse_custom_functions(rec: OpRecorder) -> None:
     """The channel analysis cannot see through custom autograd Functions: refuse them by name and module."""
     for fn, info in rec.custom_functions():
@@ -470,6 +489,7 @@ def _find_branches(model: nn.Module, layers: dict, rec: OpRecorder) -> dict[str,
     calls = {n: c.calls for n, c in rec.calls.items()}
     shapes = {n: (c.in_shape, c.out_shape) for n, c in rec.calls.items()}
     out: dict[str, Branch] = {}
+    traces: dict = {}
     for n, m in model.named_modules():
         if not n:
             continue
@@ -477,7 +497,7 @@ def _find_branches(model: nn.Module, layers: dict, rec: OpRecorder) -> dict[str,
             if m.droppable:
                 out[n] = _branch(n, f"{n}.branch", m.branch, layers)
             continue
-        found = find_branch(m, calls, n, shapes)
+        found = find_branch(m, calls, n, shapes, traces)
         if found is not None:
             subs = [(f"{n}.{t}", m.get_submodule(t)) for t in found.modules]
             out[n] = _branch(n, f"{n}.{found.output}", subs, layers, dropped_params=_count(m) - _count(dropped_block(m, found)))

@@ -58,6 +58,7 @@ def check_group_ops(group_name: str, items, rec: OpRecorder, modules: dict) -> s
     ``items`` are the group's internal-op nodes (Torch-Pruning ``Node`` objects whose module is
     none of the model's modules).
     """
+    refused = None
     for node in items:
         fn = node.grad_fn
         if fn is None:
@@ -70,18 +71,34 @@ def check_group_ops(group_name: str, items, rec: OpRecorder, modules: dict) -> s
                 f"unpruned (edgeprune.surgery.analyze(..., ignored_layers=[{group_name!r}]))"
             )
         why = _refusal(info, modules)
-        if why and _splits_channels(info):
-            return (f"its channels pass through {_describe(info)} in {rec.where(info.module)}, which {why} "
-                    "(a channel split or shuffle)")
-        if why:
-            raise UnsupportedModelError(
-                f"unsupported op: {_describe(info)} in {rec.where(info.module)} {why}, and the channels of layer "
-                f"{group_name} pass through it, so they cannot be removed exactly; {_fix(info)}, or keep the layer "
-                f"unpruned (edgeprune.surgery.analyze(..., ignored_layers=[{group_name!r}]))"
-            )
+        if why and relayouts(info, modules):  # the group stays whole: whatever else it passes is never cut
+            kind = "a channel split or shuffle" if splits_channels(info) else "a layout change"
+            return f"its channels pass through {_describe(info)} in {rec.where(info.module)}, which {why} ({kind})"
+        if why and refused is None:
+            refused = (info, why)
+    if refused:
+        info, why = refused
+        raise UnsupportedModelError(
+            f"unsupported op: {_describe(info)} in {rec.where(info.module)} {why}, and the channels of layer "
+            f"{group_name} pass through it, so they cannot be removed exactly; {_fix(info)}, or keep the layer "
+            f"unpruned (edgeprune.surgery.analyze(..., ignored_layers=[{group_name!r}]))"
+        )
 
 
-def _splits_channels(info: OpInfo) -> bool:
+LAYOUT_OPS = {"view", "reshape", "view_as", "reshape_as", "flatten", "transpose", "swapaxes", "permute", "movedim",
+              "t", "chunk", "split", "split_with_sizes", "tensor_split", "unbind", "__getitem__"}
+# autograd nodes of an in-place op on a view (GhostNet's ``x = out[:, :16]; x += shortcut``): not seen as a call
+IN_PLACE_VIEW = {"asstrided", "torch::autograd::copyslices"}
+
+
+def relayouts(info: OpInfo, modules: dict) -> bool:
+    """A reshape / transpose / split that does not keep channel ``i`` as channel ``i`` (a channel shuffle, a split
+    into attention heads, tokens moved to the channel dimension): the groups through it are kept whole, not refused
+    -- keeping them whole is what ``ignored_layers`` would do, and nothing is cut through such an op."""
+    return ((info.seen and info.op in LAYOUT_OPS) or info.op in IN_PLACE_VIEW) and bool(_refusal(info, modules))
+
+
+def splits_channels(info: OpInfo) -> bool:
     """A channel split (chunk / split along the channels) or a reshape that regroups them (a channel shuffle)."""
     if info.op in ("chunk", "split", "split_with_sizes", "tensor_split", "unbind"):
         dim = info.args[1] if len(info.args) > 1 else info.kwargs.get("dim", 0)
@@ -140,6 +157,8 @@ def _refusal(info: OpInfo, modules: dict) -> str:
     owner = modules.get(info.module)
     if isinstance(owner, LAYER_INTERNAL):
         return ""  # the layer's own ops (conv2d, batch_norm, the weight transpose inside F.linear)
+    if op in IN_PLACE_VIEW:
+        return "writes in place into a view (Torch-Pruning maps no index through it)"
     if not info.seen:
         if op in ELEMENTWISE or (info.parent and info.parent in ELEMENTWISE):
             return ""  # an element-wise node, or a step inside an accepted function (e.g. interpolate)
@@ -222,6 +241,7 @@ def _indexing(info: OpInfo) -> str:
     else:
         ok = (len(key) < 1 or key[0] == full) and (len(key) < 2 or key[1] == full)
     return "" if ok else "indexes the channel dimension"
+
 
 
 def _channels_last_round_trip(info: OpInfo) -> bool:
