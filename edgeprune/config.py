@@ -70,6 +70,14 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, str]]] = {
         "max_accuracy_drop": (float, None, "override the allowed metric drop vs the dense model, in the metric's own "
                                            "units (accuracy: points, PSNR: dB, a user metric: its own scale)"),
     },
+    "search": {
+        "enabled": (bool, False, "build --search: after bench, rebuild with a tighter (or looser) pruning target while "
+                                 "a budget line fails, reusing the dense model, up to `rounds` rounds"),
+        "objective": (str, "", "least-pruning (meet the budget with the least pruning) or fastest (the most pruning "
+                               "whose accuracy stays within max_accuracy_drop); empty = the target's, else "
+                               "least-pruning"),
+        "rounds": (int, 4, "most build rounds of --search (1-10)"),
+    },
     "export": {
         "formats": (list, [], "artifacts to export; empty = the target's list"),
         "calib_samples": (int, 256, "training samples used for INT8 calibration"),
@@ -214,6 +222,10 @@ def validate(cfg: dict) -> None:
     if not 0.0 <= cfg["method"]["flops_keep"] <= 1.0:
         raise ConfigError(f"method.flops_keep must be in (0, 1], got {cfg['method']['flops_keep']}")
     validate_method(cfg)
+    if cfg["search"]["objective"] not in ("", "least-pruning", "fastest"):
+        raise ConfigError(f"search.objective must be least-pruning or fastest, got {cfg['search']['objective']!r}")
+    if not 1 <= cfg["search"]["rounds"] <= 10:
+        raise ConfigError(f"search.rounds must be in [1, 10], got {cfg['search']['rounds']}")
     if cfg["limit"]["guard"] not in ("auto", "on", "off"):
         raise ConfigError(f"limit.guard must be auto, on or off, got {cfg['limit']['guard']!r}")
     if cfg["data_limit"] < 0:
