@@ -183,7 +183,8 @@ def dense_meets_note(dc: DenseCost, budget: dict, artifact: str) -> str:
     parts = []
     for line, (fn, _aim) in line_functions(dc, budget).items():
         v, b = fn(1.0), budget[line]
-        parts.append(f"{_LINE_WORDS.get(line, line)} {_g(v)} of {_g(b)} ({(b - v) / b:.0%} headroom)")
+        room = f"{b / v:.0f}x under" if v > 0 and v < b / 10 else f"{(b - v) / b:.0%} headroom"
+        parts.append(f"{_LINE_WORDS.get(line, line)} {_g(v)} of {_g(b)} ({room})")
     return (f"the dense model already meets the budget for {artifact} (predicted: {', '.join(parts) or 'no lines'}); "
             "nothing to prune for it")
 
