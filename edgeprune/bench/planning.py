@@ -5,7 +5,8 @@ Before any training, :func:`derive` costs the dense architecture on the target w
 budget line, how far the model must shrink to meet it. Pruning a fraction ``1 - k`` of the MACs with
 uniform-ish widths scales, per operator of the dense graph (the same roofline the cost model uses)::
 
-    compute time     x k          (MACs)
+    compute time     x k          (MACs; an op that falls under the cost model's THREAD_MIN_FLOPS runs
+                                   on one thread from then on, so it is slowed by the thread speed-up)
     memory time      x sqrt(k)    (activations shrink with one width, weights with two: sqrt(k) is the
                                    conservative of the two)
     per-op / per-run overhead     unchanged (pruning channels removes no operator)
@@ -13,8 +14,9 @@ uniform-ish widths scales, per operator of the dense graph (the same roofline th
     memory(k)   = base + k_w * weights * k + k_a * activation_peak * sqrt(k)   (the cost model's memory fit)
     size(k)     = weights * k
 
-All three grow with ``k``, so the largest ``k`` that meets a budget is found by bisection and a tighter
-budget never keeps more MACs (:func:`keep_for`). Latency and memory aim at ``AIM`` of the budget (width
+Memory and size grow with ``k``; latency mostly does, except where an op drops under the threading threshold.
+:func:`keep_for` takes the largest ``k`` on a 0.005 grid whose prediction meets the budget, so a tighter
+budget never keeps more MACs (the set of ``k`` that meet a budget only grows with the budget). Latency and memory aim at ``AIM`` of the budget (width
 rounding to the target's multiple and the method's own budget fit land a few percent off the request;
 ``build --search`` then checks the built artifact and tightens). A user-given ``flops_keep`` (flag,
 config or profile) is used as it is.
@@ -42,6 +44,7 @@ KEEP_MIN = 0.05
 P90_OVER_P50 = 1.25
 OBJECTIVES = ("least-pruning", "fastest")
 DERIVE_FILE = "target.json"
+MODEL_VERSION = 2  # of the scaling model below: a new version re-derives cached targets
 
 
 @dataclass
@@ -103,10 +106,18 @@ class DenseCost:
     mem_weight_mb: float      # k_w x weights (MiB)
     mem_act_mb: float         # k_a x activation peak (MiB)
     size_mb: float            # weights of the artifact's precision (MiB): the file-size estimate
+    flops: list = field(default_factory=list)   # per op; with thread_speedup: ops that fall to one thread
+    thread_speedup: float = 1.0                 # all-threads over one-thread compute rate on the target
 
     def latency_ms(self, k: float) -> float:
-        r = math.sqrt(k)
-        return sum(max(c * k, m * r) for c, m in zip(self.compute_us, self.memory_us)) / 1e3 + self.overhead_ms
+        from .costmodel import THREAD_MIN_FLOPS
+
+        r, total = math.sqrt(k), 0.0
+        flops = self.flops or [0.0] * len(self.compute_us)
+        for c, m, f in zip(self.compute_us, self.memory_us, flops):
+            slow = self.thread_speedup if f >= THREAD_MIN_FLOPS > f * k else 1.0
+            total += max(c * k * slow, m * r)
+        return total / 1e3 + self.overhead_ms
 
     def memory_mb(self, k: float) -> float:
         return self.mem_base_mb + self.mem_weight_mb * k + self.mem_act_mb * math.sqrt(k)
@@ -115,8 +126,9 @@ class DenseCost:
         return self.size_mb * k
 
 
-def dense_cost(prediction: dict, factors: dict) -> DenseCost:
-    """A :class:`DenseCost` from ``costmodel.predict(..., detail=True)`` and the memory factors it used."""
+def dense_cost(prediction: dict, factors: dict, thread_speedup: float = 1.0) -> DenseCost:
+    """A :class:`DenseCost` from ``costmodel.predict(..., detail=True)``, the memory factors it used and the
+    target's all-threads / one-thread compute ratio (:func:`thread_speedup`)."""
     ops = prediction["ops"]
     w, a = prediction["weight_mb"], prediction["activation_peak_mb"]
     if factors.get("mem_base_mb") is None:  # the cost model's tensor lower bound
@@ -124,21 +136,29 @@ def dense_cost(prediction: dict, factors: dict) -> DenseCost:
     else:
         base, kw, ka = factors["mem_base_mb"], factors["mem_weight_factor"], factors["mem_act_factor"]
     return DenseCost([o["compute_us"] for o in ops], [o["memory_us"] for o in ops], prediction["overhead_ms"],
-                     float(base), float(kw) * w, float(ka) * a, w)
+                     float(base), float(kw) * w, float(ka) * a, w, [o["flops"] for o in ops], float(thread_speedup))
+
+
+def thread_speedup(target, dtype: str) -> float:
+    """How much faster the cost model runs a large op than a small one (one thread) on ``target``."""
+    from .costmodel import HOST_THREAD_EFFICIENCY, sustained
+
+    if target.name == "host":
+        return 1.0 + HOST_THREAD_EFFICIENCY * (min(target.threads, int(target.fact("cores", 1))) - 1)
+    big, small, _, _ = sustained(target, dtype)
+    return big / small if small > 0 else 1.0
 
 
 def keep_for(fn: Callable[[float], float], limit: float, lo: float = KEEP_MIN) -> Optional[float]:
-    """The largest ``k`` in [lo, 1] with ``fn(k) <= limit`` for an increasing ``fn`` (1.0 when the dense
-    model meets it; None when not even ``lo`` does). Bisection to 1e-4, rounded down to 0.005."""
-    if fn(1.0) <= limit:
-        return 1.0
-    if fn(lo) > limit:
-        return None
-    a, b = lo, 1.0
-    while b - a > 1e-4:
-        mid = (a + b) / 2
-        a, b = (mid, b) if fn(mid) <= limit else (a, mid)
-    return max(lo, math.floor(a * 200) / 200)
+    """The largest ``k`` on the grid {1, 0.995, ..., lo} with ``fn(k) <= limit`` (1.0 when the dense model
+    meets it; None when no grid point does). A scan, not a bisection: ``fn`` need not be monotone, and the
+    answer is monotone in ``limit`` all the same."""
+    steps = int(round((1.0 - lo) * 200))
+    for i in range(steps + 1):
+        k = max(lo, round(1.0 - i / 200, 3))
+        if fn(k) <= limit:
+            return k
+    return None
 
 
 def line_functions(dc: DenseCost, budget: dict) -> dict:
@@ -202,9 +222,10 @@ def out_of_reach_reason(line: str, bud: float, fn, dc: DenseCost, artifact: str)
 # ----------------------------------------------------------------------------------- the build's target
 
 
-def preferred_artifact(target, run_path: Optional[Path] = None) -> str:
-    """The artifact the build will judge: the target's order, with the export's measured ``runtime_choice``
-    applied when a previous export in the run folder recorded one (fp32 ahead of a slower INT8)."""
+def preferred_artifact(target, run_path: Optional[Path] = None, formats: Optional[list] = None) -> str:
+    """The artifact the build will judge: the target's order (only ``formats`` when given), with the export's
+    measured ``runtime_choice`` applied when a previous export in the run folder recorded one (fp32 ahead of
+    a slower INT8)."""
     from ..export.speedcheck import artifact_order
 
     choice = None
@@ -214,12 +235,13 @@ def preferred_artifact(target, run_path: Optional[Path] = None) -> str:
             choice = json.loads(exp.read_text()).get("runtime_choice")
         except (OSError, ValueError):
             choice = None
-    return artifact_order(list(target.artifacts), choice)[0]
+    order = [a for a in target.artifacts if not formats or a in formats] or list(formats or target.artifacts)
+    return artifact_order(order, choice)[0]
 
 
-def predict_dense(model, example, target, artifact: str) -> tuple[dict, dict]:
-    """Cost-model prediction (with per-op detail) of the dense model for ``artifact`` on ``target``, and the
-    calibration factors it used. The graph is exported with torch's TorchScript ONNX exporter into a
+def predict_dense(model, example, target, artifact: str) -> tuple[dict, dict, float]:
+    """Cost-model prediction (with per-op detail) of the dense model for ``artifact`` on ``target``, the
+    calibration factors it used and the target's thread speed-up. The graph is exported with torch's TorchScript ONNX exporter into a
     temporary folder (fast; only the graph's shapes matter here, not its weights)."""
     import warnings
 
@@ -235,7 +257,7 @@ def predict_dense(model, example, target, artifact: str) -> tuple[dict, dict]:
             torch.onnx.export(model.eval(), (example,), str(path), dynamo=False, opset_version=17)
         pred = predict(str(path), target, dtype=dtype, runtime=runtime_of(artifact), detail=True)
     factors, _ = factors_for(load_calibration(), runtime_of(artifact), dtype)
-    return pred, factors
+    return pred, factors, thread_speedup(target, dtype)
 
 
 def objective_of(b) -> str:
@@ -274,14 +296,14 @@ def _key(b, obj: str, artifact: str) -> str:
     from .costmodel import load_calibration
 
     parts = [b.arch, dict(b.target.to_dict(), source_path=None), budget_lines(b), artifact,
-             load_calibration().get("factors", {}), AIM, KEEP_MIN, P90_OVER_P50]
+             load_calibration().get("factors", {}), AIM, KEEP_MIN, P90_OVER_P50, MODEL_VERSION]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _cached_or_derived(b, obj: str) -> Derivation:
     from ..models import build_arch, example_for
 
-    artifact = preferred_artifact(b.target, b.run.path)
+    artifact = preferred_artifact(b.target, b.run.path, b.cfg["export"]["formats"])
     key = _key(b, obj, artifact)
     path = b.run.path / DERIVE_FILE
     if path.is_file():
@@ -293,8 +315,8 @@ def _cached_or_derived(b, obj: str) -> Derivation:
         except (OSError, ValueError, TypeError):
             pass
     model = build_arch(b.own_arch(b.arch))
-    pred, factors = predict_dense(model, example_for(b.arch), b.target, artifact)
-    d = solve(dense_cost(pred, factors), budget_lines(b), artifact, obj)
+    pred, factors, speedup = predict_dense(model, example_for(b.arch), b.target, artifact)
+    d = solve(dense_cost(pred, factors, speedup), budget_lines(b), artifact, obj)
     if path.parent.is_dir():
         from ..runfolder import write_json
 
