@@ -258,7 +258,7 @@ def _cmd_targets(a) -> int:
         sus_txt = f"{sus.value:>6.1f} GF {sus.basis[:1]}" if sus else f"{'—':>10s}  "
         where = "" if t.source_path.startswith("<builtin>") else f"  [{t.source_path}]"
         print(f"{t.name:22s} {t.platform:8s} {t.runtime.get('preferred', ''):8s} {sus_txt:>12s} "
-              f"{t.fact('mem_bandwidth_gbs', 0):>8.1f} {bud.flops_keep or 1:>9.0%} {bud.latency_p50_ms or 0:>7.1f} "
+              f"{t.fact('mem_bandwidth_gbs', 0):>8.1f} {'derived' if bud.flops_keep is None else format(bud.flops_keep, '.0%'):>9s} {bud.latency_p50_ms or 0:>7.1f} "
               f"{bud.peak_memory_mb or 0:>7.0f}  {t.title}{where}")
     print("sustained: fp32 conv-net GFLOP/s the cost model uses (d = derived from a published benchmark, "
           "u = unverified, m = measured); user profiles: <name>.toml in the working directory")

@@ -176,7 +176,7 @@ class Build:
 
     @property
     def flops_keep(self) -> float:
-        return self.pruning_target.flops_keep
+        return self.cfg["method"]["flops_keep"] or self.pruning_target.flops_keep
 
     @property
     def width_multiple(self) -> int:

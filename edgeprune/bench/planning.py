@@ -335,8 +335,12 @@ def _fastest(b, d: Derivation) -> Derivation:
         except (OSError, ValueError):
             s = None
     if s is None:
-        d.note = (d.note or "") + ("; objective fastest: no pruning-limit estimate yet, so the budget's target "
-                                   "stands (build --search measures how far accuracy allows)")
+        guard = (b.cfg.get("limit") or {}).get("guard", "auto")
+        later = guard != "off" and b.task == "classification" and not lim.is_file()
+        d.note = (d.note or "") + ("; objective fastest: after training, the target follows the trained model's "
+                                   "predicted pruning limit" if later else
+                                   "; objective fastest: no pruning-limit estimate, so the budget's target stands "
+                                   "(build --search measures how far accuracy allows)")
         return d
     k = max(KEEP_MIN, round(1.0 - float(s), 3))
     if k < d.flops_keep:
