@@ -273,9 +273,23 @@ def budget_lines(b) -> dict:
     return {k: over.get(k, getattr(bud, k, None)) for k in keys}
 
 
-def pruning_target(b) -> Derivation:
+def pruning_target(b, strict: bool = False) -> Derivation:
     """The build's pruning target: a user-given flops_keep (flag/config, then the profile's), else derived
-    from the budget through the cost model (cached in the run folder's target.json for the same inputs)."""
+    from the budget through the cost model (cached in the run folder's target.json for the same inputs).
+
+    An out-of-reach budget raises (``strict``, when the build is about to prune); a stage command after prune
+    (``edgeprune budget RUN`` with a changed budget) falls back to the target the prune stage recorded."""
+    try:
+        return _pruning_target(b)
+    except OutOfReachError:
+        rec = b.run.path / "prune.json"
+        if strict or not rec.is_file():
+            raise
+        keep = json.loads(rec.read_text()).get("flops_keep_requested")
+        return Derivation(keep, "given", objective_of(b), note="the target the prune stage recorded")
+
+
+def _pruning_target(b) -> Derivation:
     given = b.cfg["method"]["flops_keep"]
     obj = objective_of(b)
     if given:
@@ -351,8 +365,8 @@ def _fastest(b, d: Derivation) -> Derivation:
 
 
 def announce(b) -> Derivation:
-    """Compute (or reuse) the pruning target and say it in one line."""
-    d = b.pruning_target
+    """Compute (or reuse) the pruning target and say it in one line (an out-of-reach budget raises here)."""
+    d = b.__dict__["pruning_target"] = pruning_target(b, strict=True)
     b.ui.log(d.sentence(b.target.name))
     return d
 
