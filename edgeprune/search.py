@@ -11,7 +11,8 @@ After it, the budget stage's verdict decides:
   budget is met; the guard's pruning-limit estimate s* is named when it ran); objective ``fastest``: the
   last passing round is the answer (or, with none yet, the next round prunes less);
 * everything passes -> ``least-pruning`` stops (one round when the first one meets the budget); ``fastest``
-  prunes further (``FASTEST_STEP`` of the achieved MACs) until accuracy breaks or ``KEEP_MIN``.
+  prunes further (``FASTEST_STEP`` of the achieved MACs, or halfway to a round that broke the accuracy
+  budget) until accuracy breaks, the bracket is under ``BRACKET`` or ``KEEP_MIN`` is reached.
 
 Each round reruns prune .. package in the same run folder (train and the pruning-limit estimate are reused:
 their fingerprints do not change). At most ``search.rounds`` rounds; when the answer is not the last round,
@@ -30,6 +31,8 @@ from .runfolder import read_json, write_json
 SEARCH_FILE = "search.json"
 #: objective fastest: the next round keeps this fraction of the MACs the last passing round kept
 FASTEST_STEP = 0.6
+#: objective fastest: stop bisecting once a passing and a failing round are this close (fraction of MACs)
+BRACKET = 0.05
 COST_LINES = ("latency_p50_ms", "latency_p90_ms", "peak_memory_mb", "model_size_mb", "flops_keep")
 ACCURACY_LINES = ("max_accuracy_drop", "int8_accuracy_drop")
 
@@ -123,6 +126,16 @@ def decide(obj: str, recs: list, b, cost_keep: float) -> tuple[str, float | None
             ("out-of-reach", None, why)
     # fastest
     if rec["passed"]:
+        below = [r["achieved_keep"] for r in recs if not r["passed"] and r["achieved_keep"] < rec["achieved_keep"]
+                 and any(n in ACCURACY_LINES for n in r["failed"])]
+        if below:  # bracketed between a passing and an accuracy-failing round: bisect
+            lo = max(below)
+            if rec["achieved_keep"] - lo < BRACKET:
+                return "done", None, (f"round {rec['round']} passes at {rec['achieved_keep']:.0%} of MACs and "
+                                      f"{lo:.0%} broke the accuracy budget: the fastest passing round is {rec['round']}")
+            k = round((rec["achieved_keep"] + lo) / 2, 4)
+            return "next", k, (f"round {rec['round']} passes; {lo:.0%} broke the accuracy budget: next round "
+                               f"keeps {k:.0%} of MACs (bisection)")
         k = round(rec["achieved_keep"] * FASTEST_STEP, 4)
         if k < KEEP_MIN:
             return "done", None, f"round {rec['round']} passes at {rec['achieved_keep']:.0%} of MACs; the {KEEP_MIN:.0%} floor stops the search"

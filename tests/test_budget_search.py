@@ -127,6 +127,11 @@ def test_fastest_keeps_the_last_passing_round():
     assert action == "done" and "round is 1" in sentence
     action, k, _ = decide("fastest", recs[:1], _NoRun(), 0.5)
     assert action == "next" and k == pytest.approx(0.3)
+    # a pass above an accuracy failure: bisect between them, never below the failure
+    recs = [_rec(target_keep=0.45, achieved_keep=0.45, failed=["max_accuracy_drop"]),
+            _rec(round=2, target_keep=0.8, achieved_keep=0.8, passed=True, failed=[])]
+    action, k, _ = decide("fastest", recs, _NoRun(), 1.0)
+    assert action == "next" and k == pytest.approx(0.625)
 
 
 class _NoRun:
