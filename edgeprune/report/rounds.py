@@ -86,8 +86,11 @@ def plot_pareto(search: dict, budget_ms: float | None, dense: tuple | None) -> s
                        linewidths=1.5, zorder=3, label="chosen round")
     if dense and dense[0] is not None and dense[1] is not None:
         ax.scatter([dense[0]], [dense[1]], s=60, marker="s", color="#8a94ad", label="dense (predicted)")
-    if budget_ms:
+    xmax = max([r["predicted_ms"] for r in pts] + [dense[0] if dense and dense[0] else 0])
+    if budget_ms and budget_ms <= 3 * xmax:
         ax.axvline(budget_ms, color="#e3a04f", ls="--", lw=1, label=f"p50 budget {budget_ms:g} ms")
+    elif budget_ms:  # far right of every round: say so instead of squashing the rounds into one corner
+        ax.plot([], [], color="#e3a04f", ls="--", lw=1, label=f"p50 budget {budget_ms:g} ms (off the chart)")
     ax.scatter([], [], color="#2f6fb3", label="round passes")
     ax.scatter([], [], color="#c0392b", label="round fails")
     ax.set_xlabel("predicted p50 latency on the target, ms (cost model)")
