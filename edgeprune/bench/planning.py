@@ -52,7 +52,7 @@ class Derivation:
     """The pruning target and how it was reached (written to the run folder as target.json)."""
 
     flops_keep: float
-    source: str                      # given | profile | derived | dense-meets | limit
+    source: str                      # given | profile | derived | dense-meets | limit | underived
     objective: str = "least-pruning"
     artifact: Optional[str] = None
     binding: Optional[str] = None    # the budget line that sets the target
@@ -69,7 +69,7 @@ class Derivation:
         """The one line the build prints ("rpi4: p50 10 ms -> keep ~42% of MACs, predicted 8.7 ms for tflite-int8")."""
         if self.source in ("given", "profile"):
             return f"{target_name}: keep {self.flops_keep:.0%} of MACs ({self.note})"
-        if self.source == "limit":
+        if self.source in ("limit", "underived"):
             return f"{target_name}: {self.note}"
         lat = self.predicted.get("latency_ms")
         b = self.budget.get(self.binding) if self.binding else None
@@ -253,8 +253,13 @@ def predict_dense(model, example, target, artifact: str) -> tuple[dict, dict, fl
     with tempfile.TemporaryDirectory(prefix="edgeprune-derive-") as d, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         path = Path(d) / "dense.onnx"
-        with torch.no_grad():
-            torch.onnx.export(model.eval(), (example,), str(path), dynamo=False, opset_version=17)
+        try:
+            with torch.no_grad():
+                torch.onnx.export(model.eval(), (example,), str(path), dynamo=False, opset_version=17)
+        except Exception:  # noqa: BLE001 - a model only the dynamo exporter takes: the pipeline's own export
+            from ..export.onnx_export import export_onnx_fp32
+
+            export_onnx_fp32(model.eval(), example, path, opset=target.onnx_opset)
         pred = predict(str(path), target, dtype=dtype, runtime=runtime_of(artifact), detail=True)
     factors, _ = factors_for(load_calibration(), runtime_of(artifact), dtype)
     return pred, factors, thread_speedup(target, dtype)
@@ -329,7 +334,13 @@ def _cached_or_derived(b, obj: str) -> Derivation:
         except (OSError, ValueError, TypeError):
             pass
     model = build_arch(b.own_arch(b.arch))
-    pred, factors, speedup = predict_dense(model, example_for(b.arch), b.target, artifact)
+    try:
+        pred, factors, speedup = predict_dense(model, example_for(b.arch), b.target, artifact)
+    except Exception as e:  # noqa: BLE001 - a model the cost model cannot read is still built, unpruned
+        msg = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        b.ui.warn(f"the cost model could not read the dense model ({msg}): no pruning target derived from the "
+                  "budget; give one with --flops-keep")
+        return Derivation(1.0, "underived", obj, artifact, note=f"not derived: {msg}")
     d = solve(dense_cost(pred, factors, speedup), budget_lines(b), artifact, obj)
     if path.parent.is_dir():
         from ..runfolder import write_json
