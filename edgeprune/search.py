@@ -7,9 +7,10 @@ After it, the budget stage's verdict decides:
   chosen artifact's latency into fixed per-op overhead and a part that scales with MACs says how many
   (``next = achieved x (budget x AIM / value - fixed) / (1 - fixed)``); when the fixed part alone exceeds the
   budget the verdict is **out of reach** (exit 5);
-* the accuracy line fails -> objective ``least-pruning``: out of reach (the accuracy floor breaks before the
-  budget is met; the guard's pruning-limit estimate s* is named when it ran); objective ``fastest``: the
-  last passing round is the answer (or, with none yet, the next round prunes less);
+* the accuracy line fails -> while the cost lines leave room (the round landed under the budget), the next
+  round prunes less, up to ``LOOSEN_AIM`` of the tightest cost line (:func:`looser_keep`); without room,
+  objective ``least-pruning`` ends **out of reach** (the accuracy floor breaks before the budget is met; the
+  guard's pruning-limit estimate s* is named when it ran); objective ``fastest`` keeps the last passing round;
 * everything passes -> ``least-pruning`` stops (one round when the first one meets the budget); ``fastest``
   prunes further (``FASTEST_STEP`` of the achieved MACs, or halfway to a round that broke the accuracy
   budget) until accuracy breaks, the bracket is under ``BRACKET`` or ``KEEP_MIN`` is reached.
@@ -33,6 +34,10 @@ SEARCH_FILE = "search.json"
 FASTEST_STEP = 0.6
 #: objective fastest: stop bisecting once a passing and a failing round are this close (fraction of MACs)
 BRACKET = 0.05
+#: accuracy failed with room left under the cost lines: the next round aims at this fraction of them
+LOOSEN_AIM = 0.97
+#: ... and is tried only when it keeps at least this much more of the MACs
+MIN_STEP = 0.03
 COST_LINES = ("latency_p50_ms", "latency_p90_ms", "peak_memory_mb", "model_size_mb", "flops_keep")
 ACCURACY_LINES = ("max_accuracy_drop", "int8_accuracy_drop")
 
@@ -95,19 +100,40 @@ def tighter_keep(rec: dict) -> tuple[float | None, str]:
     return round(k, 4), why
 
 
+def looser_keep(rec: dict) -> float | None:
+    """When accuracy failed but every cost line passed with room to spare: the most MACs the cost lines still
+    allow (their value scaled to ``LOOSEN_AIM`` of the budget, with the same fixed/scalable latency split);
+    None when that is not at least ``MIN_STEP`` more than the round kept."""
+    achieved = rec["achieved_keep"]
+    total, fixed = rec.get("predicted_ms"), rec.get("predicted_overhead_ms") or 0.0
+    frac = fixed / total if total else 0.0
+    ks = [1.0]
+    for ln in rec["lines"]:
+        if ln["name"] not in COST_LINES or not ln.get("value") or not ln.get("budget"):
+            continue
+        if ln["name"] == "flops_keep":
+            ks.append(ln["budget"])
+            continue
+        want = ln["budget"] * LOOSEN_AIM / ln["value"]
+        ks.append(achieved * (want - frac) / (1 - frac) if ln["name"].startswith("latency") else achieved * want)
+    k = round(min(ks), 4)
+    return k if k >= achieved + MIN_STEP else None
+
+
 def _s_star(b) -> float | None:
     p = b.run.path / "limit.json"
     return read_json(p).get("s_star") if p.is_file() else None
 
 
 def accuracy_floor_reason(b, rec: dict) -> str:
-    drop = (rec["dense_metric"] or 0) - (rec["metric"] or 0)
+    line = _line(rec, "max_accuracy_drop") or {}
+    drop = line.get("value") if line.get("value") is not None else (rec["dense_metric"] or 0) - (rec["metric"] or 0)
     s = _s_star(b)
     lim = (f"; the predicted one-shot pruning limit of this dense model is s* = {s:.2f} (keep >= {1 - s:.0%})"
            if s is not None else "")
     return (f"the accuracy floor breaks first: at {rec['achieved_keep']:.0%} of the MACs the {rec['metric_name']} "
-            f"drops {drop:.2f} points ({', '.join(rec['failed'])} failed){lim}; use a smaller dense model, a faster "
-            "target or a looser budget")
+            f"drops {drop:.2f} points ({', '.join(rec['failed'])} failed) while the cost lines leave no room to prune "
+            f"less{lim}; fine-tune longer, use a smaller dense model, a faster target or a looser budget")
 
 
 def decide(obj: str, recs: list, b, cost_keep: float) -> tuple[str, float | None, str]:
@@ -119,6 +145,12 @@ def decide(obj: str, recs: list, b, cost_keep: float) -> tuple[str, float | None
     if obj == "least-pruning":
         if rec["passed"]:
             return "done", None, f"round {rec['round']} meets the budget (least pruning found: {rec['achieved_keep']:.0%} of MACs)"
+        if acc_fail and not cost_fail:
+            k = looser_keep(rec)
+            tried = [r for r in recs[:-1] if r["achieved_keep"] > rec["achieved_keep"] and not r["passed"]]
+            if k is not None and not tried:
+                return "next", k, (f"{', '.join(rec['failed'])} failed with room left under the cost lines: next "
+                                   f"round prunes less, keeping {k:.0%} of MACs")
         if acc_fail:
             return "out-of-reach", None, accuracy_floor_reason(b, rec)
         k, why = tighter_keep(rec)
@@ -145,7 +177,10 @@ def decide(obj: str, recs: list, b, cost_keep: float) -> tuple[str, float | None
                               f"{best[-1]['round']} ({best[-1]['achieved_keep']:.0%} of MACs)")
     if acc_fail:
         if rec["target_keep"] >= cost_keep - 1e-6:
-            return "out-of-reach", None, accuracy_floor_reason(b, rec)
+            k = None if cost_fail else looser_keep(rec)
+            if k is None or any(r["achieved_keep"] >= k - 1e-6 for r in recs[:-1]):
+                return "out-of-reach", None, accuracy_floor_reason(b, rec)
+            return "next", k, f"accuracy failed with room left under the cost lines: next round keeps {k:.0%} of MACs"
         k = round((rec["target_keep"] + cost_keep) / 2, 4)
         return "next", k, f"accuracy failed before any round passed: next round prunes less, keeping {k:.0%} of MACs"
     if cost_fail:

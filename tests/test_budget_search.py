@@ -117,8 +117,21 @@ def test_next_round_tightens_from_the_cost_split():
     assert k == pytest.approx(0.5 * (0.45 - 0.1) / 0.9, abs=1e-3)
     k, why = tighter_keep(_rec(predicted_overhead_ms=1.5))
     assert k is None and "overhead" in why
-    action, _, sentence = decide("least-pruning", [_rec(failed=["max_accuracy_drop"])], _NoRun(), 0.5)
-    assert action == "out-of-reach" and "accuracy floor breaks first" in sentence
+    # accuracy fails where the latency line has no room left: out of reach, the accuracy line's own value named
+    tight = [{"name": "latency_p50_ms", "value": 0.99, "budget": 1.0, "passed": True},
+             {"name": "max_accuracy_drop", "value": 2.8, "budget": 2.0, "passed": False}]
+    action, _, sentence = decide("least-pruning", [_rec(failed=["max_accuracy_drop"], lines=tight, predicted_ms=0.99)],
+                                 _NoRun(), 0.5)
+    assert action == "out-of-reach" and "accuracy floor breaks first" in sentence and "2.80 points" in sentence
+    # ... with room left under the latency line (0.69 of 0.8 ms): the next round prunes less, once
+    roomy = [{"name": "latency_p50_ms", "value": 0.69, "budget": 0.8, "passed": True}, tight[1]]
+    rec = _rec(achieved_keep=0.46, failed=["max_accuracy_drop"], lines=roomy, predicted_ms=0.69,
+               predicted_overhead_ms=0.02)
+    action, k, _ = decide("least-pruning", [rec], _NoRun(), 0.48)
+    # (0.8 x 0.97 / 0.69 - 0.029) / 0.971 x 0.46 = 0.519: more MACs, still under the budget
+    assert action == "next" and k == pytest.approx(0.519, abs=0.002)
+    assert decide("least-pruning", [_rec(round=0, achieved_keep=0.6, failed=["max_accuracy_drop"], lines=tight), rec],
+                  _NoRun(), 0.48)[0] == "out-of-reach"  # a looser round already failed: no loop
 
 
 def test_fastest_keeps_the_last_passing_round():
