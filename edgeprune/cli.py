@@ -46,6 +46,15 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--method-option", action="append", metavar="KEY=VALUE", dest="method_option",
                    help="an option of the method, e.g. gamma=0.1 (repeatable; values as in TOML; see `edgeprune methods`)")
     g.add_argument("--flops-keep", type=float, help="fraction of dense MACs to keep, overriding the target's budget (e.g. 0.5)")
+    g.add_argument("--search", action="store_true", default=None,
+                   help="after bench, rebuild with a tighter (or looser) pruning target while a budget line fails "
+                        "(bounded rounds, the dense model reused); exit 5 when the budget is out of reach")
+    g.add_argument("--objective", choices=["least-pruning", "fastest"],
+                   help="least-pruning: meet the budget, prune no more; fastest: the most pruning whose accuracy "
+                        "stays within max_accuracy_drop [the target's, else least-pruning]")
+    g.add_argument("--budget", action="append", metavar="KEY=VALUE", dest="budget_override",
+                   help="override a budget line of the target, e.g. latency_p50_ms=0.5 (repeatable; keys: "
+                        "latency_p50_ms, latency_p90_ms, peak_memory_mb, model_size_mb, max_accuracy_drop)")
     g.add_argument("--width-multiple", type=int, help="round kept channel widths up to this multiple [target's]")
     g.add_argument("--epochs", type=int, help="dense training epochs [12; 0 with --weights: the given model is the "
                                               "dense model]")
@@ -105,6 +114,8 @@ def _overrides(a: argparse.Namespace) -> dict:
         "export": {"formats": a.formats.split(",") if a.formats else None},
         "bench": {"remote": a.remote},
         "limit": {"guard": a.limit_guard},
+        "search": {"enabled": a.search, "objective": a.objective},
+        "budget": _budget_overrides(a.budget_override),
     }
     for sec, vals in sections.items():
         vals = {k: v for k, v in vals.items() if v is not None}
@@ -117,13 +128,31 @@ def _overrides(a: argparse.Namespace) -> dict:
     return ov
 
 
+def _budget_overrides(items) -> dict:
+    """--budget KEY=VALUE (repeatable) -> {key: float}; a wrong key or value is a one-line error."""
+    from .config import SCHEMA
+
+    out = {}
+    for item in items or []:
+        key, sep, val = item.partition("=")
+        key = key.strip()
+        if not sep or key not in SCHEMA["budget"]:
+            raise InputError(f"--budget {item!r}: give KEY=VALUE with KEY one of {', '.join(SCHEMA['budget'])}")
+        try:
+            out[key] = float(val)
+        except ValueError:
+            raise InputError(f"--budget {item!r}: {val!r} is not a number") from None
+    return out
+
+
 def make_parser() -> argparse.ArgumentParser:
     from .version import __version__
 
     p = argparse.ArgumentParser(
         prog="edgeprune",
         description="Prune, compact, export and benchmark a neural network for an edge target.",
-        epilog="exit codes: 0 ok, 1 internal/verification error, 2 bad input, 3 budget failed, 4 build incomplete",
+        epilog="exit codes: 0 ok, 1 internal/verification error, 2 bad input, 3 budget failed, 4 build incomplete, "
+               "5 budget out of reach",
     )
     p.add_argument("--version", action="version", version=f"edgeprune {__version__}")
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors and the final verdict")
@@ -229,7 +258,7 @@ def _cmd_targets(a) -> int:
         sus_txt = f"{sus.value:>6.1f} GF {sus.basis[:1]}" if sus else f"{'—':>10s}  "
         where = "" if t.source_path.startswith("<builtin>") else f"  [{t.source_path}]"
         print(f"{t.name:22s} {t.platform:8s} {t.runtime.get('preferred', ''):8s} {sus_txt:>12s} "
-              f"{t.fact('mem_bandwidth_gbs', 0):>8.1f} {bud.flops_keep or 1:>9.0%} {bud.latency_p50_ms or 0:>7.1f} "
+              f"{t.fact('mem_bandwidth_gbs', 0):>8.1f} {'derived' if bud.flops_keep is None else format(bud.flops_keep, '.0%'):>9s} {bud.latency_p50_ms or 0:>7.1f} "
               f"{bud.peak_memory_mb or 0:>7.0f}  {t.title}{where}")
     print("sustained: fp32 conv-net GFLOP/s the cost model uses (d = derived from a published benchmark, "
           "u = unverified, m = measured); user profiles: <name>.toml in the working directory")
@@ -289,7 +318,8 @@ def _cmd_methods(a) -> int:
 def _final_line(code: int, b) -> None:
     from .pipeline import EXIT_BUDGET_FAILED, EXIT_INCOMPLETE
 
-    msg = {0: "build complete", EXIT_BUDGET_FAILED: "build complete, but the target's budget FAILED",
+    msg = {0: "build complete", EXIT_BUDGET_FAILED: "build complete, but the target's budget FAILED", 5: "build stopped: "
+           "the budget is out of reach (see search.json and the report)",
            EXIT_INCOMPLETE: "build incomplete: an artifact failed to export (see export.json)"}.get(code, "")
     print(f"{msg}: {b.run.path}  (report: {b.run.path / 'report.html'})")
 
@@ -303,7 +333,12 @@ def _cmd_build(a) -> int:
     cfg["bench"].update(_device_settings(a))
     ui = UI(quiet=a.quiet)
     _resolve_family(cfg, ui)
-    code, b = build(cfg, ui=ui, force=a.force)
+    if cfg["search"]["enabled"]:
+        from .search import build_search
+
+        code, b = build_search(cfg, ui=ui, force=a.force)
+    else:
+        code, b = build(cfg, ui=ui, force=a.force)
     _final_line(code, b)
     return code
 

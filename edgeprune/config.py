@@ -54,7 +54,8 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, str]]] = {
     },
     "method": {
         "name": (str, "pl-gates", "pruning method (see `edgeprune methods`)"),
-        "flops_keep": (float, 0.0, "fraction of dense MACs to keep; 0 = the target's budget"),
+        "flops_keep": (float, 0.0, "fraction of dense MACs to keep; 0 = the profile's flops_keep, else derived "
+                                   "from the target's budget through the cost model (docs/budget.md)"),
         "width_multiple": (int, 0, "round kept widths up to this multiple; 0 = the target's"),
     },
     "method_options": {},  # free-form options for the chosen method
@@ -69,6 +70,14 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, str]]] = {
         "model_size_mb": (float, None, "override the target's model file size budget"),
         "max_accuracy_drop": (float, None, "override the allowed metric drop vs the dense model, in the metric's own "
                                            "units (accuracy: points, PSNR: dB, a user metric: its own scale)"),
+    },
+    "search": {
+        "enabled": (bool, False, "build --search: after bench, rebuild with a tighter (or looser) pruning target while "
+                                 "a budget line fails, reusing the dense model, up to `rounds` rounds"),
+        "objective": (str, "", "least-pruning (meet the budget with the least pruning) or fastest (the most pruning "
+                               "whose accuracy stays within max_accuracy_drop); empty = the target's, else "
+                               "least-pruning"),
+        "rounds": (int, 4, "most build rounds of --search (1-10)"),
     },
     "export": {
         "formats": (list, [], "artifacts to export; empty = the target's list"),
@@ -214,6 +223,10 @@ def validate(cfg: dict) -> None:
     if not 0.0 <= cfg["method"]["flops_keep"] <= 1.0:
         raise ConfigError(f"method.flops_keep must be in (0, 1], got {cfg['method']['flops_keep']}")
     validate_method(cfg)
+    if cfg["search"]["objective"] not in ("", "least-pruning", "fastest"):
+        raise ConfigError(f"search.objective must be least-pruning or fastest, got {cfg['search']['objective']!r}")
+    if not 1 <= cfg["search"]["rounds"] <= 10:
+        raise ConfigError(f"search.rounds must be in [1, 10], got {cfg['search']['rounds']}")
     if cfg["limit"]["guard"] not in ("auto", "on", "off"):
         raise ConfigError(f"limit.guard must be auto, on or off, got {cfg['limit']['guard']!r}")
     if cfg["data_limit"] < 0:

@@ -29,6 +29,7 @@ EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
 EXIT_BUDGET_FAILED = 3
 EXIT_INCOMPLETE = 4
+EXIT_OUT_OF_REACH = 5  # errors.OutOfReachError
 
 CONFIG_FILE = "config.json"
 
@@ -165,9 +166,17 @@ class Build:
             self.ui.warn(f"the target's max_accuracy_drop {target_drop:g} applies to your metric in its own units; "
                          "set budget.max_accuracy_drop (API: max_accuracy_drop=) on its scale")
 
+    @cached_property
+    def pruning_target(self):
+        """The fraction of MACs to keep and where it comes from: given, or derived from the budget
+        (:mod:`edgeprune.bench.planning`)."""
+        from .bench.planning import pruning_target
+
+        return pruning_target(self)
+
     @property
     def flops_keep(self) -> float:
-        return self.cfg["method"]["flops_keep"] or self.target.budget.flops_keep or 1.0
+        return self.cfg["method"]["flops_keep"] or self.pruning_target.flops_keep
 
     @property
     def width_multiple(self) -> int:
@@ -263,6 +272,10 @@ def build(cfg: dict, run_dir: Path | None = None, *, ui: UI | None = None, force
                 if only:
                     _check_ready(b, run, only)
                 write_json(run / CONFIG_FILE, cfg)
+                if not only or "prune" in only:
+                    from .bench.planning import announce
+
+                    announce(b)  # the pruning target, derived from the budget before any training
                 fps = _stage_fingerprints(b)
                 from .train import torch_threads  # torch is imported by the stages, not at CLI start-up
 
@@ -322,9 +335,12 @@ def _run_stages(b: Build, run: RunFolder, fps: dict, *, force: bool, only: list[
         inputs = run.outputs(s.name for s in order[:i])
         run.forget(st.name)  # a failure from here on leaves no record that a rerun would trust
         if st.name == "prune":  # before the method's training budget: how far can this dense model go?
+            from .bench.planning import refine_after_guard
             from .limit.guard import run_guard
 
-            run_guard(b, fps["train"])
+            refine_after_guard(b, fps, run_guard)  # objective fastest may follow the guard's estimate
+            fps.update(_stage_fingerprints(b))
+            fp = fps[st.name]
         with b.ui.stage(st.name, st.describe(b)):
             t0 = time.perf_counter()
             files = st.run(b)

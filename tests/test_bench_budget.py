@@ -12,7 +12,7 @@ from edgeprune.bench.costmodel import predict
 from edgeprune.bench.host import measure_host
 from edgeprune.errors import InputError
 
-# rpi4 budget: flops_keep 0.5, p50 10 ms, p90 15 ms, memory 64 MB, size 16 MB, accuracy drop 2.0
+# rpi4 budget with a given flops_keep 0.5 (the profile itself derives its target since issue 20): p50 10 ms, p90 15 ms, memory 64 MB, size 16 MB, accuracy drop 2.0
 GOOD = {
     "artifact": "tflite-int8",
     "latency_p50_ms": {"value": 6.0, "source": "measured", "where": "pi@rpi4"},
@@ -24,12 +24,24 @@ GOOD = {
 }
 
 
+def _rpi4_keep_half():
+    import dataclasses
+
+    from edgeprune.targets import load_target
+
+    t = load_target("rpi4")
+    return dataclasses.replace(t, budget=dataclasses.replace(t.budget, flops_keep=0.5))
+
+
+RPI4 = _rpi4_keep_half()
+
+
 def _line(res, name):
     return next(ln for ln in res["lines"] if ln["name"] == name)
 
 
 def test_all_pass():
-    r = check_budget("rpi4", GOOD)
+    r = check_budget(RPI4, GOOD)
     assert r["passed"] is True and r["missing"] == [] and r["target"] == "rpi4"
     names = [ln["name"] for ln in r["lines"]]
     assert names == ["flops_keep", "latency_p50_ms", "latency_p90_ms", "peak_memory_mb", "model_size_mb",
@@ -43,20 +55,20 @@ def test_all_pass():
 def test_latency_advice_uses_cost_model_breakdown():
     ev = dict(GOOD, latency_p50_ms={"value": 16.0, "source": "predicted"},
               latency_breakdown={"fixed_ms": 2.0, "scalable_ms": 14.0})
-    ln = _line(check_budget("rpi4", ev), "latency_p50_ms")
+    ln = _line(check_budget(RPI4, ev), "latency_p50_ms")
     # keep = (10/16 - 2/16) / (14/16) = 0.571 -> ~43% fewer FLOPs; 0.571 * 40/81 = 0.28 of dense MACs
     assert ln["passed"] is False and ln["margin"] == pytest.approx(-0.6)
     assert "needs ~43% fewer FLOPs" in ln["advice"] and "12% of the time is per-op overhead" in ln["advice"]
     assert "keep <= 0.28 of the dense model's MACs" in ln["advice"]
     # without a breakdown latency is assumed proportional to FLOPs: 10/16 -> 38% fewer
     ev.pop("latency_breakdown")
-    assert "needs ~38% fewer FLOPs" in _line(check_budget("rpi4", ev), "latency_p50_ms")["advice"]
+    assert "needs ~38% fewer FLOPs" in _line(check_budget(RPI4, ev), "latency_p50_ms")["advice"]
 
 
 def test_overhead_bound_latency():
     ev = dict(GOOD, latency_p50_ms={"value": 12.0, "source": "predicted"},
               latency_breakdown={"fixed_ms": 11.0, "scalable_ms": 1.0})
-    ln = _line(check_budget("rpi4", ev), "latency_p50_ms")
+    ln = _line(check_budget(RPI4, ev), "latency_p50_ms")
     assert ln["passed"] is False and "per-operator overhead" in ln["advice"] and "fewer layers" in ln["advice"]
 
 
@@ -64,18 +76,18 @@ def test_source_priority():
     cands = [{"value": 3.0, "source": "measured", "where": "host"},
              {"value": 12.0, "source": "predicted"},
              {"value": 11.0, "source": "measured", "where": "pi@10.0.0.5"}]
-    ln = _line(check_budget("rpi4", dict(GOOD, latency_p50_ms=cands)), "latency_p50_ms")
+    ln = _line(check_budget(RPI4, dict(GOOD, latency_p50_ms=cands)), "latency_p50_ms")
     assert ln["value"] == 11.0 and ln["source"] == "measured on device" and ln["where"] == "pi@10.0.0.5"
-    ln = _line(check_budget("rpi4", dict(GOOD, latency_p50_ms=cands[:2])), "latency_p50_ms")
+    ln = _line(check_budget(RPI4, dict(GOOD, latency_p50_ms=cands[:2])), "latency_p50_ms")
     assert ln["value"] == 12.0 and ln["source"] == "predicted"  # predicted beats a host measurement
     with pytest.raises(InputError, match="source"):
-        check_budget("rpi4", dict(GOOD, latency_p50_ms={"value": 1.0, "source": "guessed"}))
+        check_budget(RPI4, dict(GOOD, latency_p50_ms={"value": 1.0, "source": "guessed"}))
 
 
 def test_size_accuracy_flops_memory_advice():
     ev = dict(GOOD, artifact="tflite", model_size_mb=20.0, metric=87.0, macs=60e6,
               peak_memory_mb={"value": 80.0, "source": "measured", "where": "pi@rpi4"})
-    r = check_budget("rpi4", ev)
+    r = check_budget(RPI4, ev)
     assert r["passed"] is False
     size = _line(r, "model_size_mb")
     assert size["passed"] is False and "use INT8" in size["advice"] and "5.0 MB" in size["advice"]
@@ -88,7 +100,7 @@ def test_size_accuracy_flops_memory_advice():
     assert mem["passed"] is False and "16.0 MB less" in mem["advice"] and "INT8" in mem["advice"]
     # already INT8 and still too big: prune
     ev2 = dict(GOOD, model_size_mb=32.0)
-    assert "prune ~50% more parameters" in _line(check_budget("rpi4", ev2), "model_size_mb")["advice"]
+    assert "prune ~50% more parameters" in _line(check_budget(RPI4, ev2), "model_size_mb")["advice"]
 
 
 def test_missing_evidence_fails():
@@ -139,17 +151,17 @@ def test_end_to_end_with_real_measurement_and_prediction(tmp_path):
 def test_int8_over_tolerance_fails_the_budget():
     """An INT8 artifact that loses more than export.int8_tolerance is a failing line, not a silent fp32 swap."""
     ev = dict(GOOD, int8={"metric_drop": 2.5, "tolerance": 1.0, "calib_samples": 256})
-    r = check_budget("rpi4", ev)
+    r = check_budget(RPI4, ev)
     ln = _line(r, "int8_accuracy_drop")
     assert r["passed"] is False and ln["passed"] is False and ln["value"] == 2.5 and ln["budget"] == 1.0
     assert "calib_samples (now 256)" in ln["advice"] and "per-channel" in ln["advice"] and "fp32" in ln["advice"]
-    ok = check_budget("rpi4", dict(GOOD, int8={"metric_drop": 0.3, "tolerance": 1.0, "calib_samples": 256}))
+    ok = check_budget(RPI4, dict(GOOD, int8={"metric_drop": 0.3, "tolerance": 1.0, "calib_samples": 256}))
     assert ok["passed"] is True and _line(ok, "int8_accuracy_drop")["passed"] is True
 
 
 def test_metric_mismatch_is_not_compared():
     ev = dict(GOOD, metric_mismatch="the artifact's metric (psnr) is not the dense model's (my.py:score)")
-    r = check_budget("rpi4", ev)
+    r = check_budget(RPI4, ev)
     ln = _line(r, "max_accuracy_drop")
     assert ln["passed"] is None and ln["value"] is None and "psnr" in ln["advice"]
     assert r["passed"] is False and "max_accuracy_drop" in r["missing"]

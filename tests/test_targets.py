@@ -35,7 +35,7 @@ def test_builtin_profile_loads_with_sourced_facts(name):
     assert t.device["cores"].unit == "count" and t.device["mem_bandwidth_gbs"].unit == "GB/s"
     b = t.budget
     assert isinstance(b, Budget)
-    assert 0 < b.flops_keep <= 1
+    assert b.flops_keep is None or 0 < b.flops_keep <= 1  # optional: derived from the budget when absent
     assert b.latency_p90_ms >= b.latency_p50_ms > 0
     assert b.peak_memory_mb > 0 and b.model_size_mb > 0 and b.max_accuracy_drop >= 0
     d = json.loads(json.dumps(t.to_dict()))
@@ -99,8 +99,9 @@ def _bad(tmp_path, text):
         ("threads = 4", "threads = true", "runtime.threads"),  # bool is not an int
         ('platform = "rpi"', 'platform = "arduino"', "platform"),
         ('"tflite-int8", "tflite"', '"tflite-int4", "tflite"', "runtime.artifacts"),
-        ("flops_keep = 0.5", "flops_keep = 1.5", "budget.flops_keep"),
-        ("flops_keep = 0.5", "flop_keep = 0.5", "budget.flop_keep"),
+        ("max_accuracy_drop = 2.0", "flops_keep = 1.5\nmax_accuracy_drop = 2.0", "budget.flops_keep"),
+        ("max_accuracy_drop = 2.0", "flop_keep = 0.5\nmax_accuracy_drop = 2.0", "budget.flop_keep"),
+        ('objective = "fastest"', 'objective = "cheapest"', "budget.objective"),
         ("latency_p90_ms = 15.0", "latency_p90_ms = 5.0", "budget.latency_p90_ms"),
         ('basis = "spec" }\nclock_ghz', 'basis = "guess" }\nclock_ghz', "device.cores.basis"),
         ('unit = "GB/s"', 'unit = "MB/s"', "device.mem_bandwidth_gbs.unit"),

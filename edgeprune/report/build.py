@@ -141,6 +141,14 @@ def _limit_block(run: Path, train: dict, compact: dict, finetune: dict) -> dict 
             "metric_drop": None if after is None else train["test_metric"] - after}}
 
 
+def _pruning_target(run: Path) -> dict | None:
+    """How the pruning target was set (bench/planning.py's target.json; None when it was given)."""
+    d = _maybe(run / "target.json")
+    if d:
+        d.pop("key", None)
+    return d
+
+
 def build_report(run_dir: Path, target_name=None) -> dict:
     """The report dict of a run folder for a target (a Target, a name/path, or None = the run's)."""
     run = Path(run_dir)
@@ -204,6 +212,9 @@ def build_report(run_dir: Path, target_name=None) -> dict:
         "sibling_runs": _sibling_runs(run, cfg, metric_name),
         "budget": budget,
         "pruning_limit": _limit_block(run, train, compact, finetune),
+        "pruning_target": (None if (cfg.get("method") or {}).get("flops_keep") and not (run / "search.json").is_file()
+                           else _pruning_target(run)),
+        "search": _maybe(run / "search.json"),
         "reconstructions": "reconstructions.png" if (run / "reconstructions.png").is_file() else None,
         "stage_seconds": {k: v.get("seconds") for k, v in stages.items()},
     }

@@ -17,6 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .rounds import rounds_section  # noqa: E402
+
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#1d2330;padding:0 1rem}
 h1{margin-bottom:.2rem}h2{margin-top:2rem;border-bottom:1px solid #dde;padding-bottom:.3rem}
@@ -465,6 +467,7 @@ target <code>{html.escape(report['target']['name'])}</code> · generated {html.e
 {_verdict(report)}
 <div class="cards">{card_html}</div>
 <h2>Budget</h2>{_budget_table(report)}
+{rounds_section(report)}
 <h2>Model</h2>
 <table><tr><th></th><th>parameters</th><th>MACs</th><th>test {mname}</th></tr>
 <tr><td>dense</td><td>{dense['params']:,}</td><td>{dense['macs']:,}</td><td>{_fmt(dense['test_metric'])}</td></tr>

@@ -1,4 +1,6 @@
-"""Stage 7: check the target's budget lines against the artifact the target prefers."""
+"""Stage 7: check the target's budget lines against the artifact the build chose for the target: the
+profile's artifact order, with the export's measured ``runtime_choice`` applied (where INT8 was not faster
+than fp32 on a runtime, fp32 goes first: the same order the device bundle uses)."""
 
 from __future__ import annotations
 
@@ -29,10 +31,13 @@ def effective_budget(b):
     return dataclasses.replace(b.target.budget, **over)
 
 
-def choose_artifact(target, artifacts: dict) -> str | None:
-    """The target's most preferred artifact that exported; an INT8 artifact over its accuracy tolerance is
-    still chosen (the budget then fails on ``int8_accuracy_drop``), never silently swapped for fp32."""
-    for fmt in target.artifacts:
+def choose_artifact(target, artifacts: dict, runtime_choice: dict | None = None) -> str | None:
+    """The target's most preferred artifact that exported, in the order the export's ``runtime_choice``
+    leaves (fp32 ahead of an INT8 that was slower); an INT8 artifact over its accuracy tolerance is still
+    chosen (the budget then fails on ``int8_accuracy_drop``), never silently swapped for fp32."""
+    from ..export.speedcheck import artifact_order
+
+    for fmt in artifact_order(list(target.artifacts), runtime_choice):
         art = artifacts.get(fmt)
         if art and art.get("ok"):
             return fmt
@@ -85,7 +90,7 @@ def run(b) -> list[str]:
 
     exp = read_json(b.run / "export.json")
     bench = read_json(b.run / f"bench/{b.target.name}.json")
-    fmt = choose_artifact(b.target, exp["artifacts"])
+    fmt = choose_artifact(b.target, exp["artifacts"], exp.get("runtime_choice"))
     target = dataclasses.replace(b.target, budget=effective_budget(b))
     if fmt is None:
         verdict = {"passed": False, "artifact": None, "lines": [], "reason": "no artifact exported successfully"}
@@ -94,6 +99,9 @@ def run(b) -> list[str]:
         verdict = check_budget(target, ev)
         verdict["artifact"] = fmt
         verdict["evidence"] = ev
+        why = (exp.get("runtime_choice") or {}).get("tflite" if fmt.startswith("tflite") else "onnxruntime")
+        if why and fmt != b.target.artifacts[0]:
+            verdict["artifact_reason"] = why.get("reason")
     verdict["target"] = b.target.name
     write_json(b.run / target_file(b), verdict)
     b.outcome[name] = verdict

@@ -29,12 +29,16 @@ Schema (every key is checked; an unknown key is an error so a typo cannot be sil
     # sustained_int8_gops (a published or measured conv-net throughput), per_op_overhead_us (measured),
     # simd_fp32_lanes, l2_cache_kb; see edgeprune/bench/costmodel.py
     [budget]                      # all optional; a missing key means "not budgeted"
-    flops_keep = 0.5              # fraction of the dense model's MACs to keep
+    flops_keep = 0.5              # optional: fraction of the dense MACs to keep; without it the build derives
+                                  # the target from the lines below through the cost model
+                                  # (edgeprune/bench/planning.py); a given value overrides the derivation
     latency_p50_ms = 10.0
     latency_p90_ms = 15.0
     peak_memory_mb = 32.0         # the model's own memory: peak RSS minus the runtime's footprint
     model_size_mb = 4.0           # artifact file size
     max_accuracy_drop = 2.0       # metric points below the dense model
+    objective = "least-pruning"   # optional: least-pruning (meet the budget, prune no more) | fastest (the
+                                  # most pruning whose accuracy stays within max_accuracy_drop)
     rationale = "..."             # optional, why these numbers
 
 Peak compute facts (``peak_fp32_gflops``, ``peak_int8_gops``) describe the cores that the runtime
@@ -61,6 +65,7 @@ BASES = ("spec", "derived", "measured", "unverified")
 PLATFORMS = ("rpi", "jetson", "android", "other")
 ARTIFACTS = ("tflite-int8", "tflite", "onnx", "onnx-int8")
 RUNTIMES = ("tflite", "onnx")
+OBJECTIVES = ("least-pruning", "fastest")
 
 # fact name -> (canonical unit, python type(s) of the value, required)
 DEVICE_FACTS: dict[str, tuple[Optional[str], tuple[type, ...], bool]] = {
@@ -126,9 +131,11 @@ class Budget:
     model_size_mb: Optional[float] = None
     max_accuracy_drop: Optional[float] = None
     rationale: Optional[str] = None
+    objective: Optional[str] = None  # least-pruning | fastest; None = least-pruning
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in BUDGET_KEYS}
+        d["objective"] = self.objective
         d["rationale"] = self.rationale
         return d
 
@@ -419,7 +426,7 @@ def _parse(text: str, where: str, expect_name: Optional[str]) -> Target:
 
     # budget
     bud = _typed(where, "budget", data["budget"], (dict,), "a table [budget]")
-    _check_keys(where, "budget.", bud, set(BUDGET_KEYS) | {"rationale"})
+    _check_keys(where, "budget.", bud, set(BUDGET_KEYS) | {"rationale", "objective"})
     bvals: dict[str, Any] = {}
     for k in BUDGET_KEYS:
         if k in bud:
@@ -430,6 +437,11 @@ def _parse(text: str, where: str, expect_name: Optional[str]) -> Target:
             bvals[k] = float(v)
     if "rationale" in bud:
         bvals["rationale"] = _typed(where, "budget.rationale", bud["rationale"], (str,), "a string")
+    if "objective" in bud:
+        obj = _typed(where, "budget.objective", bud["objective"], (str,), "a string")
+        if obj not in OBJECTIVES:
+            raise _err(where, "budget.objective", f"= {obj!r} must be one of {list(OBJECTIVES)}")
+        bvals["objective"] = obj
     budget = Budget(**bvals)
     if budget.latency_p50_ms and budget.latency_p90_ms and budget.latency_p90_ms < budget.latency_p50_ms:
         raise _err(where, "budget.latency_p90_ms", "is below budget.latency_p50_ms; p90 can never be below p50")
