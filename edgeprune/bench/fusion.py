@@ -11,8 +11,6 @@ Here the fusion is not guessed from rules but read from the runtime:
   their layout transposes. Shapes are propagated over that graph (:func:`_ort_shapes`).
 - TFLite / LiteRT (:func:`tflite_kernels`): the operators of the ``.tflite`` file as the interpreter lists them
   (the converter already fused conv + bias + batch-norm + activation; XNNPACK runs the delegated ones).
-- :func:`onnx_kernels`: the fallback when a runtime's graph is not at hand (a TFLite prediction from the ONNX
-  graph only): :func:`edgeprune.bench.graphcost.analyze`'s ops with its fusion rules.
 
 Every kernel is a :class:`Kernel` with the shape features the per-kernel regression reads
 (:mod:`edgeprune.bench.kernels`): type, MACs, input / output / weight bytes, channels, kernel size, groups.
@@ -26,7 +24,6 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional
 
 from ..errors import InputError
 
@@ -177,8 +174,6 @@ def _ort_shapes(model, ref_shapes: dict) -> tuple[dict, dict]:
 
     Tensors the optimizer kept have the original graph's (inferred) shapes (``ref_shapes``); the ones it
     created (NCHWc reorders, fused outputs) are computed from the node's inputs, weights and attributes."""
-    from onnx import numpy_helper  # noqa: F401  (keeps onnx's lazy import in one place)
-
     g = model.graph
     shapes: dict = {}
     esize: dict = {}
@@ -228,29 +223,29 @@ def _to_nhwc(x: list) -> list:
 
 
 def _node_out_nchw(n, op: str, ins: list, shapes: dict) -> list:
+    """Output shape of one node of the optimized graph in NCHW, from its inputs' shapes and attributes."""
     x = shapes[ins[0]]
-    if True:
-        if op in ("Conv", "FusedConv", "ConvInteger", "NhwcFusedConv"):
-            return _conv_out(x, shapes.get(ins[1]), n)
-        if op == "QLinearConv":
-            return _conv_out(x, shapes.get(ins[3]), n)
-        if op in ("MaxPool", "AveragePool", "QLinearAveragePool", "NhwcMaxPool"):
-            return _conv_out(x, None, n)
-        if op in ("GlobalAveragePool", "GlobalMaxPool", "QLinearGlobalAveragePool"):
-            return x[:2] + [1] * (len(x) - 2)
-        if op == "ReorderOutput":
-            return [x[0], int(_attr(n, "channels", x[1]))] + x[2:]
-        if op == "ReorderInput":
-            return [x[0], _up(x[1])] + x[2:]
-        if op in ("Gemm", "FusedGemm", "QGemm", "MatMul", "FusedMatMul", "MatMulInteger", "QLinearMatMul"):
-            bi = {"QGemm": 3, "QLinearMatMul": 3}.get(op, 1)
-            b = shapes.get(ins[bi]) if len(ins) > bi else None
-            if b:
-                tb = _attr(n, "transB", 0)
-                return x[:-1] + [b[0] if tb else b[-1]]
-        if op == "Transpose":
-            perm = _attr(n, "perm") or list(reversed(range(len(x))))
-            return [x[i] for i in perm]
+    if op in ("Conv", "FusedConv", "ConvInteger", "NhwcFusedConv"):
+        return _conv_out(x, shapes.get(ins[1]), n)
+    if op == "QLinearConv":
+        return _conv_out(x, shapes.get(ins[3]), n)
+    if op in ("MaxPool", "AveragePool", "QLinearAveragePool", "NhwcMaxPool"):
+        return _conv_out(x, None, n)
+    if op in ("GlobalAveragePool", "GlobalMaxPool", "QLinearGlobalAveragePool"):
+        return x[:2] + [1] * (len(x) - 2)
+    if op == "ReorderOutput":
+        return [x[0], int(_attr(n, "channels", x[1]))] + x[2:]
+    if op == "ReorderInput":
+        return [x[0], _up(x[1])] + x[2:]
+    if op in ("Gemm", "FusedGemm", "QGemm", "MatMul", "FusedMatMul", "MatMulInteger", "QLinearMatMul"):
+        bi = {"QGemm": 3, "QLinearMatMul": 3}.get(op, 1)
+        b = shapes.get(ins[bi]) if len(ins) > bi else None
+        if b:
+            tb = _attr(n, "transB", 0)
+            return x[:-1] + [b[0] if tb else b[-1]]
+    if op == "Transpose":
+        perm = _attr(n, "perm") or list(reversed(range(len(x))))
+        return [x[i] for i in perm]
     return list(x)
 
 
@@ -370,8 +365,7 @@ def _tflite_kernels_cached(stamp: tuple) -> tuple:
         def nb(t):
             return _prod(t["shape"]) * t["dtype"](0).itemsize
 
-        # constant tensors carry a buffer: the interpreter reports them with a non-empty "sparsity"/no producer;
-        # here weights are the inputs after the first for conv / fc (filter, bias), activations otherwise
+        # conv / fully-connected: input 0 is the activation, the others are filter and bias
         if op in _TFL_CONV or op in _TFL_GEMM:
             acts, wts = ins[:1], ins[1:]
         else:
@@ -407,43 +401,14 @@ def _tflite_kernels_cached(stamp: tuple) -> tuple:
     return tuple(out)
 
 
-# ------------------------------------------------------------------------------------------- fallback
-
-
-def onnx_kernels(onnx_path, dtype: str = "fp32", fuse_add: bool = False) -> list[Kernel]:
-    """Kernels from the exported ONNX graph with :func:`~edgeprune.bench.graphcost.analyze`'s fusion rules
-    (activation and constant affine ops into the conv/gemm, views free): used when the runtime's own graph
-    is not at hand."""
-    from .graphcost import CONV_OPS, MATMUL_OPS, MOVE_OPS, QDQ_OPS, REDUCE_OPS, analyze
-
-    gc = analyze(onnx_path, dtype, fuse_add=fuse_add)
-    out = []
-    for o in gc.ops:
-        t = o.op_type
-        kern = Kernel(op=t, type="eltwise", macs=o.macs, w_bytes=o.weight_bytes, in_bytes=o.act_bytes * 0.5,
-                      out_bytes=o.act_bytes * 0.5, fused=list(o.fused))
-        if t in CONV_OPS:
-            kern.type = {"dwconv": "dwconv"}.get(o.kind, "conv" if o.k_red and o.k_red > 0 else "conv")
-        elif t in MATMUL_OPS:
-            kern.type = "gemm"
-        elif t in REDUCE_OPS or t in ("MaxPool", "AveragePool"):
-            kern.type = "pool"
-        elif t in MOVE_OPS or t in QDQ_OPS:
-            kern.type = "move"
-        out.append(kern)
-    out.extend(Kernel(op="view", type="view") for _ in range(gc.n_views))
-    return out
-
-
 def kernels_for(path, runtime: str, dtype: str = "fp32") -> tuple[list[Kernel], str]:
-    """(kernels, how they were found) for an artifact: an .onnx run by onnxruntime, a .tflite by LiteRT; an
-    .onnx costed for TFLite falls back to :func:`onnx_kernels`."""
+    """(kernels, how they were found) for an artifact: a .tflite run by LiteRT, an .onnx by onnxruntime."""
     p = str(path)
     if p.endswith(".tflite"):
         return tflite_kernels(p), "operators of the .tflite file (LiteRT interpreter)"
-    if runtime == "onnxruntime":
+    if runtime == "onnxruntime" and p.endswith(".onnx"):
         return ort_kernels(p), "onnxruntime's optimized graph (ORT_ENABLE_ALL, this CPU)"
-    return onnx_kernels(p, dtype), "ONNX graph with generic fusion rules (no .tflite at hand)"
+    raise InputError(f"{p}: no {runtime} kernels to read (give the .tflite for TFLite, the .onnx for onnxruntime)")
 
 
 def summary(kernels: list[Kernel]) -> dict:
