@@ -195,3 +195,21 @@ def test_committed_kernel_calibration_matches_results():
     for key, kf in cal["kernel_factors"].items():
         assert kf["heldout"]["median_abs_pct"] == pytest.approx(res["summary"][key]["heldout_family"]["median_abs_pct"])
         assert kf["heldout"]["n"] >= 20  # every family held out once
+
+
+def test_host_calibration_fits_kernel_factors_with_a_held_out_band(tmp_path):
+    """`edgeprune calibrate --host` also fits the kernel predictor and measures its leave-one-family-out band
+    (rows as hostcal.measure_suite leaves them; latencies made by known factors)."""
+    from edgeprune.bench import hostcal
+
+    truth = {"theta": {"conv": {"n": 1.0, "macs": 25.0, "bytes": 4.0}, "move": {"n": 0.5, "bytes": 2.0}},
+             "run_us": 5.0}
+    rows = []
+    for i, (c, hw, n) in enumerate([(8, 8, 1), (16, 8, 3), (32, 8, 2), (8, 16, 4), (16, 16, 1), (32, 12, 2)]):
+        p = conv_chain(tmp_path / f"m{i}.onnx", c, hw, n)
+        us = kernels.predict_us(fusion.ort_kernels(p), truth)
+        rows.append({"family": f"f{i % 3}", "artifacts": {"onnx": p}, "measured": {"onnx": {"p50_ms": us / 1e3}}})
+    kf = hostcal.fit_kernel_factors(rows)
+    assert set(kf) == {"onnxruntime-fp32"}
+    band = kf["onnxruntime-fp32"]["heldout"]
+    assert band["n"] == 6 and band["median_abs_pct"] < 10

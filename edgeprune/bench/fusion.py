@@ -309,6 +309,8 @@ def _ort_kernels_cached(stamp: tuple) -> tuple:
             cin = (x[-1] if _channels_last(n) else x[1]) if x else 0
             kern.cin, kern.cout, kern.groups, kern.k = cin, (w[0] if w else 0), groups, int(max(ks))
             kern.macs = (_prod(y) * _prod(w[1:])) if (y and w) else 0.0
+            if op == "ConvTranspose" and x and w:  # weight [cin, cout/group, k...]: every input pixel scatters
+                kern.macs, kern.cout = _prod(x) * _prod(w[1:]), int(w[1]) * groups
             act = _attr(n, "activation")
             if act:
                 kern.fused.append(str(act))
@@ -374,7 +376,12 @@ def _tflite_kernels_cached(stamp: tuple) -> tuple:
                       out_bytes=sum(nb(t) for t in outs))
         y = list(outs[0]["shape"]) if outs else []
         x = list(ins[0]["shape"]) if ins else []
-        if op in _TFL_CONV and len(ins) > 1:
+        if op == "TRANSPOSE_CONV" and len(ins) > 2:  # inputs: output shape, filter [cout, kh, kw, cin], input
+            w, xin = list(ins[1]["shape"]), list(ins[2]["shape"])
+            kern.in_bytes, kern.w_bytes = nb(ins[2]), sum(nb(t) for t in ins[3:]) + nb(ins[1])
+            kern.macs, kern.cin, kern.cout, kern.k = _prod(xin) * _prod(w[:3]), int(w[-1]), int(w[0]), int(max(w[1:3]))
+            kern.type = conv_type(kern.k, 1, kern.cin)
+        elif op in _TFL_CONV and len(ins) > 1:
             w = list(ins[1]["shape"])  # CONV_2D [cout, kh, kw, cin]; DEPTHWISE [1, kh, kw, cout]
             cin = int(x[-1]) if x else 0
             if op == "DEPTHWISE_CONV_2D":
