@@ -18,6 +18,11 @@ this host (:mod:`edgeprune.bench.hostcal`; ``edgeprune calibrate --host`` caches
 benchmarks/costmodel/results.md has the leave-one-model-out error). Graph analysis: :mod:`.graphcost`;
 fitting the factors: :mod:`.costfit`.
 
+ON THIS HOST the latency comes from the kernel-level predictor instead when the calibration holds its factors
+(``kernel_factors``; :mod:`.kernels` over the kernels :mod:`.fusion` reads from the runtime itself): each
+prediction then carries the predictor's error band measured on held-out architectures
+(benchmarks/costmodel/predictor.md); the roofline stays the fallback and the model for targets.
+
 ON A TARGET the host's efficiencies are NOT transferred (x86 AVX-512 kernels reach a much larger share of
 their peak than ARM NEON ones): ``compute_rate`` is the profile's SUSTAINED throughput
 (``sustained_fp32_gflops`` / ``sustained_int8_gops`` at the profile's threads, ``sustained_1t_fp32_gflops``

@@ -201,6 +201,10 @@ def _ort_shapes(model, ref_shapes: dict) -> tuple[dict, dict]:
                 esize[o] = 4
         if o in shapes or x is None:
             continue
+        if op == "QLinearConcat" and len(ins) > 2:
+            x = shapes.get(ins[2])
+            if x is None:
+                continue
         if _channels_last(n) and len(x) >= 3:  # NHWC kernels (onnxruntime's int8 layout): compute in NCHW
             tmp = dict(shapes)
             tmp[ins[0]] = _to_nchw(x)
@@ -225,6 +229,14 @@ def _to_nhwc(x: list) -> list:
 def _node_out_nchw(n, op: str, ins: list, shapes: dict) -> list:
     """Output shape of one node of the optimized graph in NCHW, from its inputs' shapes and attributes."""
     x = shapes[ins[0]]
+    if op in ("Concat", "QLinearConcat"):  # QLinearConcat: y_scale, y_zero_point, then (x, scale, zp) triplets
+        parts = [shapes.get(t) for t in (ins[2::3] if op == "QLinearConcat" else ins)]
+        if all(parts) and parts:
+            ax = int(_attr(n, "axis", 1)) % len(parts[0])
+            return [sum(q[ax] for q in parts) if i == ax else d for i, d in enumerate(parts[0])]
+        return list(x)
+    if len(x) < 3 and op not in _ORT_GEMM and op != "Transpose":
+        return list(x)
     if op in ("Conv", "FusedConv", "ConvInteger", "NhwcFusedConv"):
         return _conv_out(x, shapes.get(ins[1]), n)
     if op == "QLinearConv":
