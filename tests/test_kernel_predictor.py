@@ -119,7 +119,7 @@ def _synthetic(theta, run_us):
 
 
 def test_fit_recovers_known_theta_and_is_monotone():
-    theta = {"conv": {"n": 2.0, "macs": 20.0, "pad": 10.0, "bytes": 5.0}, "eltwise": {"n": 0.5, "bytes": 30.0}}
+    theta = {"conv": {"n": 2.0, "macs": 20.0, "pad": 10.0, "bytes": 5.0}, "memory": {"n": 0.5, "bytes": 30.0}}
     samples = _synthetic(theta, 4.0)
     p = kernels.fit(samples)
     assert p["fit_median_abs_pct_err"] < 2.0
@@ -202,7 +202,7 @@ def test_host_calibration_fits_kernel_factors_with_a_held_out_band(tmp_path):
     (rows as hostcal.measure_suite leaves them; latencies made by known factors)."""
     from edgeprune.bench import hostcal
 
-    truth = {"theta": {"conv": {"n": 1.0, "macs": 25.0, "bytes": 4.0}, "move": {"n": 0.5, "bytes": 2.0}},
+    truth = {"theta": {"conv": {"n": 1.0, "macs": 25.0, "bytes": 4.0}, "memory": {"n": 0.5, "bytes": 2.0}},
              "run_us": 5.0}
     rows = []
     for i, (c, hw, n) in enumerate([(8, 8, 1), (16, 8, 3), (32, 8, 2), (8, 16, 4), (16, 16, 1), (32, 12, 2)]):

@@ -61,6 +61,14 @@ def micro_rows() -> list[dict]:
     for c, hw in ((16, 28), (64, 8)):
         rows.append({"name": f"pool-c{c}-hw{hw}", "kind": "pool", "spec": {}, "shape": (c, hw, hw)})
         rows.append({"name": f"addrelu-c{c}-hw{hw}", "kind": "add", "spec": {}, "shape": (c, hw, hw)})
+    for cin, cout, k, hw in ((2, 4, 3, 28), (4, 4, 3, 28), (4, 8, 3, 28), (8, 4, 3, 28), (6, 12, 3, 14), (12, 6, 1, 28),
+                             (4, 16, 1, 28), (16, 4, 1, 14)):  # small channel counts (pruned / narrow models)
+        rows.append({"name": f"conv-c{cin}-o{cout}-k{k}-s1-hw{hw}", "kind": "conv",
+                     "spec": {"cin": cin, "cout": cout, "k": k, "s": 1, "groups": 1, "act": "relu"},
+                     "shape": (cin, hw, hw)})
+    for c, hw in ((4, 28), (12, 28)):
+        rows.append({"name": f"dw-c{c}-k3-s1-hw{hw}", "kind": "conv",
+                     "spec": {"cin": c, "cout": c, "k": 3, "s": 1, "groups": c, "act": "relu6"}, "shape": (c, hw, hw)})
     rows.append({"name": "gap-c64-hw14", "kind": "gap", "spec": {}, "shape": (64, 14, 14)})
     rows.append({"name": "gap-c128-hw7", "kind": "gap", "spec": {}, "shape": (128, 7, 7)})
     for r in rows:
@@ -134,6 +142,11 @@ def build(r: dict):
 
         return build_model(s["model"], r["shape"], 10, **s["options"])
     if k == "torchvision":
+        import types
+
+        # torchvision's CUDA-build ops cannot load next to the CPU torch; the model definitions need none of them
+        # (the same trick as benchmarks/zoo/reference.py)
+        sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
         import torchvision
 
         return getattr(torchvision.models, s["model"])(num_classes=10)

@@ -1,14 +1,14 @@
-"""Kernel-level latency predictor (in the spirit of nn-Meter): one regression per fused-kernel type, summed.
+"""Kernel-level latency predictor (in the spirit of nn-Meter): one regression per fused-kernel group, summed.
 
 For one runtime and precision (``onnxruntime-fp32``, ``onnxruntime-int8``, ``tflite-fp32``, ``tflite-int8``)::
 
     latency_us = per_run_us + sum over the kernels the runtime runs (edgeprune.bench.fusion) of t(kernel)
-    t(kernel)  = theta[type] . phi(kernel)
+    t(kernel)  = theta[group(kernel)] . phi(kernel)
 
 with ``phi`` the kernel's shape features (:data:`FEATURES`): a count (the kernel's fixed dispatch cost), its
 MACs, the MACs the SIMD kernel wastes on channels that are not a multiple of the vector width (small or odd
 channel counts run at a lower efficiency), and the bytes it moves (activations in + out, weights). ``theta`` is
-non-negative and fitted per type by least squares on the RELATIVE error of the measured latencies
+non-negative and fitted per group (:data:`GROUP`) by least squares on the RELATIVE error of the measured latencies
 (:func:`fit`): the model is linear in ``theta``, so models of many kernels (a whole network) and models of one
 kernel (a micro-benchmark) fit the same parameters. The experiment (benchmarks/costmodel/predictor_error.py)
 fits on single-kernel micro-benchmarks plus some architecture families and reports the error on held-out ones.
@@ -20,14 +20,23 @@ import math
 from typing import Iterable, Optional
 
 from ..errors import InputError
-from .fusion import KERNEL_TYPES, Kernel
+from .fusion import Kernel
 
-#: shape features per kernel type: "n" count, "macs", "pad" = macs_padded - macs, "bytes" = in + out + weights
-FEATURES = {"conv": ("n", "macs", "pad", "bytes"), "pwconv": ("n", "macs", "pad", "bytes"),
-            "dwconv": ("n", "macs", "pad", "bytes"), "gemm": ("n", "macs", "pad", "bytes"),
-            "pool": ("n", "bytes"), "eltwise": ("n", "bytes"), "move": ("n", "bytes"), "view": ("n",)}
-#: column names of the design matrix: (type, feature) pairs, then the per-run constant
-COLUMNS = tuple((t, f) for t in KERNEL_TYPES for f in FEATURES[t]) + (("run", "n"),)
+#: the regression's kernel groups: dense convs (3x3 and 1x1 together), depthwise convs, matrix products, and
+#: everything that only moves memory (pooling, element-wise, layout, quantize, views). Finer groups (one per
+#: fusion.KERNEL_TYPES entry) predicted held-out families worse: too many parameters for the data (see
+#: benchmarks/costmodel/predictor.md).
+GROUP = {"conv": "conv", "pwconv": "conv", "dwconv": "dwconv", "gemm": "gemm"}
+GROUPS = ("conv", "dwconv", "gemm", "memory")
+#: shape features per group: "n" count, "macs", "pad" = macs_padded - macs, "bytes" = in + out + weights
+FEATURES = {"conv": ("n", "macs", "pad", "bytes"), "dwconv": ("n", "macs", "pad", "bytes"),
+            "gemm": ("n", "macs", "pad", "bytes"), "memory": ("n", "bytes")}
+#: column names of the design matrix: (group, feature) pairs, then the per-run constant
+COLUMNS = tuple((t, f) for t in GROUPS for f in FEATURES[t]) + (("run", "n"),)
+
+
+def group_of(k: Kernel) -> str:
+    return GROUP.get(k.type, "memory")
 #: scale of each feature (us per unit is reported per this many units)
 UNIT = {"n": 1.0, "macs": 1e6, "pad": 1e6, "bytes": 1e6}
 MODEL_NAME = "kernel-v1"
@@ -43,9 +52,9 @@ def design_row(kernels: Iterable[Kernel]) -> list[float]:
     idx = {c: i for i, c in enumerate(COLUMNS)}
     row = [0.0] * len(COLUMNS)
     for k in kernels:
-        f = phi(k)
-        for name in FEATURES.get(k.type, FEATURES["eltwise"]):
-            row[idx[(k.type if k.type in FEATURES else "eltwise", name)]] += f[name]
+        f, g = phi(k), group_of(k)
+        for name in FEATURES[g]:
+            row[idx[(g, name)]] += f[name]
     row[idx[("run", "n")]] = 1.0
     return row
 
@@ -99,9 +108,8 @@ def predict_us(kernels: list[Kernel], params: dict, detail: bool = False):
     th = params.get("theta") or {}
     per = []
     for k in kernels:
-        f = phi(k)
-        t = k.type if k.type in FEATURES else "eltwise"
-        per.append((k, sum(float(th.get(t, {}).get(name, 0.0)) * f[name] for name in FEATURES[t])))
+        f, g = phi(k), group_of(k)
+        per.append((k, sum(float(th.get(g, {}).get(name, 0.0)) * f[name] for name in FEATURES[g])))
     return total, per
 
 
