@@ -69,6 +69,13 @@ def micro_rows() -> list[dict]:
     for c, hw in ((4, 28), (12, 28)):
         rows.append({"name": f"dw-c{c}-k3-s1-hw{hw}", "kind": "conv",
                      "spec": {"cin": c, "cout": c, "k": 3, "s": 1, "groups": c, "act": "relu6"}, "shape": (c, hw, hw)})
+    for cin, cout, hw in ((256, 512, 4), (512, 512, 4)):  # weights larger than the L2 cache
+        rows.append({"name": f"conv-c{cin}-o{cout}-k3-s1-hw{hw}", "kind": "conv",
+                     "spec": {"cin": cin, "cout": cout, "k": 3, "s": 1, "groups": 1, "act": "relu"},
+                     "shape": (cin, hw, hw)})
+    for fin, fout in ((2048, 2048), (4096, 4096)):  # 16 and 64 MiB of fp32 weights (the LLC here is 32 MiB)
+        rows.append({"name": f"fc-{fin}-{fout}-relu", "kind": "linear", "spec": {"fin": fin, "fout": fout, "act": True},
+                     "shape": (fin,)})
     rows.append({"name": "gap-c64-hw14", "kind": "gap", "spec": {}, "shape": (64, 14, 14)})
     rows.append({"name": "gap-c128-hw7", "kind": "gap", "spec": {}, "shape": (128, 7, 7)})
     for r in rows:

@@ -165,6 +165,19 @@ def write(meas: dict, rows: list, res: dict, command: str) -> None:
                          f"{_err(r.get('pred_lofo_us'), r['us'])} | {_err(r.get('pred_micro_us'), r['us'])} | "
                          f"{_err(r.get('pred_fit_us'), r['us'])} | {_err(r.get('pred_roofline_us'), r['us'])} |")
         lines.append("")
+    lines += ["## Against the goal", ""]
+    for key, r in res.items():
+        h = r["heldout_family"]
+        worst = sorted((x for x in rows if x["key"] == key and x.get("pred_lofo_us")),
+                       key=lambda x: -abs(x["pred_lofo_us"] / x["us"] - 1))[:3]
+        met = h["median_abs_pct"] <= 5 and h["within_10_pct"] >= 90
+        lines.append(f"- {key}: median {h['median_abs_pct']:.1f}% (goal 5%), {h['within_10_pct']:.0f}% of models within "
+                     f"±10% (goal 90%): **{'met' if met else 'MISSED'}**"
+                     + ("" if met else f" by {max(h['median_abs_pct'] - 5, 0):.1f} points of median and "
+                        f"{max(90 - h['within_10_pct'], 0):.0f} points of coverage")
+                     + "; worst held-out: " + ", ".join(f"{x['name']} {(x['pred_lofo_us'] / x['us'] - 1) * 100:+.0f}%"
+                                                        for x in worst))
+    lines.append("")
     fused = sorted({f for r in rows for f in r["kinds"]["fused"]})
     lines += ["## Fusions detected", "", "onnxruntime kernels with something fused into them (operator+fused): "
               + (", ".join(f"`{f}`" for f in fused) or "none") + ". TFLite fuses bias, batch-norm and activation "

@@ -28,9 +28,13 @@ from .fusion import Kernel
 #: benchmarks/costmodel/predictor.md).
 GROUP = {"conv": "conv", "pwconv": "conv", "dwconv": "dwconv", "gemm": "gemm"}
 GROUPS = ("conv", "dwconv", "gemm", "memory")
-#: shape features per group: "n" count, "macs", "pad" = macs_padded - macs, "bytes" = in + out + weights
-FEATURES = {"conv": ("n", "macs", "pad", "bytes"), "dwconv": ("n", "macs", "pad", "bytes"),
-            "gemm": ("n", "macs", "pad", "bytes"), "memory": ("n", "bytes")}
+#: shape features per group: "n" count, "macs", "pad" = macs_padded - macs, "bytes" = in + out + weights,
+#: "dram" = the kernel's weight bytes when the model's weights exceed the last-level cache (then every run streams
+#: them from DRAM; else they stay cached between runs)
+FEATURES = {"conv": ("n", "macs", "pad", "bytes", "dram"), "dwconv": ("n", "macs", "pad", "bytes", "dram"),
+            "gemm": ("n", "macs", "pad", "bytes", "dram"), "memory": ("n", "bytes")}
+#: assumed last-level cache when /sys does not say (bytes)
+DEFAULT_LLC_BYTES = 8 * 2**20
 #: column names of the design matrix: (group, feature) pairs, then the per-run constant
 COLUMNS = tuple((t, f) for t in GROUPS for f in FEATURES[t]) + (("run", "n"),)
 
@@ -42,17 +46,40 @@ UNIT = {"n": 1.0, "macs": 1e6, "pad": 1e6, "bytes": 1e6}
 MODEL_NAME = "kernel-v1"
 
 
-def phi(k: Kernel) -> dict:
-    """{feature: value} of one kernel (MACs and bytes in millions)."""
-    return {"n": 1.0, "macs": k.macs / 1e6, "pad": max(k.macs_padded - k.macs, 0.0) / 1e6, "bytes": k.bytes / 1e6}
+def llc_bytes() -> float:
+    """This host's last-level cache (the largest data/unified cache in /sys, bytes)."""
+    from pathlib import Path
+
+    best = 0.0
+    for idx in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            if (idx / "type").read_text().strip() == "Instruction":
+                continue
+            size = (idx / "size").read_text().strip().upper()
+            best = max(best, float(size.rstrip("KMB")) * (2**20 if size.endswith("M") else 1024))
+        except (OSError, ValueError):
+            continue
+    return best or DEFAULT_LLC_BYTES
 
 
-def design_row(kernels: Iterable[Kernel]) -> list[float]:
-    """The model's row of the design matrix: per (type, feature) the sum over its kernels, then 1 (per run)."""
+def phi(k: Kernel, dram: bool = False) -> dict:
+    """{feature: value} of one kernel (MACs and bytes in millions); ``dram``: its model's weights exceed the LLC."""
+    return {"n": 1.0, "macs": k.macs / 1e6, "pad": max(k.macs_padded - k.macs, 0.0) / 1e6, "bytes": k.bytes / 1e6,
+            "dram": k.w_bytes / 1e6 if dram else 0.0}
+
+
+def _in_dram(kernels: list, llc: Optional[float]) -> bool:
+    return sum(k.w_bytes for k in kernels) > (llc or llc_bytes())
+
+
+def design_row(kernels: Iterable[Kernel], llc: Optional[float] = None) -> list[float]:
+    """The model's row of the design matrix: per (group, feature) the sum over its kernels, then 1 (per run)."""
+    kernels = list(kernels)
+    dram = _in_dram(kernels, llc)
     idx = {c: i for i, c in enumerate(COLUMNS)}
     row = [0.0] * len(COLUMNS)
     for k in kernels:
-        f, g = phi(k), group_of(k)
+        f, g = phi(k, dram), group_of(k)
         for name in FEATURES[g]:
             row[idx[(g, name)]] += f[name]
     row[idx[("run", "n")]] = 1.0
@@ -68,7 +95,8 @@ def fit(samples: list, *, ridge: float = 1e-4) -> dict:
 
     if len(samples) < 3:
         raise InputError(f"the kernel predictor needs at least 3 measured models, got {len(samples)}")
-    A = np.array([design_row(k) for k, _ in samples], dtype=float)
+    llc = llc_bytes()
+    A = np.array([design_row(k, llc) for k, _ in samples], dtype=float)
     y = np.array([float(t) for _, t in samples], dtype=float)
     if (y <= 0).any():
         raise InputError("measured latencies must be positive")
@@ -82,7 +110,7 @@ def fit(samples: list, *, ridge: float = 1e-4) -> dict:
     x, _ = nnls(As, b, maxiter=50 * n)
     theta_vec = x / scale
     pred = A @ theta_vec
-    return {"model": MODEL_NAME, "theta": _theta_dict(theta_vec), "run_us": float(theta_vec[-1]),
+    return {"model": MODEL_NAME, "theta": _theta_dict(theta_vec), "run_us": float(theta_vec[-1]), "llc_bytes": llc,
             "n_samples": len(samples), "fit_median_abs_pct_err": float(np.median(np.abs(pred - y) / y) * 100)}
 
 
@@ -102,13 +130,15 @@ def _theta_vec(params: dict) -> list:
 def predict_us(kernels: list[Kernel], params: dict, detail: bool = False):
     """Predicted latency (us) of a model from its kernels; with ``detail`` also [(kernel, us)] per kernel."""
     vec = _theta_vec(params)
-    total = sum(a * b for a, b in zip(design_row(kernels), vec))
+    llc = params.get("llc_bytes")
+    total = sum(a * b for a, b in zip(design_row(kernels, llc), vec))
     if not detail:
         return total
     th = params.get("theta") or {}
+    dram = _in_dram(kernels, llc)
     per = []
     for k in kernels:
-        f, g = phi(k), group_of(k)
+        f, g = phi(k, dram), group_of(k)
         per.append((k, sum(float(th.get(g, {}).get(name, 0.0)) * f[name] for name in FEATURES[g])))
     return total, per
 
