@@ -18,6 +18,11 @@ this host (:mod:`edgeprune.bench.hostcal`; ``edgeprune calibrate --host`` caches
 benchmarks/costmodel/results.md has the leave-one-model-out error). Graph analysis: :mod:`.graphcost`;
 fitting the factors: :mod:`.costfit`.
 
+ON THIS HOST the latency comes from the kernel-level predictor instead when the calibration holds its factors
+(``kernel_factors``; :mod:`.kernels` over the kernels :mod:`.fusion` reads from the runtime itself): each
+prediction then carries the predictor's error band measured on held-out architectures
+(benchmarks/costmodel/predictor.md); the roofline stays the fallback and the model for targets.
+
 ON A TARGET the host's efficiencies are NOT transferred (x86 AVX-512 kernels reach a much larger share of
 their peak than ARM NEON ones): ``compute_rate`` is the profile's SUSTAINED throughput
 (``sustained_fp32_gflops`` / ``sustained_int8_gops`` at the profile's threads, ``sustained_1t_fp32_gflops``
@@ -97,7 +102,10 @@ def calibration_info(cal: dict) -> dict:
     return {"host_cpu": (cal.get("host") or {}).get("cpu"), "fingerprint": fp, "this_host": here,
             "matches_this_host": fp == here, "where": cal.get("_path", "given"),
             "host_error_median_abs_pct": {k: v.get("lomo_median_abs_pct_err") for k, v in cal.get("factors", {}).items()
-                                          if v.get("lomo_median_abs_pct_err") is not None}}
+                                          if v.get("lomo_median_abs_pct_err") is not None},
+            "kernel_error_band_pct": {k: {"median": (v.get("heldout") or {}).get("median_abs_pct"),
+                                          "p90": (v.get("heldout") or {}).get("p90_abs_pct")}
+                                      for k, v in (cal.get("kernel_factors") or {}).items()}}
 
 
 #: used when no calibration exists at all (labelled "UNCALIBRATED" in every prediction)
@@ -336,14 +344,20 @@ def footprint_mb(f: dict, gc: GraphCost) -> tuple[Optional[float], str]:
 
 
 def predict(onnx_path, target, *, dtype: str = "fp32", calibration=None, runtime: Optional[str] = None,
-            threads: Optional[int] = None, detail: bool = False) -> dict:
+            threads: Optional[int] = None, detail: bool = False, kernel_model: Optional[bool] = None) -> dict:
     """Predict latency and peak memory of ``onnx_path`` on ``target`` (name, path or Target; "host" = this
     machine, see :func:`host_profile`).
 
     ``dtype``: "fp32" or "int8" (an fp32 graph with dtype="int8" is costed as its fully quantized version).
     ``runtime``: "onnxruntime" or "tflite" (default: the profile's preferred runtime) selects the calibrated
     factors. ``threads``: default the profile's. Every figure is labelled ``"source": "predicted"`` with the
-    model, the calibration's host and an ``uncertainty`` sentence."""
+    model, the calibration's host and an ``uncertainty`` sentence.
+
+    On the host the latency comes from the kernel-level predictor (:mod:`.kernels`, "kernel-v1") when the
+    calibration has its factors for the runtime/precision and the runtime's kernels can be read (onnxruntime's
+    optimized graph of ``onnx_path``; for TFLite the ``.tflite`` given or lying next to the ONNX file): the result
+    then carries ``error_band`` (the predictor's measured error on held-out architectures) and
+    ``latency_band_ms``. ``kernel_model=False`` forces the roofline; otherwise the roofline is the fallback."""
     t = _target(target)
     if _is_host(t) and t.source_path != "<this host>":  # the host.toml profile: use this machine's facts
         import dataclasses
@@ -397,7 +411,64 @@ def predict(onnx_path, target, *, dtype: str = "fp32", calibration=None, runtime
     if detail:
         res["ops"] = [{"name": o.name, "op_type": o.op_type, "fused": o.fused, "macs": o.macs, "flops": o.flops,
                        "bytes": o.bytes, "compute_us": c, "memory_us": m} for o, (c, m) in zip(gc.ops, times)]
+    if _is_host(t) and kernel_model is not False:
+        kf = (cal.get("kernel_factors") or {}).get(f"{runtime}-{dtype}")
+        if kf:
+            _apply_kernel_model(res, onnx_path, runtime, dtype, kf, th, info, detail)
     return res
+
+
+def _kernel_artifact(path, runtime: str, dtype: str) -> Optional[str]:
+    """The file whose kernels the runtime runs: the ONNX graph for onnxruntime (if it is quantized when
+    ``dtype`` is int8), the .tflite given or exported next to the ONNX file for TFLite; None when not at hand."""
+    p = Path(path)
+    if runtime == "tflite":
+        if p.suffix == ".tflite":
+            return str(p)
+        sib = p.with_name("model.int8.tflite" if dtype == "int8" else "model.tflite")
+        return str(sib) if sib.is_file() else None
+    return str(p) if p.suffix == ".onnx" else None
+
+
+#: onnxruntime kernels that show a graph was quantized
+_INT8_KERNELS = ("QLinear", "QGemm", "QuantizeLinear", "ConvInteger", "MatMulInteger")
+
+
+def _apply_kernel_model(res: dict, path, runtime: str, dtype: str, kf: dict, threads: int, info: dict,
+                        detail: bool) -> None:
+    """Replace the roofline latency in ``res`` by the kernel-level predictor's (see :func:`predict`)."""
+    from . import fusion, kernels
+
+    art = _kernel_artifact(path, runtime, dtype)
+    if art is None:
+        return
+    try:
+        ks, how = fusion.kernels_for(art, runtime, dtype)
+    except InputError:
+        return  # the roofline stays
+    if runtime == "onnxruntime" and dtype == "int8" and not any(k.op.startswith(_INT8_KERNELS) for k in ks):
+        return  # an fp32 graph costed as int8: no int8 kernels to read
+    us, per = kernels.predict_us(ks, kf, detail=True)
+    n = min(threads, int(host_profile().fact("cores", threads)))
+    if n > 1:  # calibrated on one thread: large conv/gemm kernels sped up as in the roofline (an assumption)
+        gain = 1 + HOST_THREAD_EFFICIENCY * (n - 1)
+        us -= sum(t * (1 - 1 / gain) for k, t in per if 2 * k.macs >= THREAD_MIN_FLOPS)
+    band = kf.get("heldout") or {}
+    key = f"{runtime}-{dtype}"
+    where = "this host" if info["matches_this_host"] else f"another host ({info['host_cpu']}), not this one"
+    res.update({
+        "latency_ms": us / 1e3,
+        "model": f"{kernels.MODEL_NAME} ({len(ks)} kernels from {how}), {key} kernel factors calibrated on {where}",
+        "error_band": {k: band.get(k) for k in ("n", "median_abs_pct", "p90_abs_pct", "within_10_pct")}
+        | {"basis": "held-out architecture families on the calibration host, 1 thread"},
+        "uncertainty": kernels.band_text(key, band) + ("" if n == 1 else f"; {n} threads scaled by assumption"),
+        "kernels": fusion.summary(ks),
+    })
+    if band.get("p90_abs_pct") is not None:
+        b = band["p90_abs_pct"] / 100
+        res["latency_band_ms"] = [res["latency_ms"] * (1 - b), res["latency_ms"] * (1 + b)]
+    if detail:
+        res["kernel_detail"] = [dict(k.to_dict(), predicted_us=t) for k, t in per]
 
 
 # ----------------------------------------------------------------------------------- fitting

@@ -152,6 +152,37 @@ def fit_all(rows: list[dict], *, exclude_family: Optional[str] = None) -> dict:
     return out
 
 
+def fit_kernel_factors(rows: list[dict]) -> dict:
+    """{key: kernel-predictor factors} (:mod:`.kernels`) from the measured rows, each with the error band
+    measured leave-one-family-out on these rows (``heldout``); keys with fewer than 3 models are left out."""
+    from . import fusion, kernels
+
+    out = {}
+    for fmt, key in KEY_OF.items():
+        rt, dtype = ("tflite" if fmt.startswith("tflite") else "onnxruntime"), ("int8" if fmt.endswith("int8") else "fp32")
+        samples = []
+        for r in rows:
+            m, path = r.get("measured", {}).get(fmt), r["artifacts"].get(fmt)
+            if m and path:
+                samples.append((r["family"], fusion.kernels_for(path, rt, dtype)[0], m["p50_ms"] * 1e3))
+        if len(samples) < 3:
+            continue
+        params = kernels.fit([(k, t) for _, k, t in samples])
+        pred, meas = [], []
+        for fam in sorted({f for f, _, _ in samples}):
+            train = [(k, t) for f, k, t in samples if f != fam]
+            if len(train) < 3:
+                continue
+            p = kernels.fit(train)
+            for f, k, t in samples:
+                if f == fam:
+                    pred.append(kernels.predict_us(k, p))
+                    meas.append(t)
+        params["heldout"] = kernels.errors_pct(pred, meas) if pred else {}
+        out[key] = params
+    return out
+
+
 def calibration_dict(factors: dict, note: str) -> dict:
     """A calibration file's content for this host: factors, host spec and fingerprint."""
     from .costmodel import MODEL_NAME
@@ -183,10 +214,13 @@ def calibrate_host(*, out=None, workdir=None, repeats: int = 1, runs: int = 30, 
         rows = export_suite(suite(quick=True, models=models), Path(workdir or td), progress=progress)
         measure_suite(rows, repeats=repeats, runs=runs, warmup=5, progress=progress)
         factors = fit_all(rows)
+        kfactors = fit_kernel_factors(rows)
     if not factors:
         raise InputError("host calibration failed: no artifact could be measured; check onnxruntime/ai-edge-litert")
     cal = calibration_dict(factors, f"edgeprune calibrate --host: {len(rows)} built-in models, {repeats} "
                                     f"process(es) x {runs} runs per artifact")
+    if kfactors:
+        cal["kernel_factors"] = kfactors
     p = Path(out) if out is not None else cached_calibration_path(cal["fingerprint"])
     atomic_write_text(p, json.dumps(cal, indent=1, sort_keys=True) + "\n")
     return {"path": str(p), "calibration": cal, "seconds": time.perf_counter() - t0}

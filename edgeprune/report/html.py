@@ -325,7 +325,8 @@ def _artifact_table(report) -> str:
         mem = f"{_mb(host.get('model_footprint_mb'))} / {_mb(pred.get('peak_memory_mb'))}"
         cells = [html.escape(a["format"]), status, _sig((a.get("size_bytes") or 0) / 1024), _fmt(a.get("metric")),
                  _fmt(a.get("metric_drop"), "+.2f"), _ms(host.get("p50_ms")), _ms(host.get("p90_ms")),
-                 _ms(pred.get("latency_ms")), _ms(pred.get("p90_ms"))]
+                 _ms(pred.get("latency_ms")) + (f" {html.escape(pred['band_label'])}" if pred.get("band_label") else ""),
+                 _ms(pred.get("p90_ms"))]
         if has_dev:
             cells += [_ms(dev.get("p50_ms")), _ms(dev.get("p90_ms"))]
             mem += f" / {_mb(dev.get('model_footprint_mb'))}"
@@ -396,6 +397,11 @@ def _cost_model_note(report) -> str:
         return '<p class="note">No cost-model prediction in this run.</p>'
     errs = cm.get("host_error_median_abs_pct") or {}
     err = ", ".join(f"{html.escape(k)} {v:.0f}%" for k, v in sorted(errs.items())) or "not measured"
+    kb = {k: v for k, v in (cm.get("kernel_error_band_pct") or {}).items() if v.get("median") is not None}
+    if kb:
+        err = (f"{err}; kernel-level predictor (used for host figures), absolute error on held-out architectures "
+               "(benchmarks/costmodel/predictor.md), median / 90% band: "
+               + ", ".join(f"{html.escape(k)} {v['median']:.0f}% / ±{v['p90']:.0f}%" for k, v in sorted(kb.items())))
     here = ("this host" if cm.get("calibration_matches_this_host") else
             "<b>another host, not this one</b> (run <code>edgeprune calibrate --host</code> to calibrate this one)")
     return (f'<p class="note">Cost model {html.escape(str(cm.get("model")))}: calibrated on '
