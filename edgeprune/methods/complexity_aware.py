@@ -289,7 +289,10 @@ class ComplexityHook(TrainHook):
     def after_epoch(self, model, epoch):
         net = self.net
         macs, self._epoch_macs = self._epoch_macs / self.spe, 0.0
-        return {"forward_macs_per_sample": macs, "forward_macs_kept": macs / self.dense_macs,"expected_macs": self.hist["expected_macs"][-1] if self.hist["expected_macs"] else None,
+        live_pi = torch.cat([net.pi.detach()[net.alive], net.pi_b.detach()[net.alive_b]])
+        return {"forward_macs_per_sample": macs, "forward_macs_kept": macs / self.dense_macs,
+                "pi_undecided": int(((live_pi > 0.02) & (live_pi < 0.98)).sum()),
+                "pi_distance_to_binary": float(torch.minimum(live_pi, 1 - live_pi).mean()) if live_pi.numel() else 0.0,"expected_macs": self.hist["expected_macs"][-1] if self.hist["expected_macs"] else None,
                 "lambda": self.lam, "alive_units": int(net.alive.sum()), "alive_branches": int(net.alive_b.sum())}
 
 
