@@ -76,6 +76,8 @@ class ComplexityAwareOptions:
     warmup: float = option(0.5, "budget mode: fraction of the steps over which the MACs target falls from 1 to "
                                 "flops_keep", min=0, max=1)
     budget_lr: float = option(0.5, "budget mode: ascent rate of λ on E[MACs]/target - 1", min=0)
+    polarize: float = option(0.0, "weight of a penalty Σ π(1 − π) ramped in linearly after the warm-up: drives every "
+                                  "π to 0 or 1 before the end (0: off, the end-of-training rounding decides)", min=0)
     from_scratch: bool = option(True, "re-initialise the weights (the paper's protocol) instead of starting from "
                                       "the dense model")
     compact_in_training: bool = option(True, "cut removed structures out of the training model with the surgery as "
@@ -253,7 +255,11 @@ class ComplexityHook(TrainHook):
         if self.budget_mode:
             e_macs = float(net.complexity(net.pi.detach(), net.pi_b.detach())[1]) / self.dense_macs
             self.ratio = e_macs / self.target(step) - 1.0
-        return (self.lam * reg).float()
+        loss = self.lam * reg
+        if o.polarize > 0 and step >= self.warm:  # Σ π(1 − π), ramped in after the warm-up: π < ½ falls, π > ½ rises
+            ramp = (step - self.warm + 1) / max(1, self.total - self.warm)
+            loss = loss + o.polarize * ramp * sum((p * (1 - p)).sum() for p in net.trainable())
+        return loss.float()
 
     def after_step(self, model, step):
         net, o, h = self.net, self.o, self.hist
