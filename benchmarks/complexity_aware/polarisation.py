@@ -41,6 +41,9 @@ VARIANTS = {
     "fixed lam=4 (paper mode)": {"lam": 4.0},
     "polarize=0.05": {"polarize": 0.05},
     "polarize=0.2": {"polarize": 0.2},
+    "units only": {"branches": False},
+    "units only + pi_lr x5": {"branches": False, "pi_lr": 0.5},
+    "units only + polarize=0.2": {"branches": False, "polarize": 0.2},
 }
 
 
