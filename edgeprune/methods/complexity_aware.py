@@ -29,7 +29,12 @@ Our reconstruction (docs/methods/complexity-aware.md says which part is which):
 * projected SGD on π ∈ [0, 1]; a structure is removed for good once its π has stayed below
   ``pi_min`` for ``patience`` consecutive steps (our anti-premature condition, not the
   paper's ODE-derived one): its π is set to 0 and frozen, and a removed branch is no longer
-  computed (its output module returns zeros) for the rest of training;
+  computed (its output module returns zeros) for the rest of training; with
+  ``compact_in_training`` (default) everything removed is also cut out of the training model by
+  the surgery (checked four times an epoch; :mod:`~edgeprune.methods.live_compaction`: weights,
+  batch-norm statistics and momentum of the kept entries carried over, each cut checked against
+  the masked forward), so later steps no longer compute it;
+* optional ``polarize``: a penalty γ·Σπ(1 − π) ramped in after the warm-up drives every π to 0 or 1;
 * at the end π ≥ ½ keeps a structure; with the budget mode the kept widths are fitted to
   the budget exactly (π ranks the channels, the weight norm breaks ties), batch-norm
   statistics are re-estimated for the deterministic network and the plan goes to surgery.
