@@ -231,3 +231,34 @@ def test_compaction_in_training_saves_macs_and_keeps_the_result(digits):
     assert on["units_removed_in_training"] > 0
     assert on["epoch_forward_macs_kept"][-1] < off["epoch_forward_macs_kept"][-1]
     assert runs[True].plan.keep == runs[False].plan.keep and runs[True].plan.dropped == runs[False].plan.dropped
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2", "concat", "cnn"])
+def test_live_compaction_on_depthwise_concat_and_flatten_models(digits, name):
+    """Depthwise groups, a concat feeding a residual add, a flatten -> linear remap: the cut model computes the masked one."""
+    from edgeprune.methods.live_compaction import LiveCompaction
+
+    seed_everything(0)
+    model = build_model(name, digits["shape"], 10)
+    ex = torch.zeros(1, *digits["shape"])
+    graph = analyze(model, ex)
+    net = BernoulliNetwork(model, graph, units=True, branches=True, pi_init=0.9)
+    live = LiveCompaction(net, graph, ex)
+    x = torch.from_numpy(digits["xtr"][:16])
+    _remove(net, torch.randperm(net.masks.n, generator=torch.Generator().manual_seed(3))[: net.masks.n // 5].tolist(),
+            [0] if net.branch_names else [])
+    before = _sampled_outputs(net, x, 0)
+    ev = live.step(None, x, step=0)
+    assert ev is not None and ev["params"] == sum(p.numel() for p in net.model.parameters())
+    for a, b in zip(before, _sampled_outputs(net, x, 0)):
+        assert float((a - b).abs().max()) <= 1e-5 * float(a.abs().max())
+
+
+def test_polarize_drives_pi_to_zero_or_one(digits):
+    seed_everything(0)
+    model = build_model("resnet", digits["shape"], 10)
+    ctx = _ctx(model, digits, flops_keep=0.5, epochs=1)
+    opts = {"epochs": 1, "eval_samples": 0, "calib_samples": 128, "warmup": 0.2, "polarize": 5.0}
+    h = get_method("complexity-aware", opts).fit(model, ctx).history
+    # without the penalty the live π sit near 0.7-0.9 (distance ~0.1-0.2, every one undecided)
+    assert h["epochs"][-1]["pi_distance_to_binary"] < 0.01 and h["epochs"][-1]["pi_undecided"] <= 2
