@@ -53,17 +53,15 @@ def index_encoded(model: nn.Module) -> tuple[nn.Module, dict[str, torch.Size]]:
 
 
 class LiveCompaction:
-    """Compacts ``net.model`` (a :class:`GatedModel` with ``alive`` / ``alive_b`` masks) in place of the masked one.
-
-    ``optimizer``: the optimizer training ``net``; its state of every replaced parameter is carried over.
-    """
+    """Replaces ``net.model`` (a :class:`GatedModel` with ``alive`` / ``alive_b`` masks of removed structures) by
+    its compacted version whenever :meth:`step` finds new removals; :meth:`restore` at the end of training."""
 
     def __init__(self, net, graph, example: torch.Tensor, *, rel_tol: float = 1e-5):
         self.net, self.graph, self.rel_tol = net, graph, rel_tol
         self.original = net.model  # the model the final plan applies to
         self.orig_masks = net.masks
         self.encoded, self.shapes = index_encoded(_without_hooks(net.model))
-        self.example = example.detach().to(torch.float64)
+        self.example = example.detach().double() if example.is_floating_point() else example.detach()
         self.index: dict[str, torch.Tensor] | None = None  # tensor name -> original flat indices (None: not cut)
         self.enabled = True
         self.events: list[dict] = []
@@ -104,13 +102,13 @@ class LiveCompaction:
             old_model, old_masks, old_index = net.model, net.masks, self.index
             new_index = self._adopt(small)
             net.model, net.masks = small, self._masks(small, new_index)
-            self._rehook()
+            self._rehook(plan.dropped)
             with torch.no_grad():
                 got = net.run(inputs, z, zb)
             rel = float((got - want).abs().max()) / (float(want.abs().max()) or 1.0)
             if not rel <= self.rel_tol:  # the compact model computes something else than the masked one: undo
                 net.model, net.masks = old_model, old_masks
-                self._rehook()
+                self._rehook(self.plan.dropped)
                 self._disable(f"the compact model differs from the masked one (relative {rel:.1e})", log)
                 return None
             if optimizer is not None:
@@ -199,12 +197,12 @@ class LiveCompaction:
         masks.src, masks.kinds = src, kinds
         return masks
 
-    def _rehook(self) -> None:
-        """Branch-scale hooks onto the current model, for the branches it still has."""
+    def _rehook(self, dropped) -> None:
+        """Branch-scale hooks onto the current model, for the branches it still has (``dropped``: cut out of it)."""
         net = self.net
         net.scales.remove()
         modules = dict(net.model.named_modules())
-        names = [b for b in net.branch_names if b in modules and _still_branch(modules[b])]
+        names = [b for b in net.branch_names if b in modules and b not in dropped]
         net.scales = BranchScales(net.model, names)
 
     def _disable(self, why: str, log) -> None:
@@ -229,14 +227,8 @@ class LiveCompaction:
                 b.copy_(other[name])
         net.model, net.masks, self.index = self.original, self.orig_masks, None
         self.original.train(net.training)
-        self._rehook()
+        self._rehook([])
         return self.original
-
-
-def _still_branch(block: nn.Module) -> bool:
-    from ..models import DroppedBranch
-
-    return not isinstance(block, DroppedBranch)
 
 
 def _without_hooks(model: nn.Module) -> nn.Module:
