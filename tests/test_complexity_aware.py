@@ -135,3 +135,130 @@ def test_bernoulli_network_samples_and_is_deterministic_in_eval(digits):
 def test_options_validated(bad):
     with pytest.raises(ConfigError):
         get_method("complexity-aware", bad)
+
+
+def _remove(net, units, branches):
+    """Remove structures for good the way :meth:`BernoulliNetwork.remove_stale` does."""
+    with torch.no_grad():
+        for i in units:
+            net.alive[i] = False
+            net.pi[i] = 0.0
+        for i in branches:
+            net.alive_b[i] = False
+            net.pi_b[i] = 0.0
+
+
+def _sampled_outputs(net, x, seed):
+    """The gated forward for one fixed Bernoulli sample (removed structures 0), in eval and in train mode."""
+    g = torch.Generator().manual_seed(seed)
+    z = (torch.rand(net.masks.n, generator=g) < 0.8).float() * net.alive.float()
+    zb = (torch.rand(len(net.branch_names), generator=g) < 0.7).float() * net.alive_b.float()
+    outs = []
+    for mode in (False, True):
+        net.train(mode)
+        bn_state = {k: v.clone() for k, v in net.model.state_dict().items()}
+        with torch.no_grad():
+            outs.append(net.run(x, z, zb))
+        net.model.load_state_dict(bn_state)  # a train-mode forward moves the BN statistics: undo
+    net.eval()
+    return outs
+
+
+def test_live_compaction_computes_the_masked_network(digits):
+    """Cutting removed structures out mid-training (twice) keeps the gated forward within 1e-5, carries the kept
+    weights' momentum over, shrinks the model, and restore() gives back the original model computing the same."""
+    from edgeprune.methods.live_compaction import LiveCompaction
+
+    seed_everything(0)
+    model = build_model("resnet", digits["shape"], 10)
+    ex = torch.zeros(1, *digits["shape"])
+    graph = analyze(model, ex)
+    net = BernoulliNetwork(model, graph, units=True, branches=True, pi_init=0.9)
+    live = LiveCompaction(net, graph, ex)
+    opt = torch.optim.SGD(net.model.parameters(), lr=0.05, momentum=0.9)
+    x = torch.from_numpy(digits["xtr"][:32])
+    y = torch.from_numpy(digits["ytr"][:32])
+
+    def train_steps(k):
+        net.train()
+        for _ in range(k):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+
+    train_steps(3)
+    g = torch.Generator().manual_seed(3)
+    n_params = sum(p.numel() for p in net.model.parameters())
+    for round_, (units, branches) in enumerate([(torch.randperm(net.masks.n, generator=g)[:40].tolist(), [1]),
+                                                (torch.randperm(net.masks.n, generator=g)[:40].tolist(), [0])]):
+        _remove(net, units, branches)
+        before = _sampled_outputs(net, x, round_)
+        some = next(p for p in net.model.parameters() if p.dim() == 4)
+        ev = live.step(opt, x[:8], step=round_)
+        assert ev is not None and ev["rel_diff"] <= 1e-5 and live.enabled
+        after = _sampled_outputs(net, x, round_)
+        for a, b in zip(before, after):
+            assert float((a - b).abs().max()) <= 1e-5 * float(a.abs().max())
+        smaller = sum(p.numel() for p in net.model.parameters())
+        assert smaller < n_params and smaller == ev["params"]  # the cost table predicts the compact model
+        n_params = smaller
+        # the optimizer now trains the compact parameters, with momentum carried over
+        ids = {id(p) for grp in opt.param_groups for p in grp["params"]}
+        assert all(id(p) in ids for p in net.model.parameters()) and id(some) not in ids
+        assert all("momentum_buffer" in opt.state[p] for p in net.model.parameters() if p.dim() == 4)
+        train_steps(2)
+    assert not live.pending()
+    ref = _sampled_outputs(net, x, 7)
+    restored = live.restore()
+    assert restored is model and net.model is model
+    for a, b in zip(ref, _sampled_outputs(net, x, 7)):
+        assert float((a - b).abs().max()) <= 1e-5 * float(a.abs().max())
+
+
+def test_compaction_in_training_saves_macs_and_keeps_the_result(digits):
+    """The same run with and without physical removal: fewer forward MACs per epoch, the same plan (units only:
+    a removed branch already stops being computed without compaction)."""
+    runs = {}
+    for cut in (True, False):
+        seed_everything(0)
+        model = build_model("resnet", digits["shape"], 10)
+        ctx = _ctx(model, digits, epochs=2)
+        opts = {"lam": 30.0, "epochs": 2, "pi_lr": 0.5, "patience": 3, "pi_min": 0.2, "eval_samples": 0,
+                "calib_samples": 128, "branches": False, "compact_in_training": cut}
+        runs[cut] = get_method("complexity-aware", opts).fit(model, ctx)
+    on, off = runs[True].history, runs[False].history
+    assert on["compactions"] and all(e["rel_diff"] <= 1e-5 for e in on["compactions"])
+    assert on["units_removed_in_training"] > 0
+    assert on["epoch_forward_macs_kept"][-1] < off["epoch_forward_macs_kept"][-1]
+    assert runs[True].plan.keep == runs[False].plan.keep and runs[True].plan.dropped == runs[False].plan.dropped
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2", "concat", "cnn"])
+def test_live_compaction_on_depthwise_concat_and_flatten_models(digits, name):
+    """Depthwise groups, a concat feeding a residual add, a flatten -> linear remap: the cut model computes the masked one."""
+    from edgeprune.methods.live_compaction import LiveCompaction
+
+    seed_everything(0)
+    model = build_model(name, digits["shape"], 10)
+    ex = torch.zeros(1, *digits["shape"])
+    graph = analyze(model, ex)
+    net = BernoulliNetwork(model, graph, units=True, branches=True, pi_init=0.9)
+    live = LiveCompaction(net, graph, ex)
+    x = torch.from_numpy(digits["xtr"][:16])
+    _remove(net, torch.randperm(net.masks.n, generator=torch.Generator().manual_seed(3))[: net.masks.n // 5].tolist(),
+            [0] if net.branch_names else [])
+    before = _sampled_outputs(net, x, 0)
+    ev = live.step(None, x, step=0)
+    assert ev is not None and ev["params"] == sum(p.numel() for p in net.model.parameters())
+    for a, b in zip(before, _sampled_outputs(net, x, 0)):
+        assert float((a - b).abs().max()) <= 1e-5 * float(a.abs().max())
+
+
+def test_polarize_drives_pi_to_zero_or_one(digits):
+    seed_everything(0)
+    model = build_model("resnet", digits["shape"], 10)
+    ctx = _ctx(model, digits, flops_keep=0.5, epochs=1)
+    opts = {"epochs": 1, "eval_samples": 0, "calib_samples": 128, "warmup": 0.2, "polarize": 5.0}
+    h = get_method("complexity-aware", opts).fit(model, ctx).history
+    # without the penalty the live π sit near 0.7-0.9 (distance ~0.1-0.2, every one undecided)
+    assert h["epochs"][-1]["pi_distance_to_binary"] < 0.01 and h["epochs"][-1]["pi_undecided"] <= 2

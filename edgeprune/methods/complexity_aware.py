@@ -29,7 +29,12 @@ Our reconstruction (docs/methods/complexity-aware.md says which part is which):
 * projected SGD on π ∈ [0, 1]; a structure is removed for good once its π has stayed below
   ``pi_min`` for ``patience`` consecutive steps (our anti-premature condition, not the
   paper's ODE-derived one): its π is set to 0 and frozen, and a removed branch is no longer
-  computed (its output module returns zeros) for the rest of training;
+  computed (its output module returns zeros) for the rest of training; with
+  ``compact_in_training`` (default) everything removed is also cut out of the training model by
+  the surgery (checked four times an epoch; :mod:`~edgeprune.methods.live_compaction`: weights,
+  batch-norm statistics and momentum of the kept entries carried over, each cut checked against
+  the masked forward), so later steps no longer compute it;
+* optional ``polarize``: a penalty γ·Σπ(1 − π) ramped in after the warm-up drives every π to 0 or 1;
 * at the end π ≥ ½ keeps a structure; with the budget mode the kept widths are fitted to
   the budget exactly (π ranks the channels, the weight norm breaks ties), batch-norm
   statistics are re-estimated for the deterministic network and the plan goes to surgery.
@@ -50,6 +55,7 @@ from ..train import Schedule, TrainHook
 from .base import FitContext, MethodResult, PruningMethod, jsonable, register_method, working_copy
 from .gates import BernoulliST, GatedModel, has_batchnorm, recalibrate_bn
 from .gating import widths_to_budget
+from .live_compaction import LiveCompaction
 from .options import option
 
 
@@ -75,8 +81,13 @@ class ComplexityAwareOptions:
     warmup: float = option(0.5, "budget mode: fraction of the steps over which the MACs target falls from 1 to "
                                 "flops_keep", min=0, max=1)
     budget_lr: float = option(0.5, "budget mode: ascent rate of λ on E[MACs]/target - 1", min=0)
+    polarize: float = option(0.0, "weight of a penalty Σ π(1 − π) ramped in linearly after the warm-up: drives every "
+                                  "π to 0 or 1 before the end (0: off, the end-of-training rounding decides)", min=0)
     from_scratch: bool = option(True, "re-initialise the weights (the paper's protocol) instead of starting from "
                                       "the dense model")
+    compact_in_training: bool = option(True, "cut removed structures out of the training model with the surgery as "
+                                             "soon as they are removed (checked 4 times an epoch), so they stop "
+                                             "costing compute; false: they stay masked until the end")
     calib_samples: int = option(1024, "training samples for the final batch-norm re-estimate", min=0)
     eval_samples: int = option(2000, "validation samples evaluated after each epoch (0: none)", min=0)
 
@@ -203,9 +214,10 @@ class BernoulliNetwork(GatedModel):
         self.skipped.append(name)
 
     def close(self) -> None:
+        modules = dict(self.model.named_modules())
         for name in self.skipped:
-            out = branch_output_module(self.model.get_submodule(name))
-            out.__dict__.pop("forward", None)
+            if name in modules:
+                branch_output_module(modules[name]).__dict__.pop("forward", None)
         self.skipped = []
         super().close()
 
@@ -213,10 +225,15 @@ class BernoulliNetwork(GatedModel):
 class ComplexityHook(TrainHook):
     """Joint training of weights and π: the complexity loss, projected SGD on π, removal, curves."""
 
-    def __init__(self, net: BernoulliNetwork, o: ComplexityAwareOptions, ctx: FitContext, hist: dict):
-        self.net, self.o, self.ctx, self.hist = net, o, ctx, hist
+    def __init__(self, net: BernoulliNetwork, o: ComplexityAwareOptions, ctx: FitContext, hist: dict,
+                 live: LiveCompaction | None = None):
+        self.net, self.o, self.ctx, self.hist, self.live = net, o, ctx, hist, live
         dense = ctx.graph.dense_cost()
         self.dense_macs, self.dense_params = float(dense["macs"]), float(max(1, dense["params"]))
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.probe = torch.from_numpy(ctx.x_train[:16])  # the inputs a compaction is checked on
+        self.forward_macs = self.dense_macs  # MACs per sample of the forward actually computed
+        self._epoch_macs = 0.0
         self.budget_mode = o.lam is None
         self.lam = 0.0 if self.budget_mode else float(o.lam)
         self.ratio = 0.0
@@ -243,11 +260,21 @@ class ComplexityHook(TrainHook):
         if self.budget_mode:
             e_macs = float(net.complexity(net.pi.detach(), net.pi_b.detach())[1]) / self.dense_macs
             self.ratio = e_macs / self.target(step) - 1.0
-        return (self.lam * reg).float()
+        loss = self.lam * reg
+        if o.polarize > 0 and step >= self.warm:  # Σ π(1 − π), ramped in after the warm-up: π < ½ falls, π > ½ rises
+            ramp = (step - self.warm + 1) / max(1, self.total - self.warm)
+            loss = loss + o.polarize * ramp * sum((p * (1 - p)).sum() for p in net.trainable())
+        return loss.float()
 
     def after_step(self, model, step):
         net, o, h = self.net, self.o, self.hist
-        h["removed"].extend(net.remove_stale(o.pi_min, o.patience, step + 1))
+        self._epoch_macs += self.forward_macs
+        removed = net.remove_stale(o.pi_min, o.patience, step + 1)
+        h["removed"].extend(removed)
+        if self.live and (step + 1) % max(1, self.spe // 4) == 0 and self.live.pending():
+            removed = removed or self.live.step(self.optimizer, self.probe, step + 1, self.ctx.log)
+        if removed:
+            self.forward_macs = self._physical_macs()
         if self.budget_mode:  # during the ramp λ only follows the falling target (no wind-up)
             r = self.ratio if step + 1 >= self.warm else max(0.0, self.ratio)
             self.lam = max(0.0, self.lam + o.budget_lr * r)
@@ -262,9 +289,21 @@ class ComplexityHook(TrainHook):
             h["alive_units"].append(int(net.alive.sum()))
             h["alive_branches"].append(int(net.alive_b.sum()))
 
+    def _physical_macs(self) -> float:
+        """MACs per sample of the network the forward computes: what was cut out and the skipped branches are gone,
+        masked channels still cost theirs."""
+        plan = self.live.plan if self.live is not None else None
+        keep = {g: set(v) for g, v in plan.keep.items()} if plan else {}
+        dropped = list(dict.fromkeys((plan.dropped if plan else []) + self.net.skipped))
+        return float(self.ctx.graph.cost_of_sets(keep, dropped)["macs"])
+
     def after_epoch(self, model, epoch):
         net = self.net
-        return {"expected_macs": self.hist["expected_macs"][-1] if self.hist["expected_macs"] else None,
+        macs, self._epoch_macs = self._epoch_macs / self.spe, 0.0
+        live_pi = torch.cat([net.pi.detach()[net.alive], net.pi_b.detach()[net.alive_b]])
+        return {"forward_macs_per_sample": macs, "forward_macs_kept": macs / self.dense_macs,
+                "pi_undecided": int(((live_pi > 0.02) & (live_pi < 0.98)).sum()),
+                "pi_distance_to_binary": float(torch.minimum(live_pi, 1 - live_pi).mean()) if live_pi.numel() else 0.0,"expected_macs": self.hist["expected_macs"][-1] if self.hist["expected_macs"] else None,
                 "lambda": self.lam, "alive_units": int(net.alive.sum()), "alive_branches": int(net.alive_b.sum())}
 
 
@@ -317,8 +356,14 @@ class ComplexityAware(PruningMethod):
         hist: dict = {"options": self.options, "epochs_run": epochs, "step": [], "lambda": [], "expected_macs": [],
                       "expected_params": [], "macs_target": [], "alive_units": [], "alive_branches": [],
                       "removed": [], "plots": PLOTS}
-        hook = ComplexityHook(net, o, ctx, hist)
+        live = LiveCompaction(net, ctx.graph, ctx.example) if o.compact_in_training else None
+        hook = ComplexityHook(net, o, ctx, hist, live)
         overrides = {k: getattr(o, k) for k in ("lr", "batch_size") if getattr(o, k) is not None}
+        # the loop's optimizer, built here so that a compaction can re-point it at the compact parameters
+        claimed = {id(p) for p in net.trainable()}
+        hook.optimizer = torch.optim.SGD([{"params": [p for p in net.parameters() if id(p) not in claimed]},
+                                          *hook.params()], lr=o.lr or ctx.run_option("lr"), momentum=0.9,
+                                         weight_decay=ctx.run_option("weight_decay"), nesterov=True)
         val = (ctx.x_val[: o.eval_samples], ctx.y_val[: o.eval_samples]) if o.eval_samples else None
 
         def log_epoch(rec):
@@ -328,10 +373,14 @@ class ComplexityAware(PruningMethod):
                     + (f", val {rec['val_metric']:.2f}" if "val_metric" in rec else ""))
 
         run = ctx.train(net, hook, epochs=epochs, val=val, generator=net.generator, on_epoch=log_epoch,
-                        label="complexity-aware", **overrides)
+                        label="complexity-aware", optimizer=hook.optimizer, **overrides)
+        if live is not None:
+            live.restore()  # the trained weights back in the original model (the one the plan applies to)
+            hist["compactions"] = live.events
         hist["epochs"] = run.to_list()
         hist["epoch_seconds"] = [r["seconds"] for r in hist["epochs"]]
         hist["train_seconds_total"] = float(sum(hist["epoch_seconds"]))
+        hist["epoch_forward_macs_kept"] = [r["forward_macs_kept"] for r in hist["epochs"]]
         hist["lambda_final"] = hook.lam
         plan, info = self._plan(net, ctx, hook.budget_mode)
         hist.update(info)
