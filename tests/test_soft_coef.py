@@ -236,3 +236,42 @@ def test_bn_calibration_weights_reproduce_the_searched_metric(digits):
     stale = get_method("soft-coef", dict(opts, bn_calibration=0)).fit(model, ctx).history["val_metric"]
     assert stale != res.history["val_metric"]
     assert not torch.equal(res.model.state_dict()["1.branch.1.1.running_mean"], model.state_dict()["1.branch.1.1.running_mean"])
+
+
+def test_harness_records_metric_evaluations_per_row_and_in_the_table(tmp_path):
+    """`edgeprune compare` rows carry the method's counters (MethodResult.extras): soft-coef's number of metric
+    evaluations reaches the row, the summary (mean ± std over seeds), the Markdown table and the CSV."""
+    import csv
+
+    from edgeprune.compare import CompareConfig, markdown_table, parse_method, summarize
+    from edgeprune.compare.harness import _build, load_data, prune_method
+    from edgeprune.compare.outputs import write_outputs
+
+    cfg = CompareConfig(dataset="digits", model="autoencoder", seeds=[0, 1], levels=[0.5], out=str(tmp_path),
+                        method_options={"soft-coef": {"constraint": "params", "val_samples": 100}})
+    data = load_data(cfg)
+    dense = _build(cfg, data).eval()
+    rows = [{"method": "dense", "level": 0.0, "seed": 0, "metric": 10.0, "macs_kept": 1.0}]
+    for label in ("soft-coef[optimizer=uniform]", "soft-coef[optimizer=gradient,iters=1]"):
+        for seed in cfg.seeds:
+            _, info = prune_method(parse_method(label), dense, data, cfg, seed, 0.5, lambda s: None)
+            rows.append({"method": label, "level": 0.5, "seed": seed, "metric": 9.0, "macs_kept": 0.5,
+                         "extras": info["extras"]})
+    evals = {r["method"]: r["extras"]["metric_evaluations"] for r in rows[1:]}
+    assert evals["soft-coef[optimizer=uniform]"] == 1
+    assert evals["soft-coef[optimizer=gradient,iters=1]"] >= 2 * 3  # central differences on 3 groups
+    summary = summarize(rows)
+    assert summary[1]["extras"]["metric_evaluations"] == [1.0, 0.0] and "extras" not in rows[0]
+    table = markdown_table(summary, "psnr").splitlines()
+    cols = [c.strip() for c in table[0].strip("|").split("|")]
+    at = cols.index("metric evaluations")
+    assert len(table[1].strip("|").split("|")) == len(cols)
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in table[2:]]
+    assert [c[at] for c in cells][:2] == ["–", "1.0"] and float(cells[2][at]) >= 6
+    meta = {"metric": "psnr", "data": data.describe, "task": data.task, "started": "s", "finished": "f", "wall_s": 1.0,
+            "compute_s": 1.0, "methods": []}
+    full = [dict(r, macs=1, params=1, requested_keep=1 - r["level"], macs_check="ok") for r in rows]
+    write_outputs({"rows": full, "meta": meta}, cfg, "test")
+    with open(tmp_path / "results.csv") as f:
+        got = [r["metric_evaluations"] for r in csv.DictReader(f)]
+    assert got[:3] == ["", "1", "1"] and int(got[3]) >= 6

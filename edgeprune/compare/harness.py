@@ -136,8 +136,16 @@ def prune_method(spec: MethodSpec, dense, data: Data, cfg: CompareConfig, seed: 
         "dropped_branches": list(result.plan.dropped), "width_multiple": wm,
         "trains_from_scratch": bool(getattr(method, "trains_from_scratch", False)),
         "plan_meta": {k: v for k, v in result.plan.meta.items() if isinstance(v, (int, float, str, bool))},
+        "extras": method_extras(result),
     }
     return small.eval(), info
+
+def method_extras(result) -> dict:
+    """The numeric counters a method reports in ``MethodResult.extras`` (e.g. ``metric_evaluations``): recorded
+    per row under ``extras`` and tabulated as extra columns (:func:`edgeprune.compare.tables.markdown_table`)."""
+    extras = getattr(result, "extras", None) or {}
+    return {str(k): (v.item() if isinstance(v, np.generic) else v) for k, v in extras.items()
+            if isinstance(v, (int, float, np.integer, np.floating))}
 
 # --------------------------------------------------------------------------------------------- export / latency
 
@@ -402,7 +410,8 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
                         params_kept=cnt["params"] / dparams, tp_ops=cnt["tp_ops"], tp_ops_kept=cnt["tp_ops"] / dops,
                         macs_check=cnt["macs_check"], widths=widths_str(cnt["widths"]),
                         prune_s=info["prune_s"], train_s=train_s, onnx_max_abs_diff=diff,
-                        details={k: v for k, v in info.items() if k not in ("prune_s", "width_multiple")},
+                        details={k: v for k, v in info.items() if k not in ("prune_s", "width_multiple", "extras")},
+                        extras=info["extras"],
                         arch=arch, _onnx=str(onnx_path), **plan,
                         curve=curve_of(flog, start, before_val,
                                        (0 if plan["from_scratch"] else cfg.epochs) + plan["own_epochs"]),

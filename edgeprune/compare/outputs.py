@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from ..runfolder import atomic_write_bytes, atomic_write_text, json_default
 from .config import CSV_FIELDS, DENSE_FT, RESULT_FILES, CompareConfig
 from .plots import plot
-from .tables import markdown_table, observations, summarize, widths_table
+from .tables import extra_names, markdown_table, observations, summarize, widths_table
 
 
 def machine_info() -> dict:
@@ -66,11 +66,13 @@ def write_outputs(result: dict, cfg: CompareConfig, command: str | None = None) 
     # truncated results.json (which --rebuild reads) beside the previous tables
     table = markdown_table(summary, meta["metric"], cfg.target_metric)
     csv_text = io.StringIO(newline="")
-    w = csv.DictWriter(csv_text, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    fields = CSV_FIELDS + [k for k in extra_names(summary) if k not in CSV_FIELDS]  # method counters last
+    w = csv.DictWriter(csv_text, fieldnames=fields, extrasaction="ignore")
     w.writeheader()
     for r in public:
+        r = {**(r.get("extras") or {}), **r}
         w.writerow({k: ("" if r.get(k) is None else (f"{r[k]:.6g}" if isinstance(r.get(k), float) else r[k]))
-                    for k in CSV_FIELDS})
+                    for k in fields})
     title = f"{cfg.model} on {meta['data']['name']} ({len(cfg.seeds)} seed(s); {_budget_phrase(cfg)})"
     png = io.BytesIO()
     plot(summary, meta["metric"], png, title)

@@ -42,6 +42,8 @@ def summarize(rows: list[dict], target_metric: float | None = None) -> list[dict
              "requested_keep": 1.0 - level, "widths": ok[0].get("widths") if ok else None}
         for k in SUMMARY_STATS:
             s[k], s[k + "_std"] = _ms([r.get(k) for r in ok])
+        names = dict.fromkeys(k for r in ok for k in (r.get("extras") or {}))
+        s["extras"] = {k: list(_ms([(r.get("extras") or {}).get(k) for r in ok])) for k in names}
         if target_metric is not None:
             times = [time_to_target(r.get("curve"), target_metric) for r in ok]
             hit = [t for t in times if t is not None]
@@ -61,13 +63,20 @@ def _fmt(m: float, s: float, digits: int = 2, scale: float = 1.0) -> str:
     return f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}"
 
 
+def extra_names(summary: list[dict]) -> list[str]:
+    """The method counters (``MethodResult.extras``, e.g. ``metric_evaluations``) any summary row has."""
+    return list(dict.fromkeys(k for s in summary for k in (s.get("extras") or {})))
+
+
 def markdown_table(summary: list[dict], metric_name: str, target_metric: float | None = None) -> str:
     unit = {"accuracy": "acc. %", "psnr": "PSNR dB"}.get(metric_name, metric_name)
     ttt = target_metric is not None
+    extras = extra_names(summary)  # one column per method counter; "–" for methods without it
     head = (f"| method | FLOPs removal | {unit} | {unit} before FT | MACs kept % | params kept % | latency ms | "
             f"speed-up × | ideal × | epochs (own + FT) | prune s | train s |"
-            + (f" time to {target_metric:g} s | epochs to {target_metric:g} | reached |" if ttt else "") + " n |")
-    lines = [head, "|" + "---|" * (16 if ttt else 13)]
+            + (f" time to {target_metric:g} s | epochs to {target_metric:g} | reached |" if ttt else "")
+            + "".join(f" {k.replace('_', ' ')} |" for k in extras) + " n |")
+    lines = [head, "|" + "---|" * ((16 if ttt else 13) + len(extras))]
     for s in summary:
         ideal = 1.0 / s["macs_kept"] if s["macs_kept"] and not math.isnan(s["macs_kept"]) else float("nan")
         lines.append("| " + " | ".join([
@@ -79,6 +88,7 @@ def markdown_table(summary: list[dict], metric_name: str, target_metric: float |
             _fmt(s["prune_s"], s["prune_s_std"], 1), _fmt(s["train_s"], s["train_s_std"], 1),
             *([_fmt(s["time_to_target_s"], s["time_to_target_s_std"], 0),
                _fmt(s["epochs_to_target"], s["epochs_to_target_std"], 1), s["reached"]] if ttt else []),
+            *(_fmt(*(s.get("extras") or {}).get(k, (float("nan"), float("nan"))), 1) for k in extras),
             str(s["n"]) + (f" ({s['failed']} failed)" if s["failed"] else ""),
         ]) + " |")
     return "\n".join(lines) + "\n"

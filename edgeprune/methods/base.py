@@ -105,6 +105,8 @@ class MethodResult:
     plan: PruningPlan
     model: nn.Module  # the weights the plan applies to
     history: dict = field(default_factory=dict)  # curves for the report (kappa, gate rates, ...)
+    # numeric counters the benchmark harness records per row (e.g. {"metric_evaluations": 30}); see compare.tables
+    extras: dict = field(default_factory=dict)
 
 
 class PruningMethod:

@@ -234,7 +234,7 @@ class SoftCoef(PruningMethod):
             "options": {k: v for k, v in asdict(o).items() if not callable(v)}}
         log(f"soft-coef ({o.optimizer}): {metric_name} {final:.4g} (dense {dense_metric:.4g}) at {o.constraint} "
             f"sparsity {rho_plan:.1%} after {p.evaluations} evaluations, {history['seconds']:.1f} s")
-        return MethodResult(plan, model, history)
+        return MethodResult(plan, model, history, extras={"metric_evaluations": p.evaluations})
 
     @staticmethod
     def _l1prop(p: cs.Problem, scores: dict, graph) -> np.ndarray:
