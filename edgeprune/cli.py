@@ -314,6 +314,7 @@ def _cmd_build(a) -> int:
     code, b = build(cfg, ui=ui, force=a.force)
     if D.is_main():
         _final_line(code, b)
+    code = D.report_exit(code)
     D.shutdown()
     return code
 

@@ -157,12 +157,13 @@ def wrap(model: torch.nn.Module) -> torch.nn.Module:
 
     dev = next(model.parameters()).device
     ids = [dev.index if dev.index is not None else local_rank()] if dev.type == "cuda" else None
-    # a gate or a removed unit may get no gradient in some step: let DDP look for unused parameters
-    return DDP(model, device_ids=ids, find_unused_parameters=_find_unused())
-
-
-def _find_unused() -> bool:
-    return os.environ.get("EDGEPRUNE_DDP_FIND_UNUSED", "0") == "1"
+    # empty parameters (the branch gates of a model without droppable branches) never get a gradient
+    # (DDP names a top-level parameter ".name": give both spellings)
+    empty = [m for n, p in model.named_parameters() if p.numel() == 0 for m in (n, "." + n)]
+    if empty:
+        DDP._set_params_and_buffers_to_ignore_for_model(model, empty)
+    # EDGEPRUNE_DDP_FIND_UNUSED=1: for a model of your own with parameters its forward does not always use
+    return DDP(model, device_ids=ids, find_unused_parameters=os.environ.get("EDGEPRUNE_DDP_FIND_UNUSED") == "1")
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -178,8 +179,31 @@ def launch(nproc: int, argv: list[str], *, nnodes: str | None = None, rdzv_endpo
     else:
         cmd += ["--standalone"]
     cmd += ["-m", "edgeprune", *argv]
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    return subprocess.call(cmd, env=env)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="edgeprune-launch-") as tmp:
+        code_file = os.path.join(tmp, "exit-code")
+        env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), **{EXIT_FILE_ENV: code_file})
+        code = subprocess.call(cmd, env=env)
+        if code == 0 and os.path.isfile(code_file):
+            code = int(open(code_file).read().strip() or 0)
+    return code
+
+
+#: where rank 0 leaves a build's verdict (3 budget failed, 4 incomplete) for :func:`launch`: torchrun itself
+#: would turn any non-zero exit of a rank into a failure of the whole job and exit 1
+EXIT_FILE_ENV = "EDGEPRUNE_EXIT_FILE"
+
+
+def report_exit(code: int) -> int:
+    """The exit code this rank returns to torchrun: a verdict (3, 4) of a job started by :func:`launch` goes
+    through :data:`EXIT_FILE_ENV` and the rank exits 0; any other code (and under plain torchrun) as is."""
+    path = os.environ.get(EXIT_FILE_ENV)
+    if code in (3, 4) and path and is_main() and is_distributed():
+        with open(path, "w") as f:
+            f.write(str(code))
+        return 0
+    return code
 
 
 def broadcast_buffers(model: torch.nn.Module, src: int = 0) -> None:
