@@ -190,3 +190,25 @@ def test_without_nproc_argv_is_kept_otherwise():
     from edgeprune.cli import _without_nproc
 
     assert _without_nproc(["build", "--nproc", "2", "--epochs", "1", "--nproc=3"]) == ["build", "--epochs", "1"]
+
+
+@pytest.mark.slow  # a serial and a pooled comparison, each exporting its models to ONNX
+def test_compare_workers_pool_gives_the_serial_rows(tmp_path):
+    from edgeprune.compare import main
+
+    base = ["--dataset", "digits", "--model", "mlp", "--methods", "l1,l2", "--levels", "0.5", "--seeds", "0",
+            "--epochs", "1", "--finetune-epochs", "1", "--no-latency", "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "serial")]) == 0
+    assert main([*base, "--out", str(tmp_path / "pool"), "--workers", "2"]) == 0
+
+    def rows(name):
+        doc = json.loads((tmp_path / name / "results.json").read_text())
+        return doc, {(r["method"], r["level"], r["seed"]): r for r in doc["rows"]}
+
+    serial, s = rows("serial")
+    pooled, p = rows("pool")
+    assert set(s) == set(p) and len(s) == 2 + 2  # dense, dense+ft, and 2 methods (l2's job reuses l1's dense)
+    for k in s:  # the same numbers; only the clocks differ
+        assert (p[k]["metric"], p[k]["macs"], p[k]["params"], p[k]["widths"]) == \
+               (s[k]["metric"], s[k]["macs"], s[k]["params"], s[k]["widths"]), k
+    assert pooled["meta"]["pool"]["workers"] == 2 and "pool" not in serial["meta"]
