@@ -170,15 +170,12 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model) if type(model).__name__ == "DistributedDataParallel" else model
 
 
-def launch(nproc: int, argv: list[str], *, nnodes: str | None = None, rdzv_endpoint: str | None = None) -> int:
-    """Run ``python -m torch.distributed.run --nproc_per_node N -m edgeprune <argv>`` and return its exit code
-    (what ``edgeprune build --nproc N`` does). One machine: ``--standalone`` rendezvous on a free local port."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
-    if nnodes and rdzv_endpoint:
-        cmd += [f"--nnodes={nnodes}", "--rdzv_backend=c10d", f"--rdzv_endpoint={rdzv_endpoint}"]
-    else:
-        cmd += ["--standalone"]
-    cmd += ["-m", "edgeprune", *argv]
+def launch(nproc: int, argv: list[str]) -> int:
+    """Run ``python -m torch.distributed.run --standalone --nproc_per_node N -m edgeprune <argv>`` (one machine,
+    rendezvous on a free local port) and return the build's exit code (what ``edgeprune build --nproc N`` does).
+    Several machines: run torchrun yourself with ``--nnodes`` and a ``--rdzv_endpoint`` (README)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "edgeprune", *argv]
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="edgeprune-launch-") as tmp:
