@@ -47,6 +47,7 @@ class Build:
     outcome: dict = field(default_factory=dict)  # stage -> facts for the exit code
     via_api: bool = False  # called from edgeprune.build(): messages name its arguments, not the CLI flags
     code_aliases: dict = field(default_factory=dict)  # a run folder's recorded code spec -> the user's (trust.py)
+    followers: bool = True  # under torchrun: the other ranks still wait for training stages (pipeline._release)
 
     def own_arch(self, arch: dict) -> dict:
         """A checkpoint's architecture with its recorded code spec replaced by the one the user named
@@ -249,7 +250,7 @@ def build(cfg: dict, run_dir: Path | None = None, **kw) -> tuple[int, Build]:
     if not D.is_main():
         return _follow(cfg, run_dir, **kw)
     out = _build(cfg, run_dir, **kw)
-    D.broadcast_object(None)  # no more stages (a failing rank 0 exits instead: torchrun stops the others)
+    _release(out[1])  # nothing trained at all (every stage up to date)
     return out
 
 
@@ -372,6 +373,9 @@ def _run_stages(b: Build, run: RunFolder, fps: dict, *, force: bool, only: list[
             if st.name in DIST_STAGES:
                 _lead(st.name, run, inputs)
             files = st.run(b)
+            if st.name in DIST_STAGES and not any(s.name in DIST_STAGES and (not only or s.name in only)
+                                                  for s in order[i + 1:]):
+                _release(b)  # the other ranks exit now instead of waiting through export and bench
             partial = (b.outcome.get(st.name) or {}).get("complete") is False
             run.mark_complete(st.name, files, fp, time.perf_counter() - t0, inputs=inputs, partial=partial,
                               sources=b.input_digests if st.name == "train" else None)
@@ -384,6 +388,16 @@ def _lead(stage: str, run: RunFolder, inputs: list[str]) -> None:
     if D.is_distributed():
         D.broadcast_object((stage, inputs))
         D.sync_files(run.path, inputs)
+
+
+def _release(b: Build) -> None:
+    """Under torchrun, rank 0 tells the other ranks that no training stage is left (once per build; a failing
+    rank 0 exits instead, and torchrun stops the others)."""
+    from . import distributed as D
+
+    if D.is_distributed() and b.followers:
+        D.broadcast_object(None)
+        b.followers = False
 
 
 def summary_path(stage, b: Build) -> str:
