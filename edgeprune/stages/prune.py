@@ -74,7 +74,6 @@ def run(b) -> list[str]:
     return ["plan.json", "pruned.pt", summary_file]
 
 
-
 def _agree(plan):
     """Under torchrun: rank 0's plan on every rank (so every rank compacts the same model), and the
     sha256 of each rank's own plan before that, recorded: equal digests show the ranks' training agreed."""
