@@ -69,6 +69,8 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     o.add_argument("--output", help="parent directory of run folders [runs]")
     o.add_argument("--name", help="run folder name [<target>-<model>-<method>]")
     o.add_argument("--force", action="store_true", help="rerun every stage even if its artifacts are up to date")
+    o.add_argument("--nproc", type=int, help="train with N processes on this machine: runs this command under "
+                                             "torchrun (DDP; train.batch_size stays the global batch) [1]")
 
 
 def _add_device_options(g, adb: bool = True) -> None:
@@ -326,12 +328,18 @@ def _final_line(code: int, b) -> None:
 
 def _cmd_build(a) -> int:
     from . import config
+    from . import distributed as D
     from .pipeline import build
     from .ui import UI
 
+    if (a.nproc or 1) > 1 and not D.launched():
+        return D.launch(a.nproc, _without_nproc(a.argv))
+    if a.nproc is not None and a.nproc < 1:
+        raise InputError(f"--nproc {a.nproc}: give a number of processes >= 1")
+    D.init_from_env()
     cfg = config.resolve(a.config, _overrides(a))
     cfg["bench"].update(_device_settings(a))
-    ui = UI(quiet=a.quiet)
+    ui = UI(quiet=a.quiet or not D.is_main())
     _resolve_family(cfg, ui)
     if cfg["search"]["enabled"]:
         from .search import build_search
@@ -339,8 +347,24 @@ def _cmd_build(a) -> int:
         code, b = build_search(cfg, ui=ui, force=a.force)
     else:
         code, b = build(cfg, ui=ui, force=a.force)
-    _final_line(code, b)
+    if D.is_main():
+        _final_line(code, b)
+    code = D.report_exit(code)
+    D.shutdown()
     return code
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line without ``--nproc N`` / ``--nproc=N`` (each torchrun rank runs the rest)."""
+    out, skip = [], False
+    for t in argv:
+        if skip:
+            skip = False
+        elif t == "--nproc":
+            skip = True
+        elif not t.startswith("--nproc="):
+            out.append(t)
+    return out
 
 
 def _resolve_family(cfg: dict, ui) -> None:
@@ -375,9 +399,14 @@ def _cmd_stage(a) -> int:
         cfg["export"]["formats"] = list(FORMATS)
     # bench changes the evidence: the budget and the report for that target are redone with it
     only = ["bench", "budget", "report"] if a.command == "bench" else [a.command]
-    code, b = build(cfg, a.run_dir, ui=UI(quiet=a.quiet), only=only, target_override=getattr(a, "target", None),
-                    code_aliases=aliases)
-    _final_line(code, b)
+    from . import distributed as D
+
+    D.init_from_env()  # `torchrun -m edgeprune finetune RUN`: the training stages run on every rank
+    code, b = build(cfg, a.run_dir, ui=UI(quiet=a.quiet or not D.is_main()), only=only,
+                    target_override=getattr(a, "target", None), code_aliases=aliases)
+    if D.is_main():
+        _final_line(code, b)
+    D.shutdown()
     return code
 
 
@@ -429,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
             return e.exit_code
     parser = make_parser()
     a = parser.parse_args(argv)
+    a.argv = argv  # build --nproc N reruns this command line under torchrun
     try:
         if a.command == "build":
             return _cmd_build(a)

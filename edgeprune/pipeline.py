@@ -48,6 +48,7 @@ class Build:
     outcome: dict = field(default_factory=dict)  # stage -> facts for the exit code
     via_api: bool = False  # called from edgeprune.build(): messages name its arguments, not the CLI flags
     code_aliases: dict = field(default_factory=dict)  # a run folder's recorded code spec -> the user's (trust.py)
+    followers: bool = True  # under torchrun: the other ranks still wait for training stages (pipeline._release)
 
     def own_arch(self, arch: dict) -> dict:
         """A checkpoint's architecture with its recorded code spec replaced by the one the user named
@@ -244,8 +245,50 @@ def check_output(out: Path) -> None:
                          "you can write to (--output DIR)")
 
 
-def build(cfg: dict, run_dir: Path | None = None, *, ui: UI | None = None, force: bool = False, only: list[str] | None = None,
-          target_override: str | None = None, via_api: bool = False, code_aliases: dict | None = None) -> tuple[int, Build]:
+#: the stages every rank runs under torchrun (they train; DDP); the others run on rank 0 only
+DIST_STAGES = ("train", "prune", "compact", "finetune")
+
+
+def build(cfg: dict, run_dir: Path | None = None, **kw) -> tuple[int, Build]:
+    """See :func:`_build`. Under torchrun (:mod:`edgeprune.distributed`) rank 0 builds and alone writes the
+    run folder; every other rank follows it through the training stages (:func:`_follow`)."""
+    from . import distributed as D
+
+    if not D.is_distributed():
+        return _build(cfg, run_dir, **kw)
+    if not D.is_main():
+        return _follow(cfg, run_dir, **kw)
+    out = _build(cfg, run_dir, **kw)
+    _release(out[1])  # nothing trained at all (every stage up to date)
+    return out
+
+
+def _follow(cfg: dict, run_dir: Path | None = None, *, ui: UI | None = None, force: bool = False, only=None,
+            target_override: str | None = None, via_api: bool = False, code_aliases: dict | None = None):
+    """A rank other than 0: the same checks, then each stage rank 0 announces, in a scratch folder that
+    first receives rank 0's input files (so every rank prunes, compacts and fine-tunes the same model)."""
+    import tempfile
+
+    from . import distributed as D
+    from .train import torch_threads
+
+    prepare_run(cfg, run_dir)
+    with tempfile.TemporaryDirectory(prefix=f"edgeprune-rank{D.rank()}-") as tmp:
+        b = Build(cfg, RunFolder(Path(tmp)), UI(quiet=True), target_override, via_api=via_api,
+                  code_aliases=dict(code_aliases or {}))
+        b.target  # noqa: B018
+        b.data  # noqa: B018
+        stages = {st.name: st for st in stage_order()}
+        with torch_threads(cfg["train"].get("threads", 1)):
+            while (msg := D.broadcast_object(None)) is not None:
+                name, inputs = msg
+                D.sync_files(b.run.path, inputs)
+                stages[name].run(b)
+    return EXIT_OK, b
+
+
+def _build(cfg: dict, run_dir: Path | None = None, *, ui: UI | None = None, force: bool = False, only: list[str] | None = None,
+           target_override: str | None = None, via_api: bool = False, code_aliases: dict | None = None) -> tuple[int, Build]:
     """Run every stage (or ``only`` these) that is not already complete; return (exit code, build).
 
     The run folder's lock is held throughout (a second writer waits, see :meth:`RunFolder.lock`).
@@ -343,10 +386,34 @@ def _run_stages(b: Build, run: RunFolder, fps: dict, *, force: bool, only: list[
             fp = fps[st.name]
         with b.ui.stage(st.name, st.describe(b)):
             t0 = time.perf_counter()
+            if st.name in DIST_STAGES:
+                _lead(st.name, run, inputs)
             files = st.run(b)
+            if st.name in DIST_STAGES and not any(s.name in DIST_STAGES and (not only or s.name in only)
+                                                  for s in order[i + 1:]):
+                _release(b)  # the other ranks exit now instead of waiting through export and bench
             partial = (b.outcome.get(st.name) or {}).get("complete") is False
             run.mark_complete(st.name, files, fp, time.perf_counter() - t0, inputs=inputs, partial=partial,
                               sources=b.input_digests if st.name == "train" else None)
+
+
+def _lead(stage: str, run: RunFolder, inputs: list[str]) -> None:
+    """Under torchrun, rank 0 announces ``stage`` to the other ranks and sends them its input files."""
+    from . import distributed as D
+
+    if D.is_distributed():
+        D.broadcast_object((stage, inputs))
+        D.sync_files(run.path, inputs)
+
+
+def _release(b: Build) -> None:
+    """Under torchrun, rank 0 tells the other ranks that no training stage is left (once per build; a failing
+    rank 0 exits instead, and torchrun stops the others)."""
+    from . import distributed as D
+
+    if D.is_distributed() and b.followers:
+        D.broadcast_object(None)
+        b.followers = False
 
 
 def summary_path(stage, b: Build) -> str:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import distributed as D
 from .metrics import get_metric
 from .models import primary_output
 
@@ -147,6 +148,12 @@ def _optimizers(model: nn.Module, hooks, lr: float, weight_decay: float) -> list
     return out
 
 
+def _outside_params(model: nn.Module, opts) -> list[torch.Tensor]:
+    """Trainable parameters of the optimizers that are not the model's (DDP averages only the model's)."""
+    own = {id(p) for p in model.parameters()}
+    return [p for o in opts for gr in o.param_groups for p in gr["params"] if id(p) not in own and p.requires_grad]
+
+
 def train(
     model: nn.Module,
     x_train: np.ndarray,
@@ -175,6 +182,10 @@ def train(
     shuffle from ``seed`` (or from ``generator``, which a hook may share to draw its own noise in
     a reproducible order). ``extra_loss(model, x, y, step)`` / ``extra_params`` are the older
     spelling of a hook's ``loss`` / ``params``. ``optimizer`` replaces the loop's optimizers.
+
+    Under torchrun (:mod:`edgeprune.distributed`) the model runs in DistributedDataParallel and each rank
+    takes ``batch_size / world`` samples of every global batch of the same shuffle; hooks get the unwrapped
+    model, hook parameters outside it have their gradients averaged, and the loss record is the ranks' mean.
     """
     hist = History()
     if epochs <= 0:
@@ -184,7 +195,9 @@ def train(
         hooks.append(_LegacyHook(extra_loss, extra_params))
     g = generator if generator is not None else torch.Generator().manual_seed(seed)
     n = len(x_train)
-    steps_per_epoch = max(1, math.ceil(n / batch_size))
+    # under torchrun: batch_size stays the global batch, each rank takes its shard (distributed.shard)
+    world, local_bs = D.world_size(), D.check_batch(batch_size)
+    steps_per_epoch = max(1, math.ceil(math.ceil(n / world) / local_bs))
     total = epochs * steps_per_epoch
     for h in hooks:
         _call(h, "begin", Schedule(epochs, steps_per_epoch, total, batch_size, n))
@@ -194,16 +207,18 @@ def train(
     scheds = [torch.optim.lr_scheduler.LambdaLR(o, [(lambda s: 1.0) if g.get("constant_lr") else cosine
                                                     for g in o.param_groups]) for o in opts]
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    net = D.wrap(model)  # DDP under torchrun (weights, gates, coefficients in the module: synchronised)
+    outside = _outside_params(model, opts) if net is not model else []
     step = 0
     for epoch in range(epochs):
         model.train()
         t0 = time.perf_counter()
-        perm = torch.randperm(n, generator=g)
+        perm = D.shard(torch.randperm(n, generator=g))
         loss_sum, extra_sum = 0.0, 0.0
         for b in range(steps_per_epoch):
-            idx = perm[b * batch_size : (b + 1) * batch_size]
+            idx = perm[b * local_bs : (b + 1) * local_bs]
             xb, yb = xt[idx], yt[idx]
-            out = model(xb)
+            out = net(xb)
             loss = task_loss(task, out, xb, yb)
             total_loss = loss
             for h in hooks:
@@ -214,6 +229,8 @@ def train(
             for o in opts:
                 o.zero_grad(set_to_none=True)
             total_loss.backward()
+            if outside:  # hook parameters DDP does not own: average their gradients like DDP does
+                D.all_reduce_mean([p.grad for p in outside])
             for h in hooks:
                 _call(h, "after_backward", model, step)
             for o in opts:
@@ -228,7 +245,7 @@ def train(
                 on_step(step, total)
         rec = {
             "epoch": epoch + 1,
-            "loss": loss_sum / steps_per_epoch,
+            "loss": D.all_reduce_mean(loss_sum / steps_per_epoch) if world > 1 else loss_sum / steps_per_epoch,
             "extra_loss": extra_sum / steps_per_epoch,
             "seconds": time.perf_counter() - t0,
         }
@@ -239,6 +256,7 @@ def train(
         hist.epochs.append(rec)
         if on_epoch:
             on_epoch(rec)
+    D.broadcast_buffers(model)  # every rank ends with rank 0's batch-norm statistics
     model.eval()
     return hist
 

@@ -74,6 +74,9 @@ def make_parser(prog: str = "edgeprune compare") -> argparse.ArgumentParser:
                         "(e.g. after editing <out>/notes.md, which README.md includes)")
     p.add_argument("--list-methods", action="store_true", help="list the methods that can be compared and exit")
     p.add_argument("--quiet", action="store_true", help="only print the final table")
+    p.add_argument("--workers", type=int, default=1,
+                   help="run the (method, seed) jobs in N processes (a process pool; latency is still measured "
+                        "alone at the end) (default 1)")
     return p
 
 
@@ -148,7 +151,11 @@ def main(argv: list[str] | None = None, prog: str = "edgeprune compare") -> int:
             return 0
         cfg = config_from_args(a)
         log = (lambda s: None) if a.quiet else (lambda s: print(s, flush=True))
-        result = run_compare(cfg, log)
+        if a.workers < 1:
+            raise ConfigError("--workers must be >= 1")
+        from .pool import run_compare_pool
+
+        result = run_compare_pool(cfg, a.workers, log)
         paths = write_outputs(result, cfg, f"{prog} {shlex.join(argv)}".strip())
         print(paths["table.md"].read_text(), end="")
         print(f"results in {cfg.out}/ ({', '.join(p.name for p in paths.values())})")

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..distributed import all_reduce_mean
 from ..errors import ConfigError
 from ..models import output_list, primary_output
 from ..surgery import plan_from_scores
@@ -216,7 +217,7 @@ class PLGatesHook(TrainHook):
         if not in_loss:  # monitoring only: the estimate never enters the loss
             z, zb = z.detach().requires_grad_(sens), zb.detach().requires_grad_(sens)
         est = net.kappa(xb[sub], z, zb, self.proj)
-        kv = float(est.kappa.detach())
+        kv = all_reduce_mean(float(est.kappa.detach()))  # under torchrun: the mean of the ranks' estimates
         if self.k0 is None:
             self.k0 = kv
         if in_loss or sens:
@@ -225,6 +226,7 @@ class PLGatesHook(TrainHook):
             wrt = (self.gparams if in_loss else []) + ([z, zb] if sens else [])
             grads = torch.autograd.grad(torch.log(est.kappa), wrt, allow_unused=True, retain_graph=in_loss)
             grads = [torch.zeros_like(p) if g_ is None else g_.detach().to(p.dtype) for p, g_ in zip(wrt, grads)]
+            grads = all_reduce_mean(grads)  # each rank's κ̂ saw its own batch; DDP does not see this gradient
             if in_loss:
                 # d f(κ̂) / d log κ̂ for f = κ̂/κ̂₀, log κ̂, κ̂
                 unit, dlog = {"ratio": (kv / self.k0, kv / self.k0), "log": (math.log(kv), 1.0),

@@ -42,6 +42,7 @@ def run(b) -> list[str]:
     seconds = time.perf_counter() - t0
     plan = result.plan
     plan.method = method.name
+    plan, ranks = _agree(plan)
     predicted = plan.predicted_cost(graph)
     dense = graph.dense_cost()
     plan.save(b.run / "plan.json")
@@ -59,13 +60,31 @@ def run(b) -> list[str]:
         "widths": {g: [grp.size, len(plan.keep.get(g, range(grp.size)))] for g, grp in graph.groups.items()},
         "history": result.history,
         "seconds": seconds,
+        **ranks,
     }
     if summary["macs_kept"] > b.flops_keep + 0.05:
         b.ui.warn(f"the plan keeps {summary['macs_kept']:.0%} of MACs (asked {b.flops_keep:.0%}): width rounding "
                   "or minimum widths prevent more pruning")
+    if ranks and not ranks["distributed"]["ranks_agreed"]:
+        b.ui.warn("the ranks' own plans differ (an estimate from rank-local data): every rank uses rank 0's plan")
     write_json(b.run / summary_file, summary)
     b.outcome[name] = summary
     b.ui.log(f"  plan keeps {summary['macs_kept']:.1%} of MACs, {predicted['params']:,} params; "
              f"{len(plan.dropped)} residual branch(es) dropped")
     return ["plan.json", "pruned.pt", summary_file]
 
+
+def _agree(plan):
+    """Under torchrun: rank 0's plan on every rank (so every rank compacts the same model), and the
+    sha256 of each rank's own plan before that, recorded: equal digests show the ranks' training agreed."""
+    from .. import distributed as D
+
+    if not D.is_distributed():
+        return plan, {}
+    import hashlib
+    import json
+
+    own = hashlib.sha256(json.dumps(plan.to_dict(), sort_keys=True).encode()).hexdigest()
+    digests = D.all_gather_object(own)
+    return D.broadcast_object(plan), {"distributed": {"world_size": D.world_size(), "plan_sha256_per_rank": digests,
+                                                      "ranks_agreed": len(set(digests)) == 1}}

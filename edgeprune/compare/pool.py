@@ -1,0 +1,107 @@
+"""``edgeprune compare --workers N``: the (method, seed) runs of the comparison over a process pool.
+
+A standard :class:`concurrent.futures.ProcessPoolExecutor` (spawned processes, each with the config's torch
+threads). The harness itself is unchanged: each job is :func:`~edgeprune.compare.harness.run_compare` on one
+seed and one method, without latency, in its own folder under ``<out>/cache/pool/``; then the finished rows
+and dense checkpoints are gathered into ``<out>/cache/`` and one last ``run_compare(..., resume=True)`` in
+this process reuses every row and measures latency alone (timings are not taken while workers compete).
+
+1. per seed, the first method's job trains the dense model (and the dense+ft row);
+2. every other (method, seed) job starts from that seed's dense checkpoint (copied into its folder);
+3. gather, then the resumed run tabulates and times.
+
+The rows equal the serial run's: every job seeds itself exactly as the serial loop does
+(``seed_everything(seed)`` before each step); only the wall-clock fields differ.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable
+
+from .config import DENSE_FT, CompareConfig, expand_methods
+from .harness import run_compare
+
+
+def _job(cfg: CompareConfig) -> str:
+    """One job in a worker process; returns its folder. A row that fails is recorded (with ``error``) as in the
+    serial run, and the resumed run retries it."""
+    run_compare(cfg, log=lambda s: None)
+    return cfg.out
+
+
+def _rows(folder: Path) -> list[dict]:
+    f = folder / "cache" / "rows.jsonl"
+    out = []
+    for line in (f.read_text().splitlines() if f.is_file() else []):
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def run_compare_pool(cfg: CompareConfig, workers: int, log: Callable[[str], None] = print) -> dict:
+    """:func:`run_compare` with its (method, seed) jobs spread over ``workers`` processes (1: the serial run)."""
+    if workers <= 1 or cfg.finished_only:
+        return run_compare(cfg, log)
+    specs = expand_methods(cfg.methods)
+    root = Path(cfg.out) / "cache" / "pool"
+    if root.exists() and not cfg.resume:
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+
+    def job(seed: int, label: str, folder: Path) -> CompareConfig:
+        return replace(cfg, seeds=[seed], methods=[label], latency=False, out=str(folder), resume=True)
+
+    first = {s: root / f"seed{s}-{_safe(specs[0].label)}" for s in cfg.seeds}
+    ctx = get_context("spawn")  # a forked torch can deadlock in its thread pools
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        log(f"pool: {workers} workers; dense models of {len(cfg.seeds)} seed(s) with {specs[0].label} ...")
+        for f in [pool.submit(_job, job(s, specs[0].label, first[s])) for s in cfg.seeds]:
+            f.result()
+        futures = []
+        for s in cfg.seeds:
+            dense_rows = [r for r in _rows(first[s]) if r["method"] in ("dense", DENSE_FT)]
+            for spec in specs[1:]:
+                folder = root / f"seed{s}-{_safe(spec.label)}"
+                (folder / "cache").mkdir(parents=True, exist_ok=True)
+                shutil.copy2(first[s] / "cache" / f"dense-seed{s}.pt", folder / "cache" / f"dense-seed{s}.pt")
+                have = {(r["method"], r["level"]) for r in _rows(folder)}
+                with (folder / "cache" / "rows.jsonl").open("a") as fh:
+                    for r in dense_rows:
+                        if (r["method"], r["level"]) not in have:
+                            fh.write(json.dumps(r) + "\n")
+                futures.append(pool.submit(_job, job(s, spec.label, folder)))
+        log(f"pool: {len(futures)} more (method, seed) job(s) ...")
+        for f in futures:
+            f.result()
+    pool_s = time.perf_counter() - t0
+    # gather: every job's rows (first one per key) and the dense checkpoints, then resume serially
+    cache = Path(cfg.out) / "cache"
+    seen, lines = set(), []
+    for folder in sorted(root.iterdir()):
+        for r in _rows(folder):
+            key = (r["method"], r["level"], r["seed"])
+            if key not in seen and not r.get("error"):
+                seen.add(key)
+                lines.append(json.dumps(r))
+    for s in cfg.seeds:
+        shutil.copy2(first[s] / "cache" / f"dense-seed{s}.pt", cache / f"dense-seed{s}.pt")
+    (cache / "rows.jsonl").write_text("".join(line + "\n" for line in lines))
+    log(f"pool: {len(lines)} row(s) in {pool_s:.1f} s; tabulating (and timing latency) in this process")
+    result = run_compare(replace(cfg, resume=True), log)
+    result["meta"]["pool"] = {"workers": workers, "jobs": len(cfg.seeds) * len(specs), "pool_wall_s": pool_s}
+    result["meta"]["wall_s"] = time.perf_counter() - t0
+    return result
+
+
+def _safe(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
