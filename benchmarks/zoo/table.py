@@ -39,7 +39,14 @@ def write_table(results: Path, out: Path) -> None:
         tp_count[r.get("tp", {}).get("status", "not run")] += 1
     lines += ["## Summary", "", f"- models: {len(rows)} ({count['skipped']} skipped above 150 M parameters)",
               "- ours: " + ", ".join(f"{k} {v}" for k, v in sorted(count.items()) if k != "skipped"),
-              "- Torch-Pruning: " + ", ".join(f"{k} {v}" for k, v in sorted(tp_count.items())), ""]
+              "- Torch-Pruning: " + ", ".join(f"{k} {v}" for k, v in sorted(tp_count.items()))]
+    for zoo in sorted({r["zoo"] for r in rows}):
+        mine = [r for r in rows if r["zoo"] == zoo and "skipped" not in r]
+        by = defaultdict(int)
+        for r in mine:
+            by[r.get("ours", {}).get("status", "?")] += 1
+        lines.append(f"- {zoo}, ours: " + ", ".join(f"{k} {v}" for k, v in sorted(by.items())) + f" of {len(mine)}")
+    lines.append("")
     lines += ["## Per model", "", "| zoo | model | params (M) | input | ours | analyze+compact+verify s (wall) | params kept (fraction) | ref rel diff | TP | TP ref rel diff | load avg | rev |",
               "|---|---|---:|---:|---|---:|---:|---:|---|---:|---:|---|"]
     for r in rows:

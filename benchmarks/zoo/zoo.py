@@ -110,7 +110,7 @@ def tp_prune(model, example):
     return model
 
 
-def run_one(zoo: str, name: str) -> dict:
+def run_one(zoo: str, name: str, partial=None) -> dict:
     import copy
 
     import numpy as np
@@ -155,6 +155,8 @@ def run_one(zoo: str, name: str) -> dict:
     except Exception as e:  # noqa: BLE001 - a raw error is a result here
         res["ours"] = {"status": "failed", "reason": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
                        "total_s": time.perf_counter() - t0}
+    if partial is not None:  # ours is kept if Torch-Pruning then runs past the timeout (its traversal through
+        partial(res)         # ReXNet's channel slices did)
     # Torch-Pruning
     t0 = time.perf_counter()
     try:
@@ -242,7 +244,7 @@ def run_workers(zoo: str, todo: list, timeout: int) -> None:
         env = dict(os.environ, OMP_NUM_THREADS="1")
         p = subprocess.Popen([sys.executable, __file__, "--worker", zoo, *names], stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, text=True, env=env)
-        done, t0 = 0, time.time()
+        done, t0, pending = 0, time.time(), None
         import selectors
 
         sel = selectors.DefaultSelector()
@@ -258,15 +260,21 @@ def run_workers(zoo: str, todo: list, timeout: int) -> None:
                 break
             if line.startswith("{"):
                 res = json.loads(line)
+                if res.pop("partial", False):  # ours done, Torch-Pruning next
+                    pending = res
+                    continue
                 _save(zoo, res, time.time() - t0)
-                done += 1
-                t0 = time.time()
+                done, t0, pending = done + 1, time.time(), None
         p.wait()
         todo = todo[done:]
         if todo:  # the first model not done killed the worker or ran too long
             params, n = todo.pop(0)
             status = "timeout" if time.time() - t0 > timeout else "failed"
             reason = f"over {timeout} s" if status == "timeout" else f"worker process died (rc {p.returncode})"
+            if pending is not None and pending.get("model") == n:  # ours finished; Torch-Pruning did not
+                pending["tp"] = {"status": "timeout" if status == "timeout" else "crashed", "reason": reason}
+                _save(zoo, pending, time.time() - t0)
+                continue
             _save(zoo, {"zoo": zoo, "model": n, "params": params, "ours": {"status": status, "reason": reason}},
                   time.time() - t0)
 
@@ -287,7 +295,7 @@ def worker(zoo: str, names: list[str]) -> None:
     import gc
 
     for n in names:
-        res = run_one(zoo, n)
+        res = run_one(zoo, n, lambda r: print(json.dumps(dict(r, partial=True)), flush=True))
         print(json.dumps(res), flush=True)
         gc.collect()
 

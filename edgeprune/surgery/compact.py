@@ -166,11 +166,10 @@ def plan_cuts(graph: ModelGraph, removed: dict[str, list[int]]) -> list[Cut] | N
     names = {m: n for n, m in graph._modules.items()}
     pnames = getattr(dg, "_param_to_name", {})
     cuts: dict[tuple, Cut] = {}
-    for g, idxs in removed.items():
-        root = graph._modules[g]
-        handler = dg.get_pruner_of_module(root).prune_out_channels
-        with tolerant_reshape_mapping():
-            group = dg.get_pruning_group(root, handler, idxs)
+    with tolerant_reshape_mapping():
+        groups = [dg.get_pruning_group(graph._modules[g], dg.get_pruner_of_module(graph._modules[g]).prune_out_channels, idxs)
+                  for g, idxs in removed.items()]
+    for group in groups:
         for item in group:
             dep, mod = item.dep, item.dep.target.module
             if isinstance(mod, nn.Parameter):
@@ -326,10 +325,10 @@ def verify(reference: nn.Module, candidate: nn.Module, inputs: torch.Tensor, rel
     candidate.eval()
     with torch.no_grad():
         a = reference(inputs)
-        b, change = run_traced(candidate, inputs)
-    if _shapes(a) != _shapes(b):
-        raise UnsupportedModelError(f"compact model output shapes {_shapes(b)} != masked model {_shapes(a)}: "
-                                    + _shape_culprit(change, candidate))
+        b = run_named(candidate, inputs)
+        if _shapes(a) != _shapes(b):
+            raise UnsupportedModelError(f"compact model output shapes {_shapes(b)} != masked model {_shapes(a)}: "
+                                        + _shape_culprit(run_traced(candidate, inputs)[1], candidate))
     rels, max_abs = [], 0.0
     for u, v in zip(outputs_of(a), outputs_of(b)):
         d = float((u - v).abs().max()) if u.numel() else 0.0
@@ -356,6 +355,15 @@ def _shape_culprit(change, model: nn.Module) -> str:
     op, module, ins, outs = change
     return (f"op {op} in {OpRecorder(model).where(module)} turns a batch of {ins[0]} into {outs[0]} "
             f"(input {tuple(ins)} -> {tuple(outs)}); " + HARD_CODED)
+
+
+def run_named(model: nn.Module, inputs: torch.Tensor):
+    """``model(inputs)``; if it fails, :func:`run_traced` runs it again to name the op and the module (no recording
+    overhead on the run that works)."""
+    try:
+        return model(inputs)
+    except (RuntimeError, ValueError, IndexError):
+        return run_traced(model, inputs)[0]  # raises UnsupportedModelError naming the op
 
 
 def run_traced(model: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, tuple | None]:
@@ -407,13 +415,13 @@ def probe(model: nn.Module, graph: ModelGraph, example: torch.Tensor) -> None:
             x, want = _batch_shapes(model, x, example)
     with torch.no_grad():
         try:
-            got, change = run_traced(small, x)
+            got = run_named(small, x)
         except UnsupportedModelError as e:
             raise UnsupportedModelError("the model cannot be cut: with one channel less per group, " + str(e).replace(
                 "the compact model fails", "it fails", 1)) from None
-    if _shapes(got) != want:
-        raise UnsupportedModelError(f"the model cannot be cut: with one channel less per group its output shapes "
-                                    f"{_shapes(got)} != {want}: " + _shape_culprit(change, small))
+        if _shapes(got) != want:
+            raise UnsupportedModelError(f"the model cannot be cut: with one channel less per group its output shapes "
+                                        f"{_shapes(got)} != {want}: " + _shape_culprit(run_traced(small, x)[1], small))
 
 
 def _batch_shapes(model: nn.Module, x: torch.Tensor, single: torch.Tensor | None = None) -> tuple:

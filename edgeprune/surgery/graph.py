@@ -40,7 +40,8 @@ from .branches import dropped_block, find_branch
 from .layout import find_remaps
 from .rewrite import find_hard_coded
 from .support import (
-    all_groups, check_bare_parameter, check_group_ops, likely_cause, merges_channels, raised_in_torch_pruning, relayouts,
+    all_groups, check_bare_parameter, check_group_ops, likely_cause, merges_channels, raised_in_torch_pruning,
+    stop_at_relayouts,
 )
 from .trace import OpRecorder
 
@@ -255,10 +256,14 @@ def build_tp_graph(model: nn.Module, example: torch.Tensor):
 @contextmanager
 def tolerant_reshape_mapping():
     """Torch-Pruning 1.6.1 divides by zero mapping a channel shuffle's reshape (ShuffleNetV2); that reshape then
-    keeps its identity mapping, and the op check keeps every group through it whole (support.py)."""
+    keeps its identity mapping, and the op check keeps every group through it whole (support.py). Inside, each
+    dependency graph computes its index mappings once, not at every ``get_pruning_group``: nothing is cut in a graph
+    while its groups are read (compaction cuts a copy: ``compact.plan_cuts``)."""
     from torch_pruning.dependency import index_mapping
 
-    original = index_mapping.update_reshape_index_mapping
+    original, update = index_mapping.update_reshape_index_mapping, index_mapping.update_index_mapping
+    real = getattr(update, "real", update)  # nested: this context computes once per graph again
+    done: set = set()
 
     def tolerant(graph, node):
         try:
@@ -266,11 +271,17 @@ def tolerant_reshape_mapping():
         except ZeroDivisionError:
             pass
 
-    index_mapping.update_reshape_index_mapping = tolerant
+    def once(graph):  # every get_pruning_group recomputes all mappings; nothing is cut in this graph meanwhile
+        if id(graph) not in done:
+            real(graph)
+            done.add(id(graph))
+
+    once.real = real
+    index_mapping.update_reshape_index_mapping, index_mapping.update_index_mapping = tolerant, once
     try:
         yield
     finally:
-        index_mapping.update_reshape_index_mapping = original
+        index_mapping.update_reshape_index_mapping, index_mapping.update_index_mapping = original, update
 
 
 def _call(model: nn.Module, example: torch.Tensor):
@@ -389,11 +400,14 @@ def _analyze(model, example, ignored_layers, strict) -> ModelGraph:
     graph = ModelGraph(groups, branches, layers, const, ignored, dg, modules, frozen, remaps, find_hard_coded(rec))
     full = graph.full_keep()
     base = graph.cost(full)
+    touching: dict[str, list[LayerCost]] = {}  # a group's channel costs only in the layers it owns channels of
+    for lc in layers.values():
+        for gname in dict.fromkeys(p[0] for p in lc.out_parts + lc.in_parts):
+            touching.setdefault(gname, []).append(lc)
     for g in groups.values():
         less = dict(full, **{g.name: g.size - 1})
-        c = graph.cost(less)
-        g.params_per_channel = base["params"] - c["params"]
-        g.macs_per_channel = base["macs"] - c["macs"]
+        diffs = [(a - c, b - d) for lc in touching.get(g.name, []) for (a, b), (c, d) in [(lc.cost(full, full), lc.cost(less, full))]]
+        g.params_per_channel, g.macs_per_channel = sum(d[0] for d in diffs), sum(d[1] for d in diffs)
     for b in branches.values():
         c = graph.cost(full, [b.name])
         b.params, b.macs = base["params"] - c["params"], base["macs"] - c["macs"]
@@ -404,22 +418,6 @@ def _analyze(model, example, ignored_layers, strict) -> ModelGraph:
             "a layer with an unusual weight layout is involved"
         )
     return graph
-
-
-def stop_at_relayouts(dg, rec: OpRecorder, modules: dict, accepted=frozenset()) -> None:
-    """Groups end at an op that does not keep channel ``i`` as channel ``i`` by layout (``support.relayouts``: a
-    channel shuffle's ``view(b, 2, c // 2, h, w)``, a split into attention heads).
-
-    Torch-Pruning cannot map indices through some of them (a shuffle's mapping divides by zero, then an
-    index runs out of range) and nothing could be cut through them exactly anyway. Such a node keeps
-    the dependencies that lead *into* it, so every group on either side still reaches it and is kept
-    whole (``check_group_ops``), but none leads out of it. The layout ops of an accepted channels-last
-    flatten (``accepted``) are cut through (layout.py).
-    """
-    for node in dg.module2node.values():
-        info = rec.info.get(node.grad_fn) if node.grad_fn is not None and node.grad_fn not in accepted else None
-        if info is not None and relayouts(info, modules):
-            node.dependencies = []
 
 
 def _refuse_custom_functions(rec: OpRecorder) -> None:

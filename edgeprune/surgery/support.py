@@ -316,3 +316,19 @@ def all_groups(dg, ignored_mods, root_types: list, rec: OpRecorder, modules: dic
             raise UnsupportedModelError(f"Torch-Pruning cannot map the channel indices of the model ({err}); "
                                         + likely_cause(rec, modules)) from None
         yield g
+
+
+def stop_at_relayouts(dg, rec: OpRecorder, modules: dict, accepted=frozenset()) -> None:
+    """Groups end at an op that does not keep channel ``i`` as channel ``i`` by layout (``support.relayouts``: a
+    channel shuffle's ``view(b, 2, c // 2, h, w)``, a split into attention heads).
+
+    Torch-Pruning cannot map indices through some of them (a shuffle's mapping divides by zero, then an
+    index runs out of range) and nothing could be cut through them exactly anyway. Such a node keeps
+    the dependencies that lead *into* it, so every group on either side still reaches it and is kept
+    whole (``check_group_ops``), but none leads out of it. The layout ops of an accepted channels-last
+    flatten (``accepted``) are cut through (layout.py).
+    """
+    for node in dg.module2node.values():
+        info = rec.info.get(node.grad_fn) if node.grad_fn is not None and node.grad_fn not in accepted else None
+        if info is not None and relayouts(info, modules):
+            node.dependencies = []
