@@ -116,8 +116,11 @@ def looser_keep(rec: dict) -> float | None:
             continue
         want = ln["budget"] * LOOSEN_AIM / ln["value"]
         ks.append(achieved * (want - frac) / (1 - frac) if ln["name"].startswith("latency") else achieved * want)
-    k = round(min(ks), 4)
-    return k if k >= achieved + MIN_STEP else None
+    k = min(ks)
+    if k < achieved + MIN_STEP:
+        return None
+    # the method lands at `achieved` when asked `target_keep` (width rounding): ask in the same proportion
+    return round(min(1.0, k * rec["target_keep"] / achieved), 4) if achieved else None
 
 
 def _s_star(b) -> float | None:

@@ -125,11 +125,14 @@ def test_next_round_tightens_from_the_cost_split():
     assert action == "out-of-reach" and "accuracy floor breaks first" in sentence and "2.80 points" in sentence
     # ... with room left under the latency line (0.69 of 0.8 ms): the next round prunes less, once
     roomy = [{"name": "latency_p50_ms", "value": 0.69, "budget": 0.8, "passed": True}, tight[1]]
-    rec = _rec(achieved_keep=0.46, failed=["max_accuracy_drop"], lines=roomy, predicted_ms=0.69,
+    rec = _rec(target_keep=0.46, achieved_keep=0.46, failed=["max_accuracy_drop"], lines=roomy, predicted_ms=0.69,
                predicted_overhead_ms=0.02)
     action, k, _ = decide("least-pruning", [rec], _NoRun(), 0.48)
     # (0.8 x 0.97 / 0.69 - 0.029) / 0.971 x 0.46 = 0.519: more MACs, still under the budget
     assert action == "next" and k == pytest.approx(0.519, abs=0.002)
+    # a method that lands under its request (asked 52%, got 48%) is asked proportionally more
+    _, k2, _ = decide("least-pruning", [dict(rec, target_keep=0.52, achieved_keep=0.48)], _NoRun(), 0.48)
+    assert k2 > 0.52 + 0.02
     assert decide("least-pruning", [_rec(round=0, achieved_keep=0.6, failed=["max_accuracy_drop"], lines=tight), rec],
                   _NoRun(), 0.48)[0] == "out-of-reach"  # a looser round already failed: no loop
 
