@@ -72,10 +72,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--subset", action="store_true", help="only the 28x28 width-1 built-in models and the torchvision ones")
     a = ap.parse_args(argv)
     wd = Path(a.workdir)
     meas = json.loads((wd / "measured.json").read_text())
-    rows = [r for r in meas["rows"] if r["group"] != "micro"]
+    rows = [r for r in meas["rows"] if r["group"] != "micro"
+            and (not a.subset or r["group"] == "zoo" or r["name"].endswith("28x28-w1"))]
     load0 = os.getloadavg()
     out = []
     with tempfile.TemporaryDirectory(prefix="edgeprune-loopback-") as td:
@@ -111,7 +113,7 @@ def main(argv=None) -> int:
         if xs:
             summ[key] = kernels.errors_pct([x["predicted_us"] for x in xs], [x["measured_us"] for x in xs])
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    cmd = f"python benchmarks/costmodel/loopback.py --workdir DIR --runs {a.runs}"
+    cmd = f"python benchmarks/costmodel/loopback.py --workdir DIR --runs {a.runs}" + (" --subset" if a.subset else "")
     lines = ["# Kernel predictor through the SSH path: loopback \"device\" (this host over ssh 127.0.0.1)", "",
              f"- Date {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, git {rev}; command `{cmd}`; load average "
              f"before / after {[round(x, 2) for x in load0]} / {[round(x, 2) for x in load1]} (shared machine).",

@@ -135,8 +135,10 @@ def write(meas: dict, rows: list, res: dict, command: str) -> None:
              f"`python benchmarks/costmodel/kernel_suite.py measure --workdir DIR --rounds {meas['rounds']}`, `{command}`",
              f"- Measurement (all MEASURED on this host): {meas['how']}.",
              "- Kernels: onnxruntime's own optimized graph (ORT_ENABLE_ALL) and the .tflite operator list "
-             "(`edgeprune/bench/fusion.py`); predictor: per kernel type a non-negative linear model over "
-             "count, MACs, SIMD-padding MACs and bytes, summed, plus a per-run constant (`edgeprune/bench/kernels.py`).",
+             "(`edgeprune/bench/fusion.py`); predictor: per kernel group (dense conv, depthwise conv, gemm, "
+             "memory-only) a non-negative linear model over count, MACs, SIMD-padding MACs and bytes, plus a shared "
+             "DRAM term (weight bytes of models whose weights exceed the last-level cache) and a per-run constant, "
+             "summed over the kernels (`edgeprune/bench/kernels.py`).",
              "- **held-out family**: each architecture family (a built-in model at all its widths and inputs, or one "
              "torchvision model) predicted by a fit on the micro-benchmarks plus the OTHER families only. "
              "**kernels only**: fit on the single-kernel micro-benchmarks only. roofline-v2: the previous model "
@@ -182,6 +184,9 @@ def write(meas: dict, rows: list, res: dict, command: str) -> None:
     lines += ["## Fusions detected", "", "onnxruntime kernels with something fused into them (operator+fused): "
               + (", ".join(f"`{f}`" for f in fused) or "none") + ". TFLite fuses bias, batch-norm and activation "
               "into CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED in the converter (not visible as separate operators).", ""]
+    notes = HERE / "predictor_notes.md"  # hand-written analysis, kept across regenerations
+    if notes.is_file():
+        lines += ["", notes.read_text().rstrip()]
     (HERE / "predictor.md").write_text("\n".join(lines) + "\n")
     js = {"date_utc": meas["date_utc"], "git": rev, "command": command, "machine": {"cpu": spec["cpu"], "isa": spec["isa"],
           "cores": spec["cores"], "platform": platform.platform()}, "loadavg_before": meas["loadavg_before"],

@@ -28,15 +28,16 @@ from .fusion import Kernel
 #: benchmarks/costmodel/predictor.md).
 GROUP = {"conv": "conv", "pwconv": "conv", "dwconv": "dwconv", "gemm": "gemm"}
 GROUPS = ("conv", "dwconv", "gemm", "memory")
-#: shape features per group: "n" count, "macs", "pad" = macs_padded - macs, "bytes" = in + out + weights,
-#: "dram" = the kernel's weight bytes when the model's weights exceed the last-level cache (then every run streams
-#: them from DRAM; else they stay cached between runs)
-FEATURES = {"conv": ("n", "macs", "pad", "bytes", "dram"), "dwconv": ("n", "macs", "pad", "bytes", "dram"),
-            "gemm": ("n", "macs", "pad", "bytes", "dram"), "memory": ("n", "bytes")}
+#: shape features per group: "n" count, "macs", "pad" = macs_padded - macs, "bytes" = in + out + weights
+FEATURES = {"conv": ("n", "macs", "pad", "bytes"), "dwconv": ("n", "macs", "pad", "bytes"),
+            "gemm": ("n", "macs", "pad", "bytes"), "memory": ("n", "bytes")}
+#: one coefficient shared by all kernels: "dram" = weight bytes when the model's weights exceed the last-level
+#: cache (every run then streams them from DRAM; else they stay cached between runs)
+SHARED = ("dram",)
 #: assumed last-level cache when /sys does not say (bytes)
 DEFAULT_LLC_BYTES = 8 * 2**20
 #: column names of the design matrix: (group, feature) pairs, then the per-run constant
-COLUMNS = tuple((t, f) for t in GROUPS for f in FEATURES[t]) + (("run", "n"),)
+COLUMNS = tuple((t, f) for t in GROUPS for f in FEATURES[t]) + tuple(("all", f) for f in SHARED) + (("run", "n"),)
 
 
 def group_of(k: Kernel) -> str:
@@ -82,6 +83,8 @@ def design_row(kernels: Iterable[Kernel], llc: Optional[float] = None) -> list[f
         f, g = phi(k, dram), group_of(k)
         for name in FEATURES[g]:
             row[idx[(g, name)]] += f[name]
+        for name in SHARED:
+            row[idx[("all", name)]] += f[name]
     row[idx[("run", "n")]] = 1.0
     return row
 
@@ -139,7 +142,8 @@ def predict_us(kernels: list[Kernel], params: dict, detail: bool = False):
     per = []
     for k in kernels:
         f, g = phi(k, dram), group_of(k)
-        per.append((k, sum(float(th.get(g, {}).get(name, 0.0)) * f[name] for name in FEATURES[g])))
+        per.append((k, sum(float(th.get(g, {}).get(name, 0.0)) * f[name] for name in FEATURES[g])
+                    + sum(float(th.get("all", {}).get(name, 0.0)) * f[name] for name in SHARED)))
     return total, per
 
 
