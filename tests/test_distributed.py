@@ -88,8 +88,7 @@ def two_ranks(tmp_path_factory):
     mp.start_processes(_rank_main, args=(2, _free_port(), str(folder)), nprocs=2, start_method="spawn")
     one = folder / "one.pt"
     _scenarios(str(one))  # this process: no process group, a world of 1
-    load = lambda p: torch.load(p, weights_only=False)  # noqa: E731  (our own files of this test)
-    return load(folder / "rank0.pt"), load(folder / "rank1.pt"), load(one)
+    return tuple(torch.load(p, weights_only=True) for p in (folder / "rank0.pt", folder / "rank1.pt", one))
 
 
 def _max_diff(a: dict, b: dict) -> float:
