@@ -123,6 +123,25 @@ def looser_keep(rec: dict) -> float | None:
     return round(min(1.0, k * rec["target_keep"] / achieved), 4) if achieved else None
 
 
+def _acc_failed(r: dict) -> bool:
+    return any(n in ACCURACY_LINES for n in r["failed"])
+
+
+def bracketed(recs: list, k: float) -> bool:
+    """Would a target of ``k`` prune at least as hard as a round whose accuracy already failed?"""
+    return any(_acc_failed(r) and r["target_keep"] >= k - 0.005 for r in recs[:-1])
+
+
+def bracket_reason(b, recs: list, rec: dict) -> str:
+    lo = max((r for r in recs if _acc_failed(r)), key=lambda r: r["achieved_keep"])
+    s = _s_star(b)
+    lim = f"; the predicted one-shot pruning limit is s* = {s:.2f}" if s is not None else ""
+    return (f"no pruning level this method reaches meets both: at {lo['achieved_keep']:.0%} of the MACs "
+            f"(round {lo['round']}) the accuracy budget breaks, at {rec['achieved_keep']:.0%} (round {rec['round']}) "
+            f"{', '.join(rec['failed'])} fails{lim}; fine-tune longer, use a finer width multiple or another method, "
+            "a smaller dense model, a faster target or a looser budget")
+
+
 def _s_star(b) -> float | None:
     p = b.run.path / "limit.json"
     return read_json(p).get("s_star") if p.is_file() else None
@@ -157,6 +176,8 @@ def decide(obj: str, recs: list, b, cost_keep: float) -> tuple[str, float | None
         if acc_fail:
             return "out-of-reach", None, accuracy_floor_reason(b, rec)
         k, why = tighter_keep(rec)
+        if k and bracketed(recs, k):
+            return "out-of-reach", None, bracket_reason(b, recs, rec)
         return ("next", k, f"{', '.join(rec['failed'])} failed: next round keeps {k:.0%} of MACs") if k else \
             ("out-of-reach", None, why)
     # fastest

@@ -165,3 +165,20 @@ def test_budget_stage_judges_the_artifact_the_export_chose():
     assert choose_artifact(t, arts) == "tflite-int8"
     slower = {"tflite": {"prefer": "tflite", "reason": "tflite-int8 is NOT faster"}}
     assert choose_artifact(t, arts, slower) == "tflite"
+
+
+def test_accuracy_below_and_latency_above_is_out_of_reach_not_a_loop():
+    """The show-run's rounds (benchmarks/budget/search-3.json before this rule): accuracy fails at 46-48% of the
+    MACs, latency at 56%; tightening would rebuild the 48% round: out of reach instead."""
+    lat = lambda v: {"name": "latency_p50_ms", "value": v, "budget": 0.8, "passed": v <= 0.8}  # noqa: E731
+    acc = lambda v: {"name": "max_accuracy_drop", "value": v, "budget": 2.0, "passed": v <= 2.0}  # noqa: E731
+    recs = [_rec(round=1, target_keep=0.48, achieved_keep=0.46, predicted_ms=0.69, predicted_overhead_ms=0.016,
+                 failed=["max_accuracy_drop"], lines=[lat(0.69), acc(2.79)]),
+            _rec(round=2, target_keep=0.54, achieved_keep=0.48, predicted_ms=0.724, predicted_overhead_ms=0.016,
+                 failed=["max_accuracy_drop"], lines=[lat(0.724), acc(2.45)]),
+            _rec(round=3, target_keep=0.57, achieved_keep=0.56, predicted_ms=0.843, predicted_overhead_ms=0.016,
+                 failed=["latency_p50_ms"], lines=[lat(0.843), acc(1.85)])]
+    assert decide("least-pruning", recs[:1], _NoRun(), 0.48)[0] == "next"
+    action, _, sentence = decide("least-pruning", recs, _NoRun(), 0.48)
+    assert action == "out-of-reach" and "no pruning level this method reaches meets both" in sentence
+    assert "48%" in sentence and "56%" in sentence
