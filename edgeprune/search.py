@@ -154,8 +154,9 @@ def accuracy_floor_reason(b, rec: dict) -> str:
     lim = (f"; the predicted one-shot pruning limit of this dense model is s* = {s:.2f} (keep >= {1 - s:.0%})"
            if s is not None else "")
     return (f"the accuracy floor breaks first: at {rec['achieved_keep']:.0%} of the MACs the {rec['metric_name']} "
-            f"drops {drop:.2f} points ({', '.join(rec['failed'])} failed) while the cost lines leave no room to prune "
-            f"less{lim}; fine-tune longer, use a smaller dense model, a faster target or a looser budget")
+            f"drops {drop:.2f} points ({', '.join(rec['failed'])} failed) and pruning less does not meet the cost lines "
+            f"(no room left, or a looser round already failed){lim}; fine-tune longer, use a smaller dense model, a "
+            "faster target or a looser budget")
 
 
 def decide(obj: str, recs: list, b, cost_keep: float) -> tuple[str, float | None, str]:

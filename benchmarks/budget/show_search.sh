@@ -13,7 +13,7 @@ cmd=(edgeprune build --target rpi4 --search --objective least-pruning --budget l
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "git revision: $(git -C "$here" rev-parse --short HEAD)"
-  echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, shared with other jobs"
+  echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc --all) cores, shared with other jobs"
   echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "command: ${cmd[*]}"
 } > "$here/header.txt"

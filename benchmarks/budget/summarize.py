@@ -1,6 +1,8 @@
 """Turn the show-run's search.json (+ run_info.txt) into results.md: one row per search round.
 
-Usage: python benchmarks/budget/summarize.py [RUN_DIR]   (RUN_DIR: the run folder, for its bench record)
+Usage: python benchmarks/budget/summarize.py [SUFFIX [RUN_DIR]]
+  SUFFIX: which show-run's files (search-3.json / run_info-3.txt for "-3"; "" for search.json)
+  RUN_DIR: the run folder, for the final artifacts' bench record
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ def _f(x, spec=".3g"):
     return "n/a" if x is None else format(x, spec)
 
 
-def main(run_dir: str | None = None) -> None:
-    s = json.loads((HERE / "search.json").read_text())
-    info = (HERE / "run_info.txt").read_text() if (HERE / "run_info.txt").is_file() else ""
+def main(suffix: str = "", run_dir: str | None = None) -> None:
+    s = json.loads((HERE / f"search{suffix}.json").read_text())
+    ri = HERE / f"run_info{suffix}.txt"
+    info = ri.read_text() if ri.is_file() else ""
     d = s.get("derivation") or {}
     out = ["# build --search on Fashion-MNIST (rpi4, p50 budget tightened to 0.8 ms)", "",
            "```", info.strip(), "```", "",
@@ -44,9 +47,10 @@ def main(run_dir: str | None = None) -> None:
         for fmt, e in bench["artifacts"].items():
             out.append(f"| {fmt} | {_f((e.get('host') or {}).get('p50_ms'))} | "
                        f"{_f((e.get('predicted') or {}).get('latency_ms'))} |")
-    (HERE / "results.md").write_text("\n".join(out) + "\n")
-    print((HERE / "results.md").read_text())
+    dst = HERE / f"results{suffix}.md"
+    dst.write_text("\n".join(out) + "\n")
+    print(dst.read_text())
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:2])
+    main(*sys.argv[1:3])
