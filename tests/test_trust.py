@@ -4,6 +4,7 @@ on a folder without the results they need fail in one line. Every test runs the 
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -64,12 +65,14 @@ def copy(pair, tmp_path):
 
 def _one_line_error(p, *needles, code=EXIT_BAD_INPUT, after_progress=False):
     """Exit ``code`` with one error line holding every needle: nothing else on stderr, or (``after_progress``)
-    only the stage lines of the work done before the error (✓ skipped, ↻ stale, ▶ started)."""
+    only the stage lines of the work done before the error (✓ skipped, ↻ stale, ▶ started) and the build's
+    one-line pruning target ("rpi4: keep 60% of MACs ...")."""
     assert p.returncode == code, p.stderr[-2000:]
     assert "Traceback" not in p.stderr, p.stderr[-3000:]
     lines = p.stderr.strip().splitlines()
     if after_progress:
-        assert all(ln[:1] in "✓↻▶" or ln.startswith("  ") for ln in lines[:-1]), p.stderr[-2000:]  # stage lines
+        assert all(ln[:1] in "✓↻▶" or ln.startswith("  ") or re.match(r"^[\w.-]+: .*keep ~?\d+% of MACs", ln)
+                   for ln in lines[:-1]), p.stderr[-2000:]  # stage lines and the pruning target
         lines = lines[-1:]
     assert len(lines) == 1 and lines[0].startswith("edgeprune: error:"), p.stderr[-2000:]
     for n in needles:

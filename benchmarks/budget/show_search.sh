@@ -3,12 +3,12 @@
 # model fails (0.8 ms p50 instead of the profile's 10 ms, via --budget), least-pruning objective.
 # Without --force: rerun on the same OUTPUT_DIR it resumes every stage that is current (dense model included).
 # Writes transcript.txt (the build's console) and summary.md (command, date, machine load, git revision, rounds)
-# next to this script. Usage: bash benchmarks/budget/show_search.sh [OUTPUT_DIR]
+# next to this script. Usage: [FINETUNE_EPOCHS=N] bash benchmarks/budget/show_search.sh [OUTPUT_DIR]
 set -u
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${1:-runs-budget-show}"
 cmd=(edgeprune build --target rpi4 --search --objective least-pruning --budget latency_p50_ms=0.8
-     --dataset fashion-mnist --data-limit 10000 --model resnet --method l1 --epochs 3 --finetune-epochs 1
+     --dataset fashion-mnist --data-limit 10000 --model resnet --method l1 --epochs 3 --finetune-epochs "${FINETUNE_EPOCHS:-1}"
      --output "$out" --name rpi4-resnet-search)
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
