@@ -9,7 +9,6 @@ predicted (by which model).
 from __future__ import annotations
 
 import html
-import io
 import math
 
 import matplotlib
@@ -18,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .rounds import rounds_section  # noqa: E402
+from .svg import figure_svg  # noqa: E402
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#1d2330;padding:0 1rem}
@@ -35,14 +35,6 @@ figure{margin:0}figure svg{max-width:100%;height:auto}figcaption{color:#667;font
 .cards{display:grid;grid-template-columns:repeat(4,1fr);gap:.8rem}
 .card{background:#f6f7fb;border-radius:8px;padding:.7rem .9rem}.card b{display:block;font-size:1.3rem}
 """
-
-
-def _svg(fig) -> str:
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
-    plt.close(fig)
-    s = buf.getvalue()
-    return s[s.find("<svg"):]
 
 
 def _fmt(v, spec=".2f", unit=""):
@@ -99,7 +91,7 @@ def _plot_widths(report) -> str | None:
     ax.set_ylabel("channels")
     ax.set_title("Width per coupled group, before and after pruning", fontsize=10)
     ax.legend(fontsize=8)
-    return _svg(fig)
+    return figure_svg(fig)
 
 
 def _plot_training(report) -> str | None:
@@ -117,7 +109,7 @@ def _plot_training(report) -> str | None:
     ax.set_ylabel(f"validation {report['metric_name']}")
     ax.set_title("Validation metric over training (measured)", fontsize=10)
     ax.legend(fontsize=8)
-    return _svg(fig)
+    return figure_svg(fig)
 
 
 # A method's history declares its curves (history["plots"]); this file draws whatever is declared:
@@ -198,7 +190,7 @@ def _plot_method(report) -> str | None:
             ax.legend(fontsize=7 if len(named) <= 2 else 6)
     fig.suptitle(h["plots"].get("title") or f"{report['method'].get('method', '')} (measured during the prune stage)",
                  fontsize=10)
-    return _svg(fig)
+    return figure_svg(fig)
 
 
 _MARKERS = {"onnx": "s", "onnx-int8": "D", "tflite": "^", "tflite-int8": "v"}
@@ -235,7 +227,7 @@ def _plot_tradeoff(report) -> str | None:
     ax.set_ylabel(f"test {report['metric_name']}")
     ax.set_title(f"{report['metric_name'].capitalize()} vs compute (measured on the test split)", fontsize=10)
     ax.legend(fontsize=6.5, loc="best", framealpha=0.85)
-    return _svg(fig)
+    return figure_svg(fig)
 
 
 def _plot_latency(report) -> str | None:
@@ -263,7 +255,7 @@ def _plot_latency(report) -> str | None:
     for label, c in colors.items():
         ax.barh([0], [0], color=c, label=label)
     ax.legend(fontsize=7, loc="lower right")
-    return _svg(fig)
+    return figure_svg(fig)
 
 
 def _verdict(report) -> str:

@@ -5,20 +5,13 @@ with a Pareto plot of accuracy against the predicted latency on the target."""
 from __future__ import annotations
 
 import html
-import io
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-
-def _svg(fig) -> str:
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
-    plt.close(fig)
-    s = buf.getvalue()
-    return s[s.find("<svg"):]
+from .svg import figure_svg  # noqa: E402
 
 
 def _fmt(v, spec: str = ".2f") -> str:
@@ -97,7 +90,7 @@ def plot_pareto(search: dict, budget_ms: float | None, dense: tuple | None) -> s
     ax.set_ylabel(f"test {pts[0].get('metric_name') or 'metric'} (measured)")
     ax.set_title("Search rounds: accuracy vs predicted target latency", fontsize=10)
     ax.legend(fontsize=6.5, loc="best", framealpha=0.85)
-    return _svg(fig)
+    return figure_svg(fig)
 
 
 def rounds_section(report: dict) -> str:
