@@ -396,3 +396,34 @@ def refine_after_guard(b, fps: dict, run_guard) -> None:
         b.__dict__.pop("pruning_target", None)
         announce(b)
     run_guard(b, fps["train"])
+
+
+def layer_latency_weights(model, example, target, layer_names, artifact: Optional[str] = None) -> tuple[dict, dict]:
+    """Per-layer latency weights for a cost-aware budget term: for each of ``layer_names`` (the conv / linear
+    layers of the ModelGraph), the target's predicted marginal microseconds per MAC of its ONNX op, divided by
+    the MACs-weighted mean over the mapped layers (so the weighted dense cost equals the dense MACs).
+
+    The marginal time follows :meth:`DenseCost.latency_ms` at k = 1: a compute-bound op (compute >= memory)
+    saves its compute time per removed MAC, a memory-bound one half its memory time (memory falls ~ sqrt(k)),
+    the per-op overhead nothing. An op maps to a layer by its node name, ``/<scopes>/<module name>/<OpType>``
+    (TorchScript exporter). Unmapped layers get 1.0 (plain MACs) and are listed in ``info["unmapped"]``."""
+    artifact = artifact or preferred_artifact(target)
+    pred, _, _ = predict_dense(model, example, target, artifact)
+    per_layer: dict = {}
+    for o in pred["ops"]:
+        parts = str(o["name"]).strip("/").split("/")
+        if len(parts) < 2 or not o.get("macs"):
+            continue
+        c, m = float(o["compute_us"]), float(o["memory_us"])
+        marginal = c if c >= m else 0.5 * m
+        acc = per_layer.setdefault(parts[-2], [0.0, 0.0])
+        acc[0] += marginal
+        acc[1] += float(o["macs"])
+    mapped = {n: per_layer[n] for n in layer_names if n in per_layer and per_layer[n][1] > 0}
+    total_us = sum(v[0] for v in mapped.values())
+    total_macs = sum(v[1] for v in mapped.values())
+    mean = total_us / total_macs if total_macs and total_us else 0.0
+    weights = {n: (mapped[n][0] / mapped[n][1] / mean if n in mapped and mean else 1.0) for n in layer_names}
+    info = {"target": target.name, "artifact": artifact, "source": "predicted (cost model, dense graph)",
+            "us_per_mac_mean": mean, "unmapped": [n for n in layer_names if n not in mapped or not mean]}
+    return weights, info

@@ -69,9 +69,15 @@ class ExpectedCost:
     layers by the branch's keep probability.
 
     ``offsets`` places group ``g`` at ``q[offsets[g] : offsets[g] + size]``.
+
+    ``layer_weights`` (layer name -> factor, missing layers 1.0) multiplies each layer's MACs:
+    a latency-weighted cost (e.g. the target's predicted time per MAC of the layer, from
+    :func:`edgeprune.bench.planning.layer_latency_weights`). Default: plain MACs, unchanged.
     """
 
-    def __init__(self, graph, offsets: dict[str, int], branch_names: list[str] = ()):
+    def __init__(self, graph, offsets: dict[str, int], branch_names: list[str] = (),
+                 layer_weights: dict[str, float] | None = None):
+        weights = dict(layer_weights or {})
         self.rows = []
         bindex = {b: i for i, b in enumerate(branch_names)}
         layer_branch = {layer: bindex[b] for b in branch_names for layer in graph.branches[b].layers}
@@ -85,6 +91,7 @@ class ExpectedCost:
                 return torch.as_tensor(ix, dtype=torch.long)
 
             coef = lc.kernel * lc.spatial if lc.kind == "depthwise" else lc.kernel * lc.spatial / lc.groups
+            coef = coef * float(weights.get(lc.name, 1.0))
             self.rows.append((lc.kind == "depthwise", float(out_full), idx(outs), float(in_full), idx(ins),
                               float(coef), layer_branch.get(lc.name, -1)))
 

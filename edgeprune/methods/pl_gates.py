@@ -43,7 +43,7 @@ from ..train import Schedule, TrainHook, evaluate
 from .base import FitContext, MethodResult, PruningMethod, jsonable, register_method, working_copy
 from .gates import GatedModel, HardConcrete, StaticView, has_batchnorm, recalibrate_bn
 from .gate_network import GateNetwork, calibration_logits
-from .gating import bn_eval, output_projection, standardize, timed_kappa, vmap_safe_prelu, widths_to_budget
+from .gating import ExpectedCost, bn_eval, output_projection, standardize, timed_kappa, vmap_safe_prelu, widths_to_budget
 from .options import option
 
 
@@ -89,6 +89,12 @@ class PLGatesOptions:
     gates: Literal["logits", "network"] = option(
         "logits", "free per-node logits, or a gating network on pooled activations adding batch-dependent offsets")
     gate_hidden: int = option(32, "hidden units of the gating network (gates=network)", min=1)
+    cost: Literal["macs", "latency"] = option(
+        "macs", "what the budget term counts: MACs, or latency-weighted MACs (each layer's MACs times the target's "
+                "predicted marginal time per MAC of that layer, relative to the mean) so that gates close channels "
+                "where they buy latency; the final plan still meets the MACs budget")
+    latency_target: str | None = option(None, "target profile whose cost model weights the layers (cost=latency; "
+                                              "default: the run's target when the pipeline passes one, else host)")
 
     def __post_init__(self):
         if self.score != "logit" and not self.kappa_every:
@@ -357,6 +363,15 @@ class PLGates(PruningMethod):
 
         model = working_copy(model, reinitialise=o.from_scratch, seed=ctx.seed)
         net = GatedNetwork(model, graph, branches=o.branches, gate_init=o.gate_init, temperature=o.temperature)
+        cost_info = None
+        if o.cost == "latency":
+            weights, cost_info = self._layer_weights(model, ctx)
+            net.cost = ExpectedCost(graph, net.masks.offsets, net.branch_names, weights)
+            with torch.no_grad():  # the budget term's unit: the weighted cost of the dense model
+                dense_macs = float(net.cost(torch.ones(net.masks.n), torch.ones(len(net.branch_names))))
+            ctx.log(f"  pl-gates: latency-weighted budget term ({cost_info['target']}, {cost_info['artifact']}); "
+                    f"layer weights " + ", ".join(f"{k} {v:.2f}" for k, v in weights.items())
+                    + (f"; unmapped (plain MACs): {', '.join(cost_info['unmapped'])}" if cost_info["unmapped"] else ""))
         if o.gates == "network":
             with torch.random.fork_rng():
                 torch.manual_seed(ctx.seed + 104729)
@@ -392,6 +407,7 @@ class PLGates(PruningMethod):
         hist["kappa_first"] = hook.k0
         hist.setdefault("gamma_scale", {"c": hook.scale} if o.gamma > 0 and hook.scale is not None else None)
         hist["score"], hist["gates"] = o.score, o.gates
+        hist["cost"] = {"kind": o.cost, **(cost_info or {})}
         if hook.sens is not None:
             hist["kappa_sensitivity"] = {g: v.tolist() for g, v in
                                          net.masks.split(torch.from_numpy(hook.sens[0])).items()}
@@ -402,6 +418,26 @@ class PLGates(PruningMethod):
         model.eval()
         hist["seconds_total"] = time.perf_counter() - t_start
         return MethodResult(plan, model, jsonable(hist))
+
+    layer_weights: dict | None = None  # cost=latency: set to override the cost model's weights (layer -> factor)
+
+    def _layer_weights(self, model: nn.Module, ctx: FitContext) -> tuple[dict, dict]:
+        """Per-layer latency weights (cost=latency): :attr:`layer_weights` when set, else the target's cost
+        model on the dense graph (:func:`edgeprune.bench.planning.layer_latency_weights`)."""
+        names = [lc.name for lc in ctx.graph.layers.values() if lc.kind != "norm"]
+        if self.layer_weights is not None:
+            w = {n: float(self.layer_weights.get(n, 1.0)) for n in names}
+            return w, {"target": "given", "artifact": "-", "source": "given weights", "weights": w,
+                       "unmapped": [n for n in names if n not in self.layer_weights]}
+        from ..bench.planning import layer_latency_weights
+        from ..targets import load_target
+
+        target = getattr(ctx, "target", None) or load_target(self.opts.latency_target or "host")
+        if isinstance(target, str):
+            target = load_target(target)
+        w, info = layer_latency_weights(model, ctx.example, target, names)
+        info["weights"] = w
+        return w, info
 
     # ------------------------------------------------------- dynamic -> static
     def _static_plan(self, net: GatedNetwork, ctx: FitContext, sens=None):
