@@ -83,3 +83,12 @@ def test_cost_model_weights_map_every_layer(cnn):
     r = _fit(cnn, cost="latency", latency_target="rpi4")  # end to end: weights from the cost model
     assert r.history["cost"]["kind"] == "latency" and r.history["cost"]["unmapped"] == []
     assert r.history["budget"]["within_tol"]
+
+
+def test_onnx_scopes_name_the_torch_module():
+    from edgeprune.bench.planning import _module_of_node
+
+    assert _module_of_node(["1", "branch", "branch.0", "branch.0.0"]) == "1.branch.0.0"  # residual block
+    assert _module_of_node(["3", "3.0", "3.0.0"]) == "3.0.0"  # nested Sequential
+    assert _module_of_node(["0", "0.0"]) == "0.0"
+    assert _module_of_node(["features", "conv"]) == "features.conv"

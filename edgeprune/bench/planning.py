@@ -406,7 +406,8 @@ def layer_latency_weights(model, example, target, layer_names, artifact: Optiona
     The marginal time follows :meth:`DenseCost.latency_ms` at k = 1: a compute-bound op (compute >= memory)
     saves its compute time per removed MAC, a memory-bound one half its memory time (memory falls ~ sqrt(k)),
     the per-op overhead nothing. An op maps to a layer by its node name, ``/<scopes>/<module name>/<OpType>``
-    (TorchScript exporter). Unmapped layers get 1.0 (plain MACs) and are listed in ``info["unmapped"]``."""
+    (TorchScript exporter; each scope is the module's name relative to an enclosing scope, see
+    :func:`_module_of_node`). Unmapped layers get 1.0 (plain MACs) and are listed in ``info["unmapped"]``."""
     artifact = artifact or preferred_artifact(target)
     pred, _, _ = predict_dense(model, example, target, artifact)
     per_layer: dict = {}
@@ -416,7 +417,7 @@ def layer_latency_weights(model, example, target, layer_names, artifact: Optiona
             continue
         c, m = float(o["compute_us"]), float(o["memory_us"])
         marginal = c if c >= m else 0.5 * m
-        acc = per_layer.setdefault(parts[-2], [0.0, 0.0])
+        acc = per_layer.setdefault(_module_of_node(parts[:-1]), [0.0, 0.0])
         acc[0] += marginal
         acc[1] += float(o["macs"])
     mapped = {n: per_layer[n] for n in layer_names if n in per_layer and per_layer[n][1] > 0}
@@ -427,3 +428,16 @@ def layer_latency_weights(model, example, target, layer_names, artifact: Optiona
     info = {"target": target.name, "artifact": artifact, "source": "predicted (cost model, dense graph)",
             "us_per_mac_mean": mean, "unmapped": [n for n in layer_names if n not in mapped or not mean]}
     return weights, info
+
+
+def _module_of_node(scopes: list) -> str:
+    """The torch module name behind an ONNX node's scopes: ``["1", "branch", "branch.0", "branch.0.0"]`` ->
+    ``"1.branch.0.0"`` (a scope that extends the previous one by ``.x`` replaces it; otherwise it nests)."""
+    full, prev = "", ""
+    for c in scopes:
+        if prev and c.startswith(prev + "."):
+            full = full[: len(full) - len(prev)] + c
+        else:
+            full = f"{full}.{c}" if full else c
+        prev = c
+    return full
