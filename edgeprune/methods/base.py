@@ -75,6 +75,7 @@ class FitContext:
     progress: Callable[[str, int, int], None] | None = None  # (label, done, total)
     log: Callable[[str], None] = print
     metric: str | None = None  # the run's metric (a registered name or file.py:function); None: the task's
+    target: Any = None  # the run's target profile (a Target) where a method weighs costs on it; None outside build
 
     def run_option(self, key: str):
         """A training option of the run (``epochs``, ``finetune_epochs``, ``batch_size``, ``lr``, ``weight_decay``):

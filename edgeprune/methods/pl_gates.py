@@ -432,7 +432,7 @@ class PLGates(PruningMethod):
         from ..bench.planning import layer_latency_weights
         from ..targets import load_target
 
-        target = getattr(ctx, "target", None) or load_target(self.opts.latency_target or "host")
+        target = self.opts.latency_target or ctx.target or "host"  # an explicit option wins over the run's target
         if isinstance(target, str):
             target = load_target(target)
         w, info = layer_latency_weights(model, ctx.example, target, names)

@@ -35,7 +35,7 @@ def run(b) -> list[str]:
         a["x_train"], a["y_train"], a["x_val"], a["y_val"], example, graph, b.task, b.flops_keep, b.width_multiple,
         b.cfg["seed"], dict(train_options(b), epochs=b.cfg["train"]["epochs"],
                             finetune_epochs=b.cfg["train"]["finetune_epochs"]),
-        progress=b.ui.progress, log=b.ui.log, metric=b.metric,
+        progress=b.ui.progress, log=b.ui.log, metric=b.metric, target=b.target,
     )
     t0 = time.perf_counter()
     result = method.fit(model, ctx)
