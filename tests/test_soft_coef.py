@@ -193,6 +193,7 @@ def test_user_callable_metric_on_the_validation_slice(digits):
     ({"constraint": "latency"}, "constraint must be macs or params"),
     ({"sparsity": 1.5}, "sparsity must be in"),
     ({"nope": 1}, "has no option"),
+    ({"workers": 0}, "workers must be >= 1"),
 ])
 def test_bad_options_are_config_errors(opts, match):
     with pytest.raises(ConfigError, match=match):
@@ -312,3 +313,15 @@ def test_grid_with_an_unpicklable_metric_falls_back_to_serial_with_a_note(digits
     res, logs = _grid_fit(model, ctx, workers=2, metric=local_accuracy)
     assert "workers" not in res.history and res.history["evaluations"] == res.history["grid_points"]
     assert sum("cannot be pickled" in s for s in logs) == 1
+
+
+def test_workers_with_a_non_grid_optimizer_runs_it_here_with_a_note(digits):
+    torch.manual_seed(0)
+    model = build_model("autoencoder", digits.input_shape, 0).eval()
+    ctx = _ctx(model, digits, "reconstruction", flops_keep=0.7)
+    logs = []
+    ctx.log = logs.append
+    plain = get_method("soft-coef", {"optimizer": "uniform", "val_samples": 60}).fit(model, ctx)
+    res = get_method("soft-coef", {"optimizer": "uniform", "val_samples": 60, "workers": 2}).fit(model, ctx)
+    assert res.history["widths"] == plain.history["widths"] and "workers" not in res.history
+    assert sum("applies to optimizer=grid only" in s for s in logs) == 1

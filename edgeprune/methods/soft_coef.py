@@ -18,7 +18,6 @@ import pickle
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
-
 from multiprocessing import get_context
 from types import SimpleNamespace
 
@@ -205,6 +204,8 @@ class SoftCoef(PruningMethod):
             f"{o.constraint} sparsity {p.target:.1%} ± {o.eps:.1%}, metric {metric_name} on {n} validation samples "
             f"(dense {dense_metric:.4g})")
         extra: dict = {}
+        if o.workers > 1 and o.optimizer != "grid":
+            log(f"soft-coef: workers={o.workers} applies to optimizer=grid only; {o.optimizer} runs in this process")
         if o.optimizer == "gradient":
             start = self._l1prop(p, scores, ctx.graph) if o.start == "l1prop" else cs.uniform(p)
             c, extra = cs.gradient_ascent(p, start, iters=o.iters, delta=o.delta, step=o.step, decay=o.decay,
@@ -219,8 +220,6 @@ class SoftCoef(PruningMethod):
                 c, extra = cs.grid_search(p, step=o.grid_step, max_evals=o.max_evals, log=log, evaluate_many=many)
             if payload is not None:
                 extra["workers"] = int(o.workers)
-        elif o.workers > 1:
-            log(f"soft-coef: workers={o.workers} applies to optimizer=grid only; {o.optimizer} runs in this process")
         elif o.optimizer == "uniform":
             c = cs.uniform(p)
         elif o.optimizer == "random":
