@@ -214,7 +214,8 @@ class SoftCoef(PruningMethod):
             payload = _pool_payload(o, ctx, model, masks, x, y, x_cal) if o.workers > 1 else None
             if o.workers > 1 and payload is None:
                 log(f"soft-coef: the metric {metric_name!r} or the model cannot be pickled for worker processes (a "
-                    "function defined inside another, a lambda: give it as file.py:function); grid runs in this process")
+                    "function defined inside another, a lambda: give it as file.py:function); the grid runs in this "
+                    "process")
             with _GridPool(payload, o.workers) as pool:
                 many = (lambda ws: pool.map([mask_of(w) for w in ws])) if payload is not None else None
                 c, extra = cs.grid_search(p, step=o.grid_step, max_evals=o.max_evals, log=log, evaluate_many=many)
