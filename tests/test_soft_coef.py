@@ -193,6 +193,7 @@ def test_user_callable_metric_on_the_validation_slice(digits):
     ({"constraint": "latency"}, "constraint must be macs or params"),
     ({"sparsity": 1.5}, "sparsity must be in"),
     ({"nope": 1}, "has no option"),
+    ({"workers": 0}, "workers must be >= 1"),
 ])
 def test_bad_options_are_config_errors(opts, match):
     with pytest.raises(ConfigError, match=match):
@@ -275,3 +276,52 @@ def test_harness_records_metric_evaluations_per_row_and_in_the_table(tmp_path):
     with open(tmp_path / "results.csv") as f:
         got = [r["metric_evaluations"] for r in csv.DictReader(f)]
     assert got[:3] == ["", "1", "1"] and int(got[3]) >= 6
+
+
+def _grid_fit(model, ctx, **opts):
+    logs = []
+    ctx.log = logs.append
+    o = dict(optimizer="grid", grid_step=0.1, max_evals=10_000, val_samples=120, **opts)  # 19 band points
+    return get_method("soft-coef", o).fit(model, ctx), logs
+
+
+def test_grid_over_two_worker_processes_equals_the_serial_grid(digits):
+    torch.manual_seed(0)
+    model = build_model("autoencoder", digits.input_shape, 0).eval()  # PSNR: a different value at every point
+    ctx = _ctx(model, digits, "reconstruction", flops_keep=0.7)
+    serial, _ = _grid_fit(model, ctx)
+    pooled, logs = _grid_fit(model, ctx, workers=2)
+    assert pooled.history["workers"] == 2 and "workers" not in serial.history
+    assert serial.history["evaluations"] == pooled.history["evaluations"] == serial.history["grid_points"] > 3
+    for k in ("coefficients", "widths", "val_metric", "rho"):
+        assert pooled.history[k] == serial.history[k], k
+    assert [t[:3] for t in pooled.history["trace"]] == [t[:3] for t in serial.history["trace"]]  # every point's value
+    assert len({t[1] for t in serial.history["trace"]}) > 1  # the points really differ
+    assert pooled.plan.keep == serial.plan.keep
+
+
+def test_grid_with_an_unpicklable_metric_falls_back_to_serial_with_a_note(digits):
+    torch.manual_seed(0)
+    model = build_model("cnn", digits.input_shape, 10).eval()
+    ctx = _ctx(model, digits, "classification", flops_keep=0.7)
+
+    def local_accuracy(m, data):  # defined inside a function: cannot be pickled
+        x, y = data
+        with torch.no_grad():
+            return float((m(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
+
+    res, logs = _grid_fit(model, ctx, workers=2, metric=local_accuracy)
+    assert "workers" not in res.history and res.history["evaluations"] == res.history["grid_points"]
+    assert sum("cannot be pickled" in s for s in logs) == 1
+
+
+def test_workers_with_a_non_grid_optimizer_runs_it_here_with_a_note(digits):
+    torch.manual_seed(0)
+    model = build_model("autoencoder", digits.input_shape, 0).eval()
+    ctx = _ctx(model, digits, "reconstruction", flops_keep=0.7)
+    logs = []
+    ctx.log = logs.append
+    plain = get_method("soft-coef", {"optimizer": "uniform", "val_samples": 60}).fit(model, ctx)
+    res = get_method("soft-coef", {"optimizer": "uniform", "val_samples": 60, "workers": 2}).fit(model, ctx)
+    assert res.history["widths"] == plain.history["widths"] and "workers" not in res.history
+    assert sum("applies to optimizer=grid only" in s for s in logs) == 1

@@ -9,9 +9,12 @@ meaningful), keep a random 70% of every coupled group, then:
   classifier ignored, as its README shows), its output checked against the same reference.
 
 Each model runs in its own subprocess (a crash or a memory blow-up costs one model) and writes
-``results/<zoo>__<model>.json`` when it finishes; finished models are skipped on a rerun.
+``results/<zoo>__<model>.json`` when it finishes; finished models are skipped on a rerun. ``--workers N``
+runs N such worker chains at once (a thread pool supervising N subprocesses, the models dealt round-robin
+by size); the per-model files are the same, but each model's ``wall_s`` then includes the contention
+(``loadavg`` is recorded with it).
 
-    nice -n 10 python benchmarks/zoo/zoo.py [--only NAME ...] [--timm] [--timeout 900]
+    nice -n 10 python benchmarks/zoo/zoo.py [--only NAME ...] [--timm] [--timeout 900] [--workers N]
     python benchmarks/zoo/zoo.py --table   # results.md from the per-model files
 """
 
@@ -196,6 +199,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--timm", action="store_true")
     ap.add_argument("--timeout", type=int, default=1200)
+    ap.add_argument("--workers", type=int, default=1, help="models run in this many worker processes at once")
     ap.add_argument("--one", nargs=2, metavar=("ZOO", "NAME"))
     ap.add_argument("--worker", nargs="+", metavar="ZOO NAME")
     ap.add_argument("--table", action="store_true")
@@ -233,7 +237,24 @@ def main() -> None:
             if not a.redo or (a.redo != "all" and st != a.redo and not (a.redo == "refused" and st == "timeout")):
                 continue
         todo.append((params, n))
-    run_workers(zoo, todo, a.timeout)
+    if a.workers < 1:
+        ap.error(f"--workers must be >= 1, got {a.workers}")
+    run_pool(zoo, todo, a.timeout, a.workers)
+
+
+def run_pool(zoo: str, todo: list, timeout: int, workers: int) -> None:
+    """:func:`run_workers` on ``workers`` shares of ``todo`` at once (dealt round-robin: ``todo`` is sorted by
+    size, so the shares are balanced). The threads only supervise; each share runs in its own worker process
+    with the same per-model timeout and crash handling as the serial run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    shares = [todo[i::workers] for i in range(min(workers, len(todo)))]
+    if len(shares) <= 1:
+        run_workers(zoo, todo, timeout)
+        return
+    with ThreadPoolExecutor(len(shares)) as pool:
+        for f in [pool.submit(run_workers, zoo, share, timeout) for share in shares]:
+            f.result()
 
 
 def run_workers(zoo: str, todo: list, timeout: int) -> None:

@@ -138,6 +138,20 @@ class Problem:
             self.trace.append((len(self.cache), self.cache[key], self.rho(c), time.perf_counter() - self.t0))
         return self.cache[key]
 
+    def metric_many(self, cs: np.ndarray, evaluate_many: Callable[[list[dict]], list[float]]) -> list[float]:
+        """:meth:`metric` of every row of ``cs``, the new distinct widths evaluated by one ``evaluate_many`` call
+        (e.g. over a process pool); cache, evaluation count and trace end up as the serial loop leaves them."""
+        keys = [tuple(int(k) for k in self.kept(c)) for c in cs]
+        new = list(dict.fromkeys(k for k in keys if k not in self.cache))
+        first = {k: c for k, c in zip(reversed(keys), cs[::-1])}  # the first row giving each key
+        values = evaluate_many([dict(zip(self.names, k)) for k in new]) if new else []
+        if len(values) != len(new):
+            raise RuntimeError(f"evaluate_many returned {len(values)} values for {len(new)} widths")
+        for k, v in zip(new, values):
+            self.cache[k] = float(v)
+            self.trace.append((len(self.cache), self.cache[k], self.rho(first[k]), time.perf_counter() - self.t0))
+        return [self.cache[k] for k in keys]
+
     # --------------------------------------------------------------- projection
     def direction(self, c: np.ndarray) -> np.ndarray:
         """Gradient of the smooth rho at ``c``: the normal of the band's surface (all entries >= 0)."""
@@ -299,7 +313,10 @@ def grid_points(p: Problem, step: float) -> tuple[np.ndarray, int]:
 
 
 def grid_search(p: Problem, *, step: float = 0.1, max_evals: int = 500,
-                log: Callable[[str], None] = lambda s: None) -> tuple[np.ndarray, dict]:
+                log: Callable[[str], None] = lambda s: None,
+                evaluate_many: Callable[[list[dict]], list[float]] | None = None) -> tuple[np.ndarray, dict]:
+    """The best band point of the grid (the first of equals, in grid order). ``evaluate_many`` (widths dicts ->
+    metrics, in order) evaluates all points in one call, e.g. over a process pool; the result is the serial one."""
     pts, total = grid_points(p, step)
     log(f"  grid: {len(pts)} of {total:,} grid points lie in the band: {len(pts)} metric evaluations")
     if len(pts) > max_evals:
@@ -308,7 +325,7 @@ def grid_search(p: Problem, *, step: float = 0.1, max_evals: int = 500,
                           "optimizer=gradient")
     if len(pts) == 0:
         raise ConfigError(f"no grid point lies in sparsity {p.target:.1%} ± {p.eps:.1%}; lower grid_step or widen eps")
-    scores = [p.metric(x) for x in pts]
+    scores = p.metric_many(pts, evaluate_many) if evaluate_many is not None else [p.metric(x) for x in pts]
     i = int(np.argmax(scores))
     return pts[i], {"grid_points": int(len(pts)), "grid_total": int(total)}
 

@@ -14,8 +14,12 @@ the baselines ``uniform``, ``random`` and ``l1prop``. See docs/methods/soft-coef
 from __future__ import annotations
 
 import copy
+import pickle
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -62,6 +66,8 @@ class SoftCoefOptions:
         "help": "training samples to re-estimate BatchNorm statistics on before every evaluation (0: off); the "
                 "returned weights carry the statistics re-estimated for the final plan"})
     start: str = field(default="uniform", metadata={"help": "gradient: start point, uniform or l1prop"})
+    workers: int = field(default=1, metadata={
+        "help": "grid: evaluate the grid's points in this many spawned processes (1: in this process); same result"})
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -82,6 +88,8 @@ class SoftCoefOptions:
             raise ValueError(f"bn_calibration must be >= 0, got {self.bn_calibration}")
         if self.iters < 0 or self.patience < 1 or self.max_evals < 1 or self.val_samples < 0:
             raise ValueError("iters >= 0, patience >= 1, max_evals >= 1 and val_samples >= 0 are required")
+        if int(self.workers) < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.start not in ("uniform", "l1prop"):
             raise ValueError(f"start must be uniform or l1prop, got {self.start!r}")
         if isinstance(self.components, str):
@@ -177,17 +185,16 @@ class SoftCoef(PruningMethod):
         def plan_for(widths):
             return plan_from_scores(ctx.graph, scores, widths, width_multiple=p.width_multiple)
 
-        def evaluate(widths):
+        def mask_of(widths):
             plan = plan_for(widths)
             z = torch.zeros(masks.n)
             for g in p.names:
                 idx = plan.keep.get(g, range(ctx.graph.groups[g].size))
                 z[masks.offsets[g] + torch.as_tensor(list(idx), dtype=torch.long)] = 1.0
-            work.load_state_dict(dense)
-            masks.fold_(work, z)
-            recalibrate(work, x_cal)
-            with torch.no_grad():
-                return fn(work, x, y)
+            return z
+
+        def evaluate(widths):
+            return _masked_metric(work, dense, masks, mask_of(widths), x_cal, fn, x, y)
 
         x_cal = ctx.x_train[: o.bn_calibration]
         p.evaluate = evaluate
@@ -197,12 +204,23 @@ class SoftCoef(PruningMethod):
             f"{o.constraint} sparsity {p.target:.1%} ± {o.eps:.1%}, metric {metric_name} on {n} validation samples "
             f"(dense {dense_metric:.4g})")
         extra: dict = {}
+        if o.workers > 1 and o.optimizer != "grid":
+            log(f"soft-coef: workers={o.workers} applies to optimizer=grid only; {o.optimizer} runs in this process")
         if o.optimizer == "gradient":
             start = self._l1prop(p, scores, ctx.graph) if o.start == "l1prop" else cs.uniform(p)
             c, extra = cs.gradient_ascent(p, start, iters=o.iters, delta=o.delta, step=o.step, decay=o.decay,
                                           patience=o.patience, log=log)
         elif o.optimizer == "grid":
-            c, extra = cs.grid_search(p, step=o.grid_step, max_evals=o.max_evals, log=log)
+            payload = _pool_payload(o, ctx, model, masks, x, y, x_cal) if o.workers > 1 else None
+            if o.workers > 1 and payload is None:
+                log(f"soft-coef: the metric {metric_name!r} or the model cannot be pickled for worker processes (a "
+                    "function defined inside another, a lambda: give it as file.py:function); the grid runs in this "
+                    "process")
+            with _GridPool(payload, o.workers) as pool:
+                many = (lambda ws: pool.map([mask_of(w) for w in ws])) if payload is not None else None
+                c, extra = cs.grid_search(p, step=o.grid_step, max_evals=o.max_evals, log=log, evaluate_many=many)
+            if payload is not None:
+                extra["workers"] = int(o.workers)
         elif o.optimizer == "uniform":
             c = cs.uniform(p)
         elif o.optimizer == "random":
@@ -243,3 +261,60 @@ class SoftCoef(PruningMethod):
         per_weight = means / np.maximum([graph.groups[g].params_per_channel for g in p.names], 1)
         inv = 1.0 / np.maximum(per_weight, 1e-12)
         return cs.proportional(p, inv / inv.max())
+
+
+# ------------------------------------------------------------------ grid over a process pool
+def _masked_metric(work: nn.Module, dense: dict, masks: ChannelMasks, z: torch.Tensor, x_cal, fn, x, y) -> float:
+    """The metric of the dense weights with mask ``z`` folded in (BN re-estimated on ``x_cal`` when given)."""
+    work.load_state_dict(dense)
+    masks.fold_(work, z)
+    recalibrate(work, x_cal)
+    with torch.no_grad():
+        return fn(work, x, y)
+
+
+_WORKER: dict = {}
+
+
+def _pool_payload(o: SoftCoefOptions, ctx: FitContext, model, masks, x, y, x_cal) -> bytes | None:
+    """What every worker receives once (model, mask map, validation slice, metric spec), pickled; None when the
+    metric cannot be pickled (a callable defined inside a function, a lambda)."""
+    spec = SimpleNamespace(metric=getattr(ctx, "metric", None), task=ctx.task)
+    try:
+        return pickle.dumps((model, masks, x, y, x_cal, o, spec))
+    except Exception:  # noqa: BLE001 - whatever pickle raises, the grid then runs in this process
+        return None
+
+
+def _init_worker(payload: bytes) -> None:
+    torch.set_num_threads(1)
+    model, masks, x, y, x_cal, o, spec = pickle.loads(payload)
+    fn, _ = model_metric_fn(o, spec)
+    dense = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    _WORKER.update(work=copy.deepcopy(model).eval(), dense=dense, masks=masks, x=x, y=y, x_cal=x_cal, fn=fn)
+
+
+def _worker_metric(z: torch.Tensor) -> float:
+    w = _WORKER
+    return _masked_metric(w["work"], w["dense"], w["masks"], z, w["x_cal"], w["fn"], w["x"], w["y"])
+
+
+class _GridPool:
+    """A spawned :class:`ProcessPoolExecutor` whose workers hold the evaluation state (None payload: no pool)."""
+
+    def __init__(self, payload: bytes | None, workers: int):
+        self.payload, self.workers, self.pool = payload, int(workers), None
+
+    def __enter__(self) -> "_GridPool":
+        if self.payload is not None:
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                                            initargs=(self.payload,))
+        return self
+
+    def map(self, zs: list) -> list[float]:
+        chunk = max(1, len(zs) // (4 * self.workers))
+        return [float(v) for v in self.pool.map(_worker_metric, zs, chunksize=chunk)]
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
