@@ -43,7 +43,13 @@ TIMM_SAMPLE = [
 ]
 
 
+#: models whose stride-2 stem and reductions need more than 64x64 (Inception v3's Mixed_7a needs >= 75x75)
+MIN_INPUT = {"inception_v3": 128}
+
+
 def input_size(name: str) -> int:
+    if name in MIN_INPUT:
+        return MIN_INPUT[name]
     return 224 if name.startswith(BIG_INPUT) or "_224" in name or name.startswith(("levit", "efficientformer")) else 64
 
 
