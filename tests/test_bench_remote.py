@@ -7,10 +7,7 @@ config in a temp dir (no system file is touched), and the device python is this 
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +15,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgeprune.bench import loopback
 from edgeprune.bench.remote import (RemoteError, calibrate_remote, measure_adb, measure_remote, parse_benchmark_model,
                                     split_host)
 from edgeprune.errors import ConfigError, InputError
@@ -25,70 +23,17 @@ from edgeprune.targets import load_target
 
 from .conftest import run_cli
 
-SSHD = "/usr/sbin/sshd"
-pytestmark = pytest.mark.skipif(not os.path.exists(SSHD) or shutil.which("ssh-keygen") is None,
-                                reason="OpenSSH server (/usr/sbin/sshd) is not installed")
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _keygen(path):
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+pytestmark = pytest.mark.skipif(not loopback.available(), reason="OpenSSH server (/usr/sbin/sshd) is not installed")
+_free_port = loopback.free_port
 
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
-    d = tmp_path_factory.mktemp("sshd")
-    d.chmod(0o700)
-    _keygen(d / "host_key")
-    _keygen(d / "client_key")
-    _keygen(d / "other_key")
-    (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
-    (d / "authorized_keys").chmod(0o600)
-    port = _free_port()
-    cfg = d / "sshd_config"
-    user = os.environ.get("USER") or __import__("getpass").getuser()
-    cfg.write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\nPidFile {d / 'sshd.pid'}\n"
-        f"AuthorizedKeysFile {d / 'authorized_keys'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-        f"PubkeyAuthentication yes\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
-        f"AllowUsers {user}\nSubsystem sftp internal-sftp\nLogLevel ERROR\n"
-    )
-    # sshd started by root insists on its privilege-separation dir (Debian creates it when the service starts);
-    # create it if missing and remove it again afterwards. Nothing else outside the temp dir is touched.
-    privsep = Path("/run/sshd")
-    made_privsep = False
-    if os.geteuid() == 0 and not privsep.exists():
-        privsep.mkdir(mode=0o755)
-        made_privsep = True
-    log = open(d / "sshd.log", "w")
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
     try:
-        for _ in range(100):
-            if proc.poll() is not None:
-                pytest.fail(f"sshd exited: {(d / 'sshd.log').read_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                time.sleep(0.05)
-        ssh = {"port": port, "identity": str(d / "client_key"), "known_hosts": str(d / "known_hosts"),
-               "python": sys.executable}
-        yield {"host": f"{user}@127.0.0.1", "ssh": ssh, "dir": d, "proc": proc}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        if made_privsep:
-            shutil.rmtree(privsep, ignore_errors=True)
+        with loopback.loopback_sshd(tmp_path_factory.mktemp("sshd"), extra_keys=("other_key",)) as server:
+            yield server
+    except RuntimeError as e:  # the server did not come up: a failure of this machine, said in full
+        pytest.fail(str(e))
 
 
 @pytest.fixture(scope="module")

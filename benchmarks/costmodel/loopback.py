@@ -3,7 +3,7 @@
     python benchmarks/costmodel/loopback.py --workdir DIR [--runs 30]
 
 Starts a throw-away sshd on 127.0.0.1 as the current user (host key, authorized_keys and config in a temp dir,
-as tests/test_bench_remote.py does), measures every whole-model artifact of DIR (kernel_suite.py) with
+edgeprune/bench/loopback.py, as the tests use), measures every whole-model artifact of DIR (kernel_suite.py) with
 ``measure_remote`` (1 fresh runner process per artifact, 1 thread, batch 1, ``--runs`` timed runs) and compares the
 p50 with the kernel predictor's prediction from the committed calibration (``costmodel.predict(..., "host")``,
 fitted on all rows of the host experiment: this checks the SSH measurement path, not a new device). Writes
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,45 +26,11 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edgeprune.bench import costmodel, kernels  # noqa: E402
+from edgeprune.bench.loopback import loopback_sshd  # noqa: E402
 from edgeprune.bench.remote import measure_remote  # noqa: E402
 
 KEYS = {"onnx": "onnxruntime-fp32", "onnx-int8": "onnxruntime-int8", "tflite": "tflite-fp32",
         "tflite-int8": "tflite-int8"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_sshd(d: Path):
-    for k in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / k)], check=True)
-    (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
-    (d / "authorized_keys").chmod(0o600)
-    port = _free_port()
-    user = os.environ.get("USER") or __import__("getpass").getuser()
-    (d / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\nPidFile {d / 'sshd.pid'}\n"
-        f"AuthorizedKeysFile {d / 'authorized_keys'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-        f"PubkeyAuthentication yes\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
-        f"AllowUsers {user}\nSubsystem sftp internal-sftp\nLogLevel ERROR\n")
-    privsep = Path("/run/sshd")
-    made = os.geteuid() == 0 and not privsep.exists()
-    if made:
-        privsep.mkdir(mode=0o755)
-    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")],
-                            stdout=open(d / "sshd.log", "w"), stderr=subprocess.STDOUT)
-    for _ in range(200):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            time.sleep(0.05)
-    ssh = {"port": port, "identity": str(d / "client_key"), "known_hosts": str(d / "known_hosts"),
-           "python": sys.executable}
-    return proc, f"{user}@127.0.0.1", ssh, (privsep if made else None)
 
 
 def main(argv=None) -> int:
@@ -81,10 +46,8 @@ def main(argv=None) -> int:
     load0 = os.getloadavg()
     out = []
     with tempfile.TemporaryDirectory(prefix="edgeprune-loopback-") as td:
-        d = Path(td)
-        d.chmod(0o700)
-        proc, host, ssh, privsep = start_sshd(d)
-        try:
+        with loopback_sshd(Path(td)) as server:
+            host, ssh = server["host"], server["ssh"]
             for r in rows:
                 for fmt, fn in r["artifacts"].items():
                     path = wd / r["name"] / fn
@@ -99,13 +62,6 @@ def main(argv=None) -> int:
                                 "model": pred["model"], "host_us": r["measured"].get(fmt, {}).get("p50_us")})
                 print(f"{r['name']}: " + ", ".join(f"{x['fmt']} {x['measured_us']:.0f}/{x['predicted_us']:.0f}"
                                                    for x in out if x["name"] == r["name"]), flush=True)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-            if privsep is not None:
-                import shutil
-
-                shutil.rmtree(privsep, ignore_errors=True)
     load1 = os.getloadavg()
     summ = {}
     for key in KEYS.values():
