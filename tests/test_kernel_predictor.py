@@ -213,3 +213,43 @@ def test_host_calibration_fits_kernel_factors_with_a_held_out_band(tmp_path):
     assert set(kf) == {"onnxruntime-fp32"}
     band = kf["onnxruntime-fp32"]["heldout"]
     assert band["n"] == 6 and band["median_abs_pct"] < 10
+
+
+def _conv_kernel(cin, cout, hw, k=3):
+    macs = cin * cout * k * k * hw * hw
+    return fusion.Kernel(op="Conv", type="conv", macs=macs, in_bytes=4 * cin * hw * hw, out_bytes=4 * cout * hw * hw,
+                         w_bytes=4 * cin * cout * k * k, cin=cin, cout=cout, k=k)
+
+
+def _corrected_samples(linear, slow):
+    """Single-conv micro-benchmarks timed as ``linear`` predicts, except that convs with fewer than 8 output
+    channels (``slow``) run at twice their linear time: an efficiency effect the linear model cannot express."""
+    rng = np.random.default_rng(1)
+    out = []
+    for _ in range(120):
+        cin, cout, hw = int(rng.choice([4, 8, 16, 32])), int(rng.choice([2, 4, 6, 16, 32, 64])), int(rng.choice([7, 14, 28]))
+        k = _conv_kernel(cin, cout, hw)
+        t = kernels.predict_us([k], dict(linear, run_us=0.0))
+        out.append(([k], linear["run_us"] + t * (slow if cout < 8 else 1.0)))
+    return out
+
+
+def test_correction_learns_a_shape_dependent_efficiency_and_is_neutral_without_one():
+    linear = {"theta": {"conv": {"n": 1.0, "macs": 20.0}}, "run_us": 3.0}
+    even = kernels.correction_table(_corrected_samples(linear, 1.0), linear)
+    assert even is not None and len(even["y"]) == 120 and max(map(abs, even["y"])) < 1e-6
+    narrow, wide = _conv_kernel(16, 4, 14), _conv_kernel(16, 32, 14)
+    for k in (narrow, wide):  # nothing to learn: kernel-v2 equals the linear kernel-v1
+        assert kernels.predict_us([k], dict(linear, correction=even)) == pytest.approx(kernels.predict_us([k], linear))
+    table = kernels.correction_table(_corrected_samples(linear, 2.0), linear)
+    params = dict(linear, correction=table)
+    assert kernels.model_name(params) == "kernel-v2" and kernels.model_name(linear) == "kernel-v1"
+    f_narrow, f_wide = kernels.efficiency_factors([narrow, wide], table)
+    assert f_narrow == pytest.approx(2.0, rel=0.1) and f_wide == pytest.approx(1.0, rel=0.05)
+    total, per = kernels.predict_us([narrow], params, detail=True)
+    assert total == pytest.approx(3.0 + per[0][1]) and per[0][1] == pytest.approx(
+        2 * kernels.predict_us([narrow], dict(linear, run_us=0.0)), rel=0.1)
+    # too few single-kernel samples: no correction rather than a forest fitted on noise
+    assert kernels.correction_table(_corrected_samples(linear, 2.0)[:5], linear) is None
+    with pytest.raises(InputError, match="recalibrate"):
+        kernels.efficiency_factors([narrow], dict(table, features=["other"], y=table["y"][:-1], x=table["x"][:-1]))

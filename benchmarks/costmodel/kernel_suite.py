@@ -118,6 +118,54 @@ def zoo_rows() -> list[dict]:
              "shape": (3, 64, 64)} for n in ("resnet18", "mobilenet_v3_small", "squeezenet1_1")]
 
 
+#: the prior the sampled micro-benchmarks are drawn from: a broad grid of layer shapes found in edge CNNs, NOT the
+#: shapes of the evaluated models (they are held out), in the spirit of nn-Meter's kernel sampling
+CHANNELS = (1, 2, 3, 4, 6, 8, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256)
+SPATIAL = (4, 7, 8, 14, 16, 28, 32, 56, 64)
+ACTS = ("relu", "relu", "relu6", "hardswish", "none")
+
+
+def sampled_rows(n: int, seed: int = 1, max_macs: float = 60e6) -> list[dict]:
+    """``n`` single- or two-kernel micro-benchmarks drawn at random from :data:`CHANNELS` x :data:`SPATIAL` x
+    kernel sizes x strides x activations: dense convs (half), depthwise convs, conv + residual add (the fusion
+    onnxruntime applies), fully-connected layers and memory-only kernels, each with at most ``max_macs`` MACs."""
+    rng = random.Random(seed)
+    rows, names = [], set()
+    while len(rows) < n:
+        u = rng.random()
+        hw, s = rng.choice(SPATIAL), rng.choice((1, 1, 2))
+        act = rng.choice(ACTS)
+        if u < 0.5:
+            cin, cout, k = rng.choice(CHANNELS), rng.choice(CHANNELS[1:]), rng.choice((1, 1, 3, 3, 3, 5, 7))
+            spec, shape, kind = {"cin": cin, "cout": cout, "k": k, "s": s, "groups": 1, "act": act}, (cin, hw, hw), "conv"
+            macs = cin * cout * k * k * (hw // s) ** 2
+        elif u < 0.7:
+            c, k = rng.choice(CHANNELS[3:] + (384, 576)), rng.choice((3, 3, 5))
+            spec, shape, kind = {"cin": c, "cout": c, "k": k, "s": s, "groups": c, "act": act}, (c, hw, hw), "conv"
+            macs = c * k * k * (hw // s) ** 2
+        elif u < 0.8:
+            c, k = rng.choice(CHANNELS[3:]), rng.choice((1, 3))
+            spec, shape, kind = {"cin": c, "cout": c, "k": k, "s": 1, "groups": 1, "act": "relu"}, (c, hw, hw), "resconv"
+            macs = c * c * k * k * hw * hw
+        elif u < 0.9:
+            fin, fout = rng.choice((16, 32, 64, 128, 256, 512, 784, 1024, 1280, 2048)), rng.choice((2, 10, 32, 64, 128, 256, 512, 1000))
+            spec, shape, kind = {"fin": fin, "fout": fout, "act": act != "none"}, (fin,), "linear"
+            macs = fin * fout
+        else:
+            c = rng.choice(CHANNELS[3:])
+            kind = rng.choice(("pool", "add", "gap"))
+            spec, shape, macs = {}, (c, hw, hw), 0
+        if macs > max_macs:
+            continue
+        name = "s-" + kind + "-" + "-".join(f"{k}{v}" for k, v in spec.items()) + "-in" + "x".join(map(str, shape))
+        if name in names:
+            continue
+        names.add(name)
+        rows.append({"name": name, "kind": kind, "spec": spec, "shape": shape, "group": "micro", "family": "micro",
+                     "source": "sampled"})
+    return rows
+
+
 def all_rows(only=None) -> list[dict]:
     groups = {"micro": micro_rows, "models": model_rows, "zoo": zoo_rows}  # noqa: F841
     return [r for g, f in groups.items() if only in (None, g) for r in f()]
@@ -129,10 +177,20 @@ def build(r: dict):
 
     torch.manual_seed(0)
     s, k = r["spec"], r["kind"]
+    acts = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish, "none": nn.Identity}
     if k == "conv":
-        act = nn.ReLU() if s["act"] == "relu" else nn.ReLU6()
         return nn.Sequential(nn.Conv2d(s["cin"], s["cout"], s["k"], s["s"], s["k"] // 2, groups=s["groups"], bias=False),
-                             nn.BatchNorm2d(s["cout"]), act)
+                             nn.BatchNorm2d(s["cout"]), acts[s["act"]]())
+    if k == "resconv":
+        class ResConv(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv2d(s["cin"], s["cout"], s["k"], 1, s["k"] // 2, bias=False)
+                self.bn = nn.BatchNorm2d(s["cout"])
+
+            def forward(self, x):
+                return torch.relu(self.bn(self.conv(x)) + x)
+        return ResConv()
     if k == "linear":
         return nn.Sequential(nn.Linear(s["fin"], s["fout"]), *( [nn.ReLU()] if s["act"] else []))
     if k == "pool":
@@ -299,6 +357,10 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--only", choices=["micro", "models", "zoo"])
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--sample", type=int, default=0, metavar="N",
+                    help="convert N micro-benchmarks sampled from the shape prior (sampled_rows) instead of the suite")
+    ap.add_argument("--sample-seed", type=int, default=1)
+    ap.add_argument("--formats", default=",".join(FORMATS), help="comma list of artifacts to convert")
     a = ap.parse_args(argv)
     wd = Path(a.workdir)
     wd.mkdir(parents=True, exist_ok=True)
@@ -307,7 +369,11 @@ def main(argv=None) -> int:
             print(r["name"], r["shape"])
     elif a.step == "convert":
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        convert(all_rows(a.only), wd)
+        formats = tuple(f for f in a.formats.split(",") if f)
+        bad = [f for f in formats if f not in FORMATS]
+        if bad:
+            ap.error(f"unknown format(s) {bad}; choose from {sorted(FORMATS)}")
+        convert(sampled_rows(a.sample, a.sample_seed) if a.sample else all_rows(a.only), wd, formats)
     else:
         measure(wd, a.rounds)
     return 0

@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     load1 = os.getloadavg()
     summ = {}
     for key in KEYS.values():
-        xs = [x for x in out if x["key"] == key and x["model"].startswith(kernels.MODEL_NAME)]
+        xs = [x for x in out if x["key"] == key and x["model"].startswith("kernel-")]
         if xs:
             summ[key] = kernels.errors_pct([x["predicted_us"] for x in xs], [x["measured_us"] for x in xs])
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()

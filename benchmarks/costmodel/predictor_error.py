@@ -63,7 +63,18 @@ def load(workdir: Path, stat: str) -> tuple[dict, list]:
     return meas, rows
 
 
+def _fit(train: list, micro: list) -> dict:
+    """kernel-v2 parameters: the linear model on ``train`` rows plus the efficiency correction learnt from the
+    single-kernel ``micro`` rows under that linear model."""
+    p = kernels.fit([(r["kernels"], r["us"]) for r in train])
+    table = kernels.correction_table([(r["kernels"], r["us"]) for r in micro], p)
+    return dict(p, correction=table) if table else p
+
+
 def evaluate(rows: list) -> dict:
+    """Per runtime key: every whole model predicted by kernel-v2 and by the linear kernel-v1 alone (``_v1``),
+    fitted on the micro-benchmarks only (``micro``), on the micro-benchmarks plus the other families (``lofo``) and
+    on everything (``fit``, in-sample)."""
     out = {}
     for key in KEYS.values():
         rs = [r for r in rows if r["key"] == key]
@@ -71,23 +82,27 @@ def evaluate(rows: list) -> dict:
         whole = [r for r in rs if r["group"] != "micro"]
         if len(micro) < 3 or not whole:
             continue
-        p_micro = kernels.fit([(r["kernels"], r["us"]) for r in micro])
+        p_micro = _fit(micro, micro)
         for r in whole:
             r["pred_micro_us"] = kernels.predict_us(r["kernels"], p_micro)
+            r["pred_micro_v1_us"] = kernels.predict_us(r["kernels"], dict(p_micro, correction=None))
         for fam in sorted({r["family"] for r in whole}):
-            train = [(r["kernels"], r["us"]) for r in rs if r["family"] != fam]
-            p = kernels.fit(train)
+            p = _fit([r for r in rs if r["family"] != fam], micro)
             for r in whole:
                 if r["family"] == fam:
                     r["pred_lofo_us"] = kernels.predict_us(r["kernels"], p)
-        p_all = kernels.fit([(r["kernels"], r["us"]) for r in rs])
+                    r["pred_lofo_v1_us"] = kernels.predict_us(r["kernels"], dict(p, correction=None))
+        p_all = _fit(rs, micro)
         for r in whole:
             r["pred_fit_us"] = kernels.predict_us(r["kernels"], p_all)
             r["pred_roofline_us"] = _roofline(r)
         meas = [r["us"] for r in whole]
         res = {"n_micro": len(micro), "n_models": len(whole), "params_all": p_all,
+               "n_correction": len((p_all.get("correction") or {}).get("y", [])),
                "kernels_only": kernels.errors_pct([r["pred_micro_us"] for r in whole], meas),
+               "kernels_only_v1": kernels.errors_pct([r["pred_micro_v1_us"] for r in whole], meas),
                "heldout_family": kernels.errors_pct([r["pred_lofo_us"] for r in whole], meas),
+               "heldout_family_v1": kernels.errors_pct([r["pred_lofo_v1_us"] for r in whole], meas),
                "in_sample": kernels.errors_pct([r["pred_fit_us"] for r in whole], meas),
                "micro_fit_median_abs_pct": p_micro["fit_median_abs_pct_err"],
                "measurement_spread_median_pct": statistics.median(r["spread_pct"] for r in whole)}
@@ -135,10 +150,15 @@ def write(meas: dict, rows: list, res: dict, command: str) -> None:
              f"`python benchmarks/costmodel/kernel_suite.py measure --workdir DIR --rounds {meas['rounds']}`, `{command}`",
              f"- Measurement (all MEASURED on this host): {meas['how']}.",
              "- Kernels: onnxruntime's own optimized graph (ORT_ENABLE_ALL) and the .tflite operator list "
-             "(`edgeprune/bench/fusion.py`); predictor: per kernel group (dense conv, depthwise conv, gemm, "
+             "(`edgeprune/bench/fusion.py`); predictor kernel-v1: per kernel group (dense conv, depthwise conv, gemm, "
              "memory-only) a non-negative linear model over count, MACs, SIMD-padding MACs and bytes, plus a shared "
              "DRAM term (weight bytes of models whose weights exceed the last-level cache) and a per-run constant, "
-             "summed over the kernels (`edgeprune/bench/kernels.py`).",
+             "summed over the kernels (`edgeprune/bench/kernels.py`); **kernel-v2** (the headline columns): "
+             "kernel-v1 with every compute kernel's time scaled by an efficiency factor, a random forest on the "
+             "kernel's shape fitted on the single-kernel micro-benchmarks only.",
+             "- Micro-benchmarks: the hand-picked suite plus shapes sampled at random from a broad prior "
+             "(`kernel_suite.py convert --sample N`: channels 1-576, 4-64 pixels square, kernels 1-7, strides 1-2, "
+             "five activations; not the evaluated models' shapes).",
              "- **held-out family**: each architecture family (a built-in model at all its widths and inputs, or one "
              "torchvision model) predicted by a fit on the micro-benchmarks plus the OTHER families only. "
              "**kernels only**: fit on the single-kernel micro-benchmarks only. roofline-v2: the previous model "
@@ -146,25 +166,29 @@ def write(meas: dict, rows: list, res: dict, command: str) -> None:
              "- Goal (issue 21): median |error| <= 5% and 90% of models within ±10%.", "",
              "## Summary per runtime", "",
              "| runtime | models | held-out family: median abs err | within ±10% | p90 abs err | built-in / torchvision median "
-             "| kernels only: median | within ±10% | in-sample median | roofline-v2 median | measurement spread (median) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| kernels only: median | within ±10% | kernel-v1 held-out: median | within ±10% | kernel-v1 kernels only: "
+             "median | in-sample median | roofline-v2 median | measurement spread (median) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for key, r in res.items():
         h, k = r["heldout_family"], r["kernels_only"]
         bm = r.get("heldout_family_models", {}).get("median_abs_pct")
         zm = r.get("heldout_family_zoo", {}).get("median_abs_pct")
+        h1, k1 = r["heldout_family_v1"], r["kernels_only_v1"]
         lines.append(f"| {key} | {r['n_models']} (+{r['n_micro']} micro) | **{_pct(h['median_abs_pct'])}** | "
                      f"**{h['within_10_pct']:.0f}%** | {_pct(h['p90_abs_pct'])} | {_pct(bm)} / {_pct(zm)} | "
-                     f"{_pct(k['median_abs_pct'])} | {k['within_10_pct']:.0f}% | {_pct(r['in_sample']['median_abs_pct'])} | "
+                     f"{_pct(k['median_abs_pct'])} | {k['within_10_pct']:.0f}% | {_pct(h1['median_abs_pct'])} | "
+                     f"{h1['within_10_pct']:.0f}% | {_pct(k1['median_abs_pct'])} | {_pct(r['in_sample']['median_abs_pct'])} | "
                      f"{_pct((r.get('roofline_v2') or {}).get('median_abs_pct'))} | {r['measurement_spread_median_pct']:.1f}% |")
     lines += ["", "Measurement spread = (max / min - 1) of an artifact's per-round p50 over the rounds: the noise floor "
               "of the shared machine; an error below it cannot be resolved.", ""]
     for key in res:
         lines += [f"## {key}", "", "| model | kernels (types) | measured p50 (us) | spread | held-out family | kernels only "
-                  "| in-sample | roofline-v2 |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+                  "| v1 held-out | v1 kernels only | in-sample | roofline-v2 |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in sorted((x for x in rows if x["key"] == key and x["group"] != "micro"), key=lambda x: x["name"]):
             kinds = " ".join(f"{t}:{n}" for t, n in sorted(r["kinds"]["types"].items()))
             lines.append(f"| {r['name']} | {kinds} | {r['us']:.1f} | {r['spread_pct']:.0f}% | "
                          f"{_err(r.get('pred_lofo_us'), r['us'])} | {_err(r.get('pred_micro_us'), r['us'])} | "
+                         f"{_err(r.get('pred_lofo_v1_us'), r['us'])} | {_err(r.get('pred_micro_v1_us'), r['us'])} | "
                          f"{_err(r.get('pred_fit_us'), r['us'])} | {_err(r.get('pred_roofline_us'), r['us'])} |")
         lines.append("")
     lines += ["## Against the goal", ""]
@@ -190,7 +214,9 @@ def write(meas: dict, rows: list, res: dict, command: str) -> None:
     (HERE / "predictor.md").write_text("\n".join(lines) + "\n")
     js = {"date_utc": meas["date_utc"], "git": rev, "command": command, "machine": {"cpu": spec["cpu"], "isa": spec["isa"],
           "cores": spec["cores"], "platform": platform.platform()}, "loadavg_before": meas["loadavg_before"],
-          "loadavg_after": meas["loadavg_after"], "measurement": meas["how"], "rounds": meas["rounds"], "summary": res,
+          "loadavg_after": meas["loadavg_after"], "measurement": meas["how"], "rounds": meas["rounds"],
+          "summary": {k: dict(v, params_all={a: b for a, b in v["params_all"].items() if a != "correction"})
+                      for k, v in res.items()},
           "rows": [{k: v for k, v in r.items() if k not in ("kernels", "path", "onnx", "onnx_int8")} for r in rows]}
     (HERE / "predictor.json").write_text(json.dumps(js, indent=1, default=str) + "\n")
 
@@ -201,7 +227,8 @@ def write_calibration(res: dict, meas: dict) -> None:
     kf = {}
     for key, r in res.items():
         band = dict(r["heldout_family"])
-        kf[key] = dict(r["params_all"], heldout=band, kernels_only=r["kernels_only"],
+        kf[key] = dict(r["params_all"], model=kernels.model_name(r["params_all"]), heldout=band,
+                       kernels_only=r["kernels_only"],
                        fitted=meas["date_utc"][:10], note="benchmarks/costmodel/predictor.md (1 thread, batch 1)")
     cal["kernel_factors"] = kf
     p.write_text(json.dumps(cal, indent=1, sort_keys=True) + "\n")

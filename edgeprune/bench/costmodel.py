@@ -458,7 +458,7 @@ def _apply_kernel_model(res: dict, path, runtime: str, dtype: str, kf: dict, thr
     where = "this host" if info["matches_this_host"] else f"another host ({info['host_cpu']}), not this one"
     res.update({
         "latency_ms": us / 1e3,
-        "model": f"{kernels.MODEL_NAME} ({len(ks)} kernels from {how}), {key} kernel factors calibrated on {where}",
+        "model": f"{kernels.model_name(kf)} ({len(ks)} kernels from {how}), {key} kernel factors calibrated on {where}",
         "error_band": {k: band.get(k) for k in ("n", "median_abs_pct", "p90_abs_pct", "within_10_pct")}
         | {"basis": "held-out architecture families on the calibration host, 1 thread"},
         "uncertainty": kernels.band_text(key, band) + ("" if n == 1 else f"; {n} threads scaled by assumption"),

@@ -12,6 +12,14 @@ non-negative and fitted per group (:data:`GROUP`) by least squares on the RELATI
 (:func:`fit`): the model is linear in ``theta``, so models of many kernels (a whole network) and models of one
 kernel (a micro-benchmark) fit the same parameters. The experiment (benchmarks/costmodel/predictor_error.py)
 fits on single-kernel micro-benchmarks plus some architecture families and reports the error on held-out ones.
+
+``kernel-v2`` (when the parameters carry a ``correction`` table) multiplies the linear time of every compute kernel
+(conv, depthwise, gemm) by an efficiency factor that depends on its shape: how fast a kernel runs per MAC is not
+linear in its size (vector-width remainders, cache blocking, im2col, per-pixel requantization in int8). The factor
+is nn-Meter's regressor, a random forest, fitted on the single-kernel micro-benchmarks to
+``log(measured time of the kernel / its linear time)`` (:func:`correction_table`). The table (kernel shape features
+and targets) travels in the calibration file; the forest is refitted from it on first use, deterministically
+(``random_state=0``), and cached.
 """
 
 from __future__ import annotations
@@ -45,6 +53,17 @@ def group_of(k: Kernel) -> str:
 #: scale of each feature (us per unit is reported per this many units)
 UNIT = {"n": 1.0, "macs": 1e6, "pad": 1e6, "bytes": 1e6}
 MODEL_NAME = "kernel-v1"
+MODEL_NAME_CORRECTED = "kernel-v2"
+#: kernels whose linear time the correction scales; the shape features it reads (:func:`shape_features`)
+COMPUTE_TYPES = ("conv", "pwconv", "dwconv", "gemm")
+SHAPE_FEATURES = ("log_cin", "log_cout", "k", "depthwise", "log_out_pixels", "log_macs", "log_pad_macs",
+                  "log_weight_bytes", "log_in_bytes", "type")
+#: the forest: nn-Meter's regressor; leaves of at least 3 micro-benchmarks keep it from memorising noise
+FOREST = {"n_estimators": 200, "min_samples_leaf": 3, "random_state": 0}
+
+
+def model_name(params: dict) -> str:
+    return MODEL_NAME_CORRECTED if (params or {}).get("correction") else MODEL_NAME
 
 
 def llc_bytes() -> float:
@@ -130,21 +149,87 @@ def _theta_vec(params: dict) -> list:
     return vec + [float(params.get("run_us", 0.0))]
 
 
-def predict_us(kernels: list[Kernel], params: dict, detail: bool = False):
-    """Predicted latency (us) of a model from its kernels; with ``detail`` also [(kernel, us)] per kernel."""
-    vec = _theta_vec(params)
-    llc = params.get("llc_bytes")
-    total = sum(a * b for a, b in zip(design_row(kernels, llc), vec))
-    if not detail:
-        return total
+def _linear_per_kernel(kernels: list[Kernel], params: dict) -> list:
     th = params.get("theta") or {}
-    dram = _in_dram(kernels, llc)
+    dram = _in_dram(kernels, params.get("llc_bytes"))
     per = []
     for k in kernels:
         f, g = phi(k, dram), group_of(k)
         per.append((k, sum(float(th.get(g, {}).get(name, 0.0)) * f[name] for name in FEATURES[g])
                     + sum(float(th.get("all", {}).get(name, 0.0)) * f[name] for name in SHARED)))
-    return total, per
+    return per
+
+
+def predict_us(kernels: list[Kernel], params: dict, detail: bool = False):
+    """Predicted latency (us) of a model from its kernels; with ``detail`` also [(kernel, us)] per kernel.
+    With a ``correction`` table in ``params`` (kernel-v2) every compute kernel's linear time is scaled by its
+    learnt efficiency factor."""
+    kernels = list(kernels)
+    table = params.get("correction")
+    if not detail and not table:
+        return sum(a * b for a, b in zip(design_row(kernels, params.get("llc_bytes")), _theta_vec(params)))
+    per = _linear_per_kernel(kernels, params)
+    if table:
+        factors = efficiency_factors([k for k, _ in per], table)
+        per = [(k, t * f) for (k, t), f in zip(per, factors)]
+    total = float(params.get("run_us", 0.0)) + sum(t for _, t in per)
+    return (total, per) if detail else total
+
+
+def shape_features(k: Kernel) -> list[float]:
+    """The correction's view of a compute kernel (:data:`SHAPE_FEATURES`)."""
+    pixels = k.out_bytes / k.cout if k.cout else 1.0
+    return [math.log1p(k.cin), math.log1p(k.cout), float(k.k), float(k.groups > 1 and k.groups == k.cin),
+            math.log1p(pixels), math.log1p(k.macs), math.log1p(max(k.macs_padded - k.macs, 0.0)),
+            math.log1p(k.w_bytes), math.log1p(k.in_bytes), float(COMPUTE_TYPES.index(k.type))]
+
+
+def correction_table(samples: list, params: dict) -> Optional[dict]:
+    """The correction's training table from single-kernel micro-benchmarks ``samples`` = [(kernels, measured_us)]
+    and the linear ``params`` fitted on them: for every sample with exactly one compute kernel, its shape
+    features and ``log(t / linear time)``, where ``t`` is the measurement minus the linear time of everything
+    else (per-run constant, layout and quantize kernels). None with fewer than 10 usable samples."""
+    x, y = [], []
+    for ks, us in samples:
+        per = _linear_per_kernel(list(ks), params)
+        compute = [(k, t) for k, t in per if k.type in COMPUTE_TYPES]
+        if len(compute) != 1 or compute[0][1] <= 0:
+            continue
+        k, t_lin = compute[0]
+        t = float(us) - float(params.get("run_us", 0.0)) - sum(t for kk, t in per if kk is not k)
+        if t <= 0:
+            continue
+        x.append([round(v, 5) for v in shape_features(k)])
+        y.append(round(math.log(t / t_lin), 5))
+    if len(y) < 10:
+        return None
+    return {"features": list(SHAPE_FEATURES), "x": x, "y": y, "forest": dict(FOREST)}
+
+
+_FORESTS: dict = {}
+
+
+def _forest(table: dict):
+    key = (len(table["y"]), round(sum(table["y"]), 6), round(sum(map(sum, table["x"])), 6))
+    if key not in _FORESTS:
+        from sklearn.ensemble import RandomForestRegressor
+
+        if list(table.get("features", [])) != list(SHAPE_FEATURES):
+            raise InputError("the calibration's kernel correction was fitted on other shape features; "
+                             "recalibrate (benchmarks/costmodel/predictor_error.py --write-calibration)")
+        _FORESTS[key] = RandomForestRegressor(**(table.get("forest") or FOREST)).fit(table["x"], table["y"])
+    return _FORESTS[key]
+
+
+def efficiency_factors(kernels: list[Kernel], table: dict) -> list[float]:
+    """The learnt factor of each kernel (1 for kernels that are not compute kernels)."""
+    idx = [i for i, k in enumerate(kernels) if k.type in COMPUTE_TYPES]
+    out = [1.0] * len(kernels)
+    if idx:
+        pred = _forest(table).predict([shape_features(kernels[i]) for i in idx])
+        for i, v in zip(idx, pred):
+            out[i] = math.exp(float(v))
+    return out
 
 
 def errors_pct(pred: list, meas: list) -> dict:
