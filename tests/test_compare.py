@@ -173,3 +173,16 @@ def test_summary_table_and_widths_helpers():
     assert l1["n"] == 2 and l1["failed"] == 1 and l1["metric"] == 81.0 and math.isclose(l1["metric_std"], math.sqrt(2))
     md = markdown_table(s, "accuracy")
     assert "| l1 | 50% | 81.00 ± 1.41 |" in md and "(1 failed)" in md and "| dense | dense | 90.00 |" in md
+
+
+def test_no_dense_ft_skips_the_reference_row_and_a_resume_adds_it(tmp_path):
+    out = tmp_path / "cmp"
+    args = ["--dataset", "digits", "--model", "cnn", "--methods", "l1", "--levels", "0.5", "--seeds", "0",
+            "--epochs", "1", "--finetune-epochs", "1", "--method-epochs", "0", "--no-latency", "--out", str(out),
+            "--quiet"]
+    assert main(args + ["--no-dense-ft"]) == 0
+    methods = [r["method"] for r in json.loads((out / "results.json").read_text())["rows"]]
+    assert sorted(methods) == ["dense", "l1"]
+    assert main(args + ["--resume"]) == 0  # the same study later, with the reference row: only that row is trained
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert sorted(r["method"] for r in rows) == ["dense", compare.DENSE_FT, "l1"]

@@ -64,6 +64,9 @@ def make_parser(prog: str = "edgeprune compare") -> argparse.ArgumentParser:
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--out", help="results folder (default benchmarks/results/<dataset>-<model>[-quick])")
     p.add_argument("--resume", action="store_true", help="reuse dense models and finished rows from <out>/cache")
+    p.add_argument("--no-dense-ft", dest="dense_ft", action="store_false",
+                   help="skip the dense+ft reference row (the dense model given the same post-dense budget) for "
+                        "seeds that have not run it yet: it costs as much as a method's budget on the dense model")
     p.add_argument("--finished-only", action="store_true",
                    help="with --resume: write the results of the finished rows only (a run that was cut off); "
                         "nothing is trained, latency is measured unless --no-latency")
@@ -114,6 +117,7 @@ def config_from_args(a: argparse.Namespace) -> CompareConfig:
     cfg.latency = not a.no_latency
     cfg.resume = a.resume
     cfg.finished_only = a.finished_only
+    cfg.dense_ft = a.dense_ft
     if cfg.finished_only and not cfg.resume:
         raise ConfigError("--finished-only tabulates the finished rows of an earlier run: add --resume")
     if a.out is None:

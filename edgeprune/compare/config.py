@@ -162,6 +162,7 @@ class CompareConfig:
     out: str = "benchmarks/results/compare"
     resume: bool = False
     finished_only: bool = False  # with resume: tabulate the finished rows only, train nothing (a run cut off)
+    dense_ft: bool = True  # the dense+ft reference row (costs as much as one method's budget on the dense model)
 
     def fingerprint(self, *keys: str) -> str:
         d = asdict(self)

@@ -351,7 +351,7 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
             key = _row_key(DENSE_FT, 0.0, seed)
             if key in done:
                 rows.append(done[key])
-            elif not cfg.finished_only:
+            elif not cfg.finished_only and cfg.dense_ft:
                 m = copy.deepcopy(dense)
                 seed_everything(seed)
                 ft_s, flog = _fit(m, a["x_train"], a["y_train"], task=data.task, epochs=ft_epochs,
