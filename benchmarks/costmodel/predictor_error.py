@@ -137,7 +137,7 @@ def _err(p, m) -> str:
     return "-" if p is None else f"{(p / m - 1) * 100:+.0f}%"
 
 
-def write(meas: dict, rows: list, res: dict, command: str) -> None:
+def write(meas: dict, rows: list, res: dict, command: str, name: str = "predictor", stat: str = "p50_us") -> None:
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     from edgeprune.bench.hostspec import host_spec
 
@@ -148,7 +148,9 @@ def write(meas: dict, rows: list, res: dict, command: str) -> None:
              f"measurement {[round(x, 2) for x in meas['loadavg_before']]} / {[round(x, 2) for x in meas['loadavg_after']]}",
              f"- Commands: `python benchmarks/costmodel/kernel_suite.py convert --workdir DIR`, "
              f"`python benchmarks/costmodel/kernel_suite.py measure --workdir DIR --rounds {meas['rounds']}`, `{command}`",
-             f"- Measurement (all MEASURED on this host): {meas['how']}.",
+             f"- Measurement (all MEASURED on this host): {meas['how']}. Statistic predicted: `{stat}` "
+             "(p50_us: the median over rounds of each round's p50; min_us: the fastest run of all rounds, robust to "
+             "interference that only slows runs down).",
              "- Kernels: onnxruntime's own optimized graph (ORT_ENABLE_ALL) and the .tflite operator list "
              "(`edgeprune/bench/fusion.py`); predictor kernel-v1: per kernel group (dense conv, depthwise conv, gemm, "
              "memory-only) a non-negative linear model over count, MACs, SIMD-padding MACs and bytes, plus a shared "
@@ -182,7 +184,7 @@ def write(meas: dict, rows: list, res: dict, command: str) -> None:
     lines += ["", "Measurement spread = (max / min - 1) of an artifact's per-round p50 over the rounds: the noise floor "
               "of the shared machine; an error below it cannot be resolved.", ""]
     for key in res:
-        lines += [f"## {key}", "", "| model | kernels (types) | measured p50 (us) | spread | held-out family | kernels only "
+        lines += [f"## {key}", "", f"| model | kernels (types) | measured {stat} | spread | held-out family | kernels only "
                   "| v1 held-out | v1 kernels only | in-sample | roofline-v2 |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in sorted((x for x in rows if x["key"] == key and x["group"] != "micro"), key=lambda x: x["name"]):
             kinds = " ".join(f"{t}:{n}" for t, n in sorted(r["kinds"]["types"].items()))
@@ -208,17 +210,17 @@ def write(meas: dict, rows: list, res: dict, command: str) -> None:
     lines += ["## Fusions detected", "", "onnxruntime kernels with something fused into them (operator+fused): "
               + (", ".join(f"`{f}`" for f in fused) or "none") + ". TFLite fuses bias, batch-norm and activation "
               "into CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED in the converter (not visible as separate operators).", ""]
-    notes = HERE / "predictor_notes.md"  # hand-written analysis, kept across regenerations
+    notes = HERE / f"{name}_notes.md"  # hand-written analysis, kept across regenerations
     if notes.is_file():
         lines += ["", notes.read_text().rstrip()]
-    (HERE / "predictor.md").write_text("\n".join(lines) + "\n")
+    (HERE / f"{name}.md").write_text("\n".join(lines) + "\n")
     js = {"date_utc": meas["date_utc"], "git": rev, "command": command, "machine": {"cpu": spec["cpu"], "isa": spec["isa"],
           "cores": spec["cores"], "platform": platform.platform()}, "loadavg_before": meas["loadavg_before"],
           "loadavg_after": meas["loadavg_after"], "measurement": meas["how"], "rounds": meas["rounds"],
           "summary": {k: dict(v, params_all={a: b for a, b in v["params_all"].items() if a != "correction"})
                       for k, v in res.items()},
           "rows": [{k: v for k, v in r.items() if k not in ("kernels", "path", "onnx", "onnx_int8")} for r in rows]}
-    (HERE / "predictor.json").write_text(json.dumps(js, indent=1, default=str) + "\n")
+    (HERE / f"{name}.json").write_text(json.dumps(js, indent=1, default=str) + "\n")
 
 
 def write_calibration(res: dict, meas: dict) -> None:
@@ -239,6 +241,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--stat", default="p50_us", choices=["p50_us", "p10_us", "min_us"])
     ap.add_argument("--write-calibration", action="store_true")
+    ap.add_argument("--name", default="predictor",
+                    help="results file stem next to this script (default predictor: the calibrated one)")
     a = ap.parse_args(argv)
     args = list(argv if argv is not None else sys.argv[1:])
     i = args.index("--workdir")
@@ -246,7 +250,7 @@ def main(argv=None) -> int:
     command = " ".join(["python benchmarks/costmodel/predictor_error.py"] + args)
     meas, rows = load(Path(a.workdir), a.stat)
     res = evaluate(rows)
-    write(meas, rows, res, command)
+    write(meas, rows, res, command, a.name, a.stat)
     if a.write_calibration:
         write_calibration(res, meas)
     for key, r in res.items():
@@ -254,7 +258,7 @@ def main(argv=None) -> int:
         print(f"{key}: held-out median {h['median_abs_pct']:.1f}% within10 {h['within_10_pct']:.0f}% "
               f"p90 {h['p90_abs_pct']:.1f}%; kernels-only median {r['kernels_only']['median_abs_pct']:.1f}%; "
               f"roofline {(r.get('roofline_v2') or {}).get('median_abs_pct')}")
-    print(f"written {HERE / 'predictor.md'} ({dt.datetime.now(dt.timezone.utc):%H:%M} UTC)")
+    print(f"written {HERE / (a.name + '.md')} ({dt.datetime.now(dt.timezone.utc):%H:%M} UTC)")
     return 0
 
 
