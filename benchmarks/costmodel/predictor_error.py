@@ -219,7 +219,9 @@ def write(meas: dict, rows: list, res: dict, command: str, name: str = "predicto
           "loadavg_after": meas["loadavg_after"], "measurement": meas["how"], "rounds": meas["rounds"],
           "summary": {k: dict(v, params_all={a: b for a, b in v["params_all"].items() if a != "correction"})
                       for k, v in res.items()},
-          "rows": [{k: v for k, v in r.items() if k not in ("kernels", "path", "onnx", "onnx_int8")} for r in rows]}
+          "rows": [{k: v for k, v in r.items() if k not in ("kernels", "path", "onnx", "onnx_int8")}
+                   if r["group"] != "micro" else {k: r[k] for k in ("name", "group", "key", "us", "spread_pct")}
+                   for r in rows]}
     (HERE / f"{name}.json").write_text(json.dumps(js, indent=1, default=str) + "\n")
 
 
