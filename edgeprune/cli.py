@@ -42,7 +42,7 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--input-shape", help="model input shape, e.g. 1x3x32x32 [the dataset's]")
     g.add_argument("--task", choices=["classification", "reconstruction"], help="task [the model's, else classification]")
     g.add_argument("--metric", help="metric name (accuracy, psnr) or file.py:function [the task's]")
-    g.add_argument("--method", help="pruning method (see `edgeprune methods`) [pl-gates]")
+    g.add_argument("--method", help="pruning method (see `edgeprune methods`) [l1]")
     g.add_argument("--method-option", action="append", metavar="KEY=VALUE", dest="method_option",
                    help="an option of the method, e.g. gamma=0.1 (repeatable; values as in TOML; see `edgeprune methods`)")
     g.add_argument("--flops-keep", type=float, help="fraction of dense MACs to keep, overriding the target's budget (e.g. 0.5)")

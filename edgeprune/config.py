@@ -53,7 +53,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple, Any, str]]] = {
                             "small models on a shared machine: 2 threads on a busy 2-core host trained 10x slower)"),
     },
     "method": {
-        "name": (str, "pl-gates", "pruning method (see `edgeprune methods`)"),
+        "name": (str, "l1", "pruning method (see `edgeprune methods`)"),
         "flops_keep": (float, 0.0, "fraction of dense MACs to keep; 0 = the profile's flops_keep, else derived "
                                    "from the target's budget through the cost model (docs/budget.md)"),
         "width_multiple": (int, 0, "round kept widths up to this multiple; 0 = the target's"),

@@ -24,4 +24,4 @@ def built(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("work")
     p = run_cli("build", "--target", "rpi4", cwd=cwd)
     assert p.returncode == 0, p.stderr[-3000:]
-    return cwd / "runs" / "rpi4-cnn-pl-gates", p
+    return cwd / "runs" / "rpi4-cnn-l1", p

@@ -59,7 +59,7 @@ def test_example_through_the_cli(example_run, tmp_path):
                 "--weights", out / "net.pt", "--dataset", out / "digits.npz",
                 "--finetune-epochs", "10", "--formats", "onnx,tflite-int8", "--output", tmp_path)
     assert p.returncode == EXIT_OK, p.stderr[-3000:]
-    run = tmp_path / "rpi5-make_net-pl-gates"
+    run = tmp_path / "rpi5-make_net-l1"
     assert json.loads((run / "config.json").read_text())["train"]["epochs"] == 0
     exp = json.loads((run / "export.json").read_text())
     assert exp["complete"] and set(exp["artifacts"]) == {"onnx", "tflite-int8"}
@@ -347,7 +347,7 @@ def test_reconstruction_task_beats_trivial_baselines(tmp_path):
     split: all zeros, a constant 0.5, and the per-pixel mean of the training images."""
     # SGD needs a large step for the sigmoid autoencoder: at the default lr 0.01 two epochs stay at ~7.5 dB
     (tmp_path / "ae.toml").write_text("[train]\nepochs = 5\nfinetune_epochs = 2\nlr = 0.3\nbatch_size = 16\n"
-                                      "weight_decay = 0.0\n[method_options]\nepochs = 2\n")
+                                      "weight_decay = 0.0\n[method.pl-gates]\nepochs = 2\n")
     p = run_cli("build", "--model", "autoencoder", "--config", tmp_path / "ae.toml", "--formats", "onnx",
                 "--output", tmp_path, "--name", "ae")
     assert p.returncode == EXIT_OK, p.stderr[-2000:]

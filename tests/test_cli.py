@@ -147,16 +147,18 @@ def test_method_options_from_the_command_line_override_the_config(tmp_path):
     from edgeprune.cli import _overrides, make_parser
 
     (tmp_path / "c.toml").write_text("[method.pl-gates]\ngamma = 0.2\nepochs = 3\n")
-    a = make_parser().parse_args(["build", "--method-option", "epochs=1", "--method-option", "branches=false"])
+    a = make_parser().parse_args(["build", "--method", "pl-gates", "--method-option", "epochs=1",
+                                  "--method-option", "branches=false"])
     cfg = config.resolve(tmp_path / "c.toml", _overrides(a))
     assert cfg["method_options"] == {"gamma": 0.2, "epochs": 1, "branches": False}
 
 
 @pytest.mark.parametrize("args,config,match", [
-    (["--method-option", "gama=1"], None, "method 'pl-gates' has no option(s) ['gama']; options: batch_size"),
+    (["--method", "pl-gates", "--method-option", "gama=1"], None,
+     "method 'pl-gates' has no option(s) ['gama']; options: batch_size"),
     (["--method-option", "gamma"], None, "write KEY=VALUE"),
     (["--method", "l1", "--method-option", "gamma=0"], None, "method 'l1' has no option(s) ['gamma']"),
-    ([], "[method.pl-gates]\ngamma = -1\n", "method 'pl-gates' option gamma=-1: expected a value >= 0"),
+    (["--method", "pl-gates"], "[method.pl-gates]\ngamma = -1\n", "method 'pl-gates' option gamma=-1: expected a value >= 0"),
 ])
 def test_bad_method_options_exit_2_one_line_no_run_folder(tmp_path, capsys, args, config, match):
     from edgeprune.cli import main

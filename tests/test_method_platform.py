@@ -74,7 +74,8 @@ def test_one_declaration_for_methods_config_and_listing():
     assert method_info("l1")["options"] == [] and not method_info("l1")["trains"]
     # [method.<name>] tables: each checked against its method; the chosen one's becomes method_options,
     # [method_options] overrides it
-    cfg = config.merge(config.defaults(), {"method": {"pl-gates": {"gamma": 0.2, "epochs": 3}}}, "a.toml")
+    cfg = config.merge(config.defaults(), {"method": {"name": "pl-gates", "pl-gates": {"gamma": 0.2, "epochs": 3}}},
+                       "a.toml")
     cfg = config.merge(cfg, {"method_options": {"epochs": 2}}, "command line")
     config._fold_method_tables(cfg)
     config.validate(cfg)
@@ -82,7 +83,7 @@ def test_one_declaration_for_methods_config_and_listing():
     with pytest.raises(ConfigError, match="'l1' has no option"):
         config.resolve(None, {"method": {"l1": {"gamma": 1}}})
     with pytest.raises(ConfigError, match=r"gamma=-1: expected a value >= 0"):
-        config.resolve(None, {"method_options": {"gamma": -1}})
+        config.resolve(None, {"method": {"name": "pl-gates"}, "method_options": {"gamma": -1}})
 
 
 # ------------------------------------------------------------------ the training hook

@@ -43,7 +43,7 @@ def main() -> None:
             wall = time.perf_counter() - t0
             if p.returncode != 0:
                 sys.exit(f"build failed (exit {p.returncode}): {p.stderr[-2000:]}")
-            stages = json.loads((Path(tmp) / "rpi4-cnn-pl-gates" / "stages.json").read_text())
+            stages = json.loads(next(Path(tmp).glob("rpi4-cnn-*/stages.json")).read_text())
             runs.append({"wall_s": wall, "stages_s": {k: v["seconds"] for k, v in stages.items()}})
             print(f"run {i + 1}: {wall:.1f} s")
     med = statistics.median(r["wall_s"] for r in runs)
