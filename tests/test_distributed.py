@@ -150,7 +150,7 @@ def test_build_nproc_2_writes_one_valid_run_folder(tmp_path):
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     args = ["--model", "mlp", "--epochs", "2", "--finetune-epochs", "1", "--formats", "onnx", "--target", "host",
-            "--flops-keep", "0.5", *[f"--method-option={k}={v}" for k, v in PLG.items()]]
+            "--flops-keep", "0.5", "--method", "pl-gates", *[f"--method-option={k}={v}" for k, v in PLG.items()]]
     old = os.environ.get("TMPDIR")
     os.environ["TMPDIR"] = str(scratch)  # the other rank's scratch folder must be gone afterwards
     try:
