@@ -54,8 +54,9 @@ def group_of(k: Kernel) -> str:
 UNIT = {"n": 1.0, "macs": 1e6, "pad": 1e6, "bytes": 1e6}
 MODEL_NAME = "kernel-v1"
 MODEL_NAME_CORRECTED = "kernel-v2"
-#: kernels whose linear time the correction scales; the shape features it reads (:func:`shape_features`)
-COMPUTE_TYPES = ("conv", "pwconv", "dwconv", "gemm")
+#: kernels whose linear time the correction scales (the compute kernels of GROUP, in its order: the "type"
+#: feature is the index here); the shape features it reads (:func:`shape_features`)
+COMPUTE_TYPES = tuple(GROUP)
 SHAPE_FEATURES = ("log_cin", "log_cout", "k", "depthwise", "log_out_pixels", "log_macs", "log_pad_macs",
                   "log_weight_bytes", "log_in_bytes", "type")
 #: the forest: nn-Meter's regressor; leaves of at least 3 micro-benchmarks keep it from memorising noise
