@@ -330,15 +330,19 @@ def _cmd_build(a) -> int:
     from . import config
     from . import distributed as D
     from .pipeline import build
+    from .targets import load_target, resolve_family
     from .ui import UI
 
-    if (a.nproc or 1) > 1 and not D.launched():
-        return D.launch(a.nproc, _without_nproc(a.argv))
     if a.nproc is not None and a.nproc < 1:
         raise InputError(f"--nproc {a.nproc}: give a number of processes >= 1")
-    D.init_from_env()
+    # a broken config, target or device option fails here, once, before any rank starts
     cfg = config.resolve(a.config, _overrides(a))
     cfg["bench"].update(_device_settings(a))
+    fam = resolve_family(cfg["target"])
+    load_target(fam.default if fam else cfg["target"])
+    if (a.nproc or 1) > 1 and not D.launched():
+        return D.launch(a.nproc, _without_nproc(a.argv))
+    D.init_from_env()
     ui = UI(quiet=a.quiet or not D.is_main())
     _resolve_family(cfg, ui)
     if cfg["search"]["enabled"]:
@@ -352,6 +356,14 @@ def _cmd_build(a) -> int:
     code = D.report_exit(code)
     D.shutdown()
     return code
+
+
+def _first_error(code: int) -> bool:
+    """False in a rank of ``build --nproc N`` whose error another rank already reported (and left its exit code
+    for the launcher, :func:`edgeprune.distributed.report_error`)."""
+    from .distributed import report_error
+
+    return report_error(code)
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
@@ -472,7 +484,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_calibrate(a)
         return _cmd_stage(a)
     except EdgepruneError as e:
-        print(f"edgeprune: error: {e}", file=sys.stderr)
+        if a.command != "build" or _first_error(e.exit_code):
+            print(f"edgeprune: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("edgeprune: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -174,7 +174,7 @@ def launch(nproc: int, argv: list[str]) -> int:
     """Run ``python -m torch.distributed.run --standalone --nproc_per_node N -m edgeprune <argv>`` (one machine,
     rendezvous on a free local port) and return the build's exit code (what ``edgeprune build --nproc N`` does).
     Several machines: run torchrun yourself with ``--nnodes`` and a ``--rdzv_endpoint`` (README)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+    cmd = [sys.executable, "-m", "edgeprune.distributed", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "edgeprune", *argv]
     import tempfile
 
@@ -182,8 +182,8 @@ def launch(nproc: int, argv: list[str]) -> int:
         code_file = os.path.join(tmp, "exit-code")
         env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), **{EXIT_FILE_ENV: code_file})
         code = subprocess.call(cmd, env=env)
-        if code == 0 and os.path.isfile(code_file):
-            code = int(open(code_file).read().strip() or 0)
+        if os.path.isfile(code_file):  # a rank's verdict or error code; torchrun itself reports any failure as 1
+            code = int(open(code_file).read().strip() or code)
     return code
 
 
@@ -201,6 +201,49 @@ def report_exit(code: int) -> int:
             f.write(str(code))
         return 0
     return code
+
+
+def report_error(code: int) -> bool:
+    """An error's exit code (2 bad input, 5 out of reach, ...) in a rank started by :func:`launch`: left for it
+    in :data:`EXIT_FILE_ENV` so that ``build --nproc N`` exits with the documented code instead of torchrun's 1.
+    True when this process should print the error line: not such a rank, or the first rank to fail (the others
+    fail the same way; one line is enough)."""
+    path = os.environ.get(EXIT_FILE_ENV)
+    if not (path and code):
+        return True
+    try:
+        with open(path, "x") as f:
+            f.write(str(code))
+        return True
+    except FileExistsError:
+        return False
+
+
+def _torchrun(argv: list[str]) -> int:
+    """``python -m torch.distributed.run`` for :func:`launch`, quiet when a rank failed with an edgeprune error
+    (its one line is already printed; torchrun would add its own report and traceback). Any other failure of a
+    rank (a bug, a crash) keeps torchrun's full report."""
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    path = os.environ.get(EXIT_FILE_ENV, "")
+    reported = lambda: bool(path) and os.path.isfile(path)  # noqa: E731  (a rank left its error code)
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).addFilter(lambda record: not reported())
+    try:
+        run(parse_args(argv))
+    except ChildFailedError as e:
+        if not reported():
+            print(e.format_msg(), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # the launcher's torchrun (see launch)
+    sys.exit(_torchrun(sys.argv[1:]))
 
 
 def broadcast_buffers(model: torch.nn.Module, src: int = 0) -> None:

@@ -185,6 +185,18 @@ def test_build_nproc_2_writes_one_valid_run_folder(tmp_path):
     assert abs(t2["test_metric"] - b.outcome["train"]["test_metric"]) < 1e-9
 
 
+def test_build_nproc_2_bad_input_is_one_line_and_its_exit_code(tmp_path):
+    """Bad input under --nproc 2: the documented exit code 2 (not torchrun's 1), one error line (not one per rank
+    plus torchrun's report), nothing written. A bad target is refused before any rank starts; a missing dataset is
+    found inside the ranks."""
+    for args, where in ((["--target", "nosuch"], "unknown target"), (["--dataset", str(tmp_path / "none")], "not found")):
+        p = run_cli("build", *args, "--output", tmp_path / "out", "--nproc", "2")
+        assert p.returncode == 2, p.stderr[-3000:]
+        lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("edgeprune: error:") and where in lines[0], p.stderr[-3000:]
+        assert not (tmp_path / "out").exists()
+
+
 def test_without_nproc_argv_is_kept_otherwise():
     from edgeprune.cli import _without_nproc
 
