@@ -134,7 +134,8 @@ def build(model, *, train=None, test=None, val=None, dataset: str | None = None,
     ``weights``: a state_dict file; then ``epochs`` defaults to 0 (the pretrained model is
     the dense model). ``options`` are config keys (``epochs=...`` goes to ``[train]``,
     ``flops_keep=...`` to ``[method]``, ``x_train="images"`` to ``[data]``, ...) or whole
-    sections (``model_options={"width": 16}``).
+    sections (``model_options={"width": 16}``); ``search=True`` (or ``search={"enabled": True, "rounds": 5}``)
+    is ``build --search``: rounds until the budget verdict settles.
     Bad input raises an :class:`~edgeprune.errors.EdgepruneError` and leaves no files behind.
     """
     import torch
@@ -179,6 +180,8 @@ def build(model, *, train=None, test=None, val=None, dataset: str | None = None,
 
             metric = register_in_process(metric)
         cfg_over["metric"] = metric
+    if isinstance(options.get("search"), bool):  # search=True: build --search (rounds until the verdict settles)
+        options["search"] = {"enabled": options["search"]}
     for key, value in options.items():
         if key in _config.SCHEMA and key:  # a whole section: model_options={...}, budget={...}
             cfg_over[key] = value
@@ -197,7 +200,12 @@ def build(model, *, train=None, test=None, val=None, dataset: str | None = None,
     cfg = _config.resolve(None, cfg_over)
     wrote = arrays is not None and _save_data(Path(cfg["dataset"]), arrays)
     try:
-        code, b = _build(cfg, ui=UI(quiet=quiet), force=force, via_api=True)
+        if cfg["search"]["enabled"]:
+            from .search import build_search
+
+            code, b = build_search(cfg, ui=UI(quiet=quiet), force=force, via_api=True)
+        else:
+            code, b = _build(cfg, ui=UI(quiet=quiet), force=force, via_api=True)
     except BaseException:
         if wrote and not _run_uses(cfg, Path(cfg["dataset"])):
             _remove_data(Path(cfg["dataset"]))

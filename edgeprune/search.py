@@ -215,14 +215,15 @@ def decide(obj: str, recs: list, b, cost_keep: float) -> tuple[str, float | None
     return "done", None, f"round {rec['round']}: lines without evidence ({', '.join(rec['failed'])})"
 
 
-def build_search(cfg: dict, run_dir=None, *, ui, force: bool = False):
-    """Rounds of :func:`edgeprune.pipeline.build` until the budget verdict settles; returns (exit code, build)."""
+def build_search(cfg: dict, run_dir=None, *, ui, force: bool = False, via_api: bool = False):
+    """Rounds of :func:`edgeprune.pipeline.build` until the budget verdict settles; returns (exit code, build).
+    ``via_api``: called from ``edgeprune.build(search=True)`` (messages name its arguments)."""
     from .pipeline import EXIT_BUDGET_FAILED, EXIT_OK, EXIT_OUT_OF_REACH, build
 
     cfg = copy.deepcopy(cfg)
     max_rounds = cfg["search"]["rounds"]
     t0 = time.perf_counter()
-    code, b = build(cfg, run_dir, ui=ui, force=force)  # round 1: the derived (or given) target
+    code, b = build(cfg, run_dir, ui=ui, force=force, via_api=via_api)  # round 1: the derived (or given) target
     obj, target = objective_of(b), b.pruning_target
     cost_keep = min(target.keeps.values(), default=1.0) if target.keeps else target.flops_keep
     state = {"objective": obj, "max_rounds": max_rounds, "target": b.target.name,
@@ -242,7 +243,7 @@ def build_search(cfg: dict, run_dir=None, *, ui, force: bool = False):
             break
         cfg["method"]["flops_keep"] = nxt
         t1 = time.perf_counter()
-        code, b = build(cfg, b.run.path, ui=ui)
+        code, b = build(cfg, b.run.path, ui=ui, via_api=via_api)
         recs.append(round_record(b, len(recs) + 1, nxt, time.perf_counter() - t1))
     passing = [r for r in recs if r["passed"]]
     if action == "out-of-reach":
@@ -257,12 +258,12 @@ def build_search(cfg: dict, run_dir=None, *, ui, force: bool = False):
     if chosen is not recs[-1]:  # leave the chosen round's artifacts in the run folder
         ui.log(f"search: rebuilding round {chosen['round']} ({chosen['target_keep']:.0%} of MACs), the chosen one")
         cfg["method"]["flops_keep"] = chosen["target_keep"]
-        code, b = build(cfg, b.run.path, ui=ui)
+        code, b = build(cfg, b.run.path, ui=ui, via_api=via_api)
     state["verdict"] = {"status": status, "sentence": sentence, "chosen_round": chosen["round"],
                         "rounds_run": len(recs), "seconds": round(time.perf_counter() - t0, 1),
                         "s_star": _s_star(b)}
     write_json(b.run / SEARCH_FILE, state)
-    build(cfg, b.run.path, ui=ui, only=["report", "package"])  # the report shows every round
+    build(cfg, b.run.path, ui=ui, only=["report", "package"], via_api=via_api)  # the report shows every round
     ui.log(f"[bold]search {status}[/]: {sentence} (chosen: round {chosen['round']}, {len(recs)} round(s) run)")
     return (final_code if final_code != EXIT_OK else code), b
 

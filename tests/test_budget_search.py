@@ -103,6 +103,18 @@ def test_search_stops_at_the_first_round_that_meets_the_budget(tmp_path):
     assert "Search rounds: accuracy vs predicted target latency" in html and "Pruning target" in html
 
 
+def test_api_search_true_runs_the_search(tmp_path):
+    """edgeprune.build(search=True) is build --search (it was silently a plain build)."""
+    import edgeprune
+
+    res = edgeprune.build("cnn", dataset="digits", target="rpi4", method="l1", search=True, output=tmp_path / "runs",
+                          name="s", formats=["onnx"], budget={"latency_p50_ms": 0.08, "max_accuracy_drop": 100},
+                          data_limit=400, epochs=1, finetune_epochs=0, runs=5, warmup=2, repeats=1,
+                          limit={"guard": "off"})
+    s = json.loads((res.run_dir / "search.json").read_text())
+    assert res.exit_code == 0 and s["verdict"]["status"] == "passed" and s["rounds"][0]["target_keep"] < 0.9
+
+
 def _rec(**kw):
     base = {"round": 1, "target_keep": 0.5, "achieved_keep": 0.5, "artifact": "tflite-int8", "predicted_ms": 2.0,
             "predicted_overhead_ms": 0.2, "metric": 90.0, "dense_metric": 91.0, "metric_name": "accuracy",
