@@ -171,6 +171,37 @@ def timed_kappa(fn, params: dict[str, torch.Tensor], xs: torch.Tensor) -> KappaE
     return KappaEstimate(kappa, float(lmin.detach()), float(lmax.detach()), time.perf_counter() - t0, int(k.shape[0]))
 
 
+def loss_level_kappa(loss_fn, params: dict[str, torch.Tensor], power_steps: int = 5, seed: int = 0,
+                     eps: float = 1e-12) -> KappaEstimate:
+    """κ̂ = L̂ / μ̂ from the loss itself, the PL form the paper states (the issue's alternative to the kernel).
+
+    ``loss_fn(params)`` is the task loss on a fixed batch. **μ̂** = ‖∇L‖² / (2 (L − L*)) with L* = 0 (the infimum of
+    cross-entropy and of the squared error): the local Polyak-Łojasiewicz constant, ½‖∇L‖² ≥ μ (L − L*).
+    **L̂** = the largest Hessian eigenvalue (in absolute value) by ``power_steps`` steps of power iteration with
+    Hessian-vector products (a fixed random start): the local smoothness. Scale-free: multiplying the loss by c
+    multiplies both by c. Only μ̂ is differentiable (in every tensor ``loss_fn`` closes over, the gates: one
+    double backward); L̂ enters as a constant of the step (differentiating it would take a third order).
+    ``lam_min``/``lam_max`` of the estimate carry μ̂ and L̂; ``rows`` the number of power steps."""
+    t0 = time.perf_counter()
+    ps = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+    xs = list(ps.values())
+    loss = loss_fn(ps)
+    g = torch.autograd.grad(loss, xs, create_graph=True)
+    mu = sum((gi * gi).sum() for gi in g) / (2 * loss.clamp_min(eps))
+    gen = torch.Generator().manual_seed(seed)
+    v = [torch.randn(x.shape, generator=gen, dtype=x.dtype) for x in xs]
+    lmax = 0.0
+    for _ in range(max(1, power_steps)):
+        n = math.sqrt(sum(float((vi * vi).sum()) for vi in v)) or 1.0
+        v = [vi / n for vi in v]
+        hv = torch.autograd.grad(g, xs, grad_outputs=v, retain_graph=True)
+        lmax = abs(sum(float((a * b).sum()) for a, b in zip(hv, v)))  # Rayleigh quotient of the unit v
+        v = [h.detach() for h in hv]
+    mu = mu.double().clamp_min(eps)
+    lam = max(lmax, eps)
+    return KappaEstimate(lam / mu, float(mu.detach()), lam, time.perf_counter() - t0, max(1, power_steps))
+
+
 def standardize(v: np.ndarray) -> np.ndarray:
     """``(v - mean) / std`` over all entries (std 0: zeros), so scores of different kinds can be added."""
     v = np.asarray(v, dtype=np.float64)

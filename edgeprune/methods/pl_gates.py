@@ -39,11 +39,12 @@ from ..distributed import all_reduce_mean
 from ..errors import ConfigError
 from ..models import output_list, primary_output
 from ..surgery import plan_from_scores
-from ..train import Schedule, TrainHook, evaluate
+from ..train import Schedule, TrainHook, evaluate, task_loss
 from .base import FitContext, MethodResult, PruningMethod, jsonable, register_method, working_copy
 from .gates import GatedModel, HardConcrete, StaticView, has_batchnorm, recalibrate_bn
 from .gate_network import GateNetwork, calibration_logits
-from .gating import ExpectedCost, bn_eval, output_projection, standardize, timed_kappa, vmap_safe_prelu, widths_to_budget
+from .gating import (ExpectedCost, bn_eval, loss_level_kappa, output_projection, standardize, timed_kappa,
+                     vmap_safe_prelu, widths_to_budget)
 from .options import option
 
 
@@ -58,6 +59,9 @@ class PLGatesOptions:
                  "or γ·c·κ̂ (the paper's form, not normalised)")
     gamma_calibrate: bool = option(True, "scale the term by c = ‖∇_gates task loss‖ / ‖∇_gates term‖ measured at the "
                                          "first estimate (false: c = 1)")
+    kappa_estimator: Literal["kernel", "loss"] = option(
+        "kernel", "how κ̂ is estimated: λmax/λmin of the tangent kernel on kappa_batch samples, or the loss-level "
+                  "L̂/μ̂ (μ̂ = ‖∇L‖²/(2L), the PL constant; L̂ the top Hessian eigenvalue by power iteration)")
     kappa_every: int = option(50, "estimate κ̂ every k steps (0: never, not even for the log)", min=0)
     kappa_batch: int = option(32, "samples in the κ̂ sub-batch (λ_min needs many kernel rows: >= 32)", min=2)
     kappa_outputs: int = option(4, "output directions per sample in the tangent kernel: all outputs when the model "
@@ -164,6 +168,14 @@ class GatedNetwork(GatedModel):
         with bn_eval(self.model), vmap_safe_prelu(self.model):
             return timed_kappa(f, params, xs)
 
+    def kappa_loss_level(self, xs: torch.Tensor, ys: torch.Tensor, z: torch.Tensor, zb: torch.Tensor, task: str,
+                         seed: int = 0):
+        """κ̂ = L̂/μ̂ of the masked network's task loss on ``(xs, ys)`` (:func:`~.gating.loss_level_kappa`; batch
+        norms in eval mode; differentiable in ``z``, ``zb`` through μ̂ only)."""
+        params = {k: v.detach() for k, v in self.model.named_parameters()}
+        with bn_eval(self.model):
+            return loss_level_kappa(lambda p: task_loss(task, self.run(xs, z, zb, p), xs, ys), params, seed=seed)
+
 
 class PLGatesHook(TrainHook):
     """pl-gates in the training loop: gates as an Adam group, the budget and κ̂ terms, the curves."""
@@ -211,18 +223,21 @@ class PLGatesHook(TrainHook):
         self.r = self.e_macs / self.tgt - 1.0
         budget = o.budget_weight * self.r * self.r + self.lam * self.r
         if o.kappa_every and step % o.kappa_every == 0:
-            self._estimate(xb, z, zb, step)
+            self._estimate(xb, batch[1], z, zb, step)
         self.sums["budget_loss"] += float(budget.detach())
         return budget
 
-    def _estimate(self, xb, z, zb, step):
+    def _estimate(self, xb, yb, z, zb, step):
         """One κ̂ estimate; its gradient (γ > 0) and the node sensitivities (score != logit), in one backward."""
         o, h, net = self.o, self.hist, self.net
         sub = torch.randperm(len(xb), generator=self.kgen)[: o.kappa_batch]
         in_loss, sens = o.gamma > 0, o.score != "logit"
         if not in_loss:  # monitoring only: the estimate never enters the loss
             z, zb = z.detach().requires_grad_(sens), zb.detach().requires_grad_(sens)
-        est = net.kappa(xb[sub], z, zb, self.proj)
+        if o.kappa_estimator == "loss":
+            est = net.kappa_loss_level(xb[sub], yb[sub], z, zb, self.ctx.task, seed=self.ctx.seed + step)
+        else:
+            est = net.kappa(xb[sub], z, zb, self.proj)
         kv = all_reduce_mean(float(est.kappa.detach()))  # under torchrun: the mean of the ranks' estimates
         if self.k0 is None:
             self.k0 = kv
