@@ -340,17 +340,26 @@ def _cmd_build(a) -> int:
     cfg["bench"].update(_device_settings(a))
     fam = resolve_family(cfg["target"])
     load_target(fam.default if fam else cfg["target"])
+    if cfg["search"]["enabled"] and ((a.nproc or 1) > 1 or D.launched()):
+        raise InputError("build --search runs in one process: drop --nproc (or run the search without torchrun)")
     if (a.nproc or 1) > 1 and not D.launched():
         return D.launch(a.nproc, _without_nproc(a.argv))
     D.init_from_env()
     ui = UI(quiet=a.quiet or not D.is_main())
     _resolve_family(cfg, ui)
-    if cfg["search"]["enabled"]:
-        from .search import build_search
+    try:
+        if cfg["search"]["enabled"]:
+            from .search import build_search
 
-        code, b = build_search(cfg, ui=ui, force=a.force)
-    else:
-        code, b = build(cfg, ui=ui, force=a.force)
+            code, b = build_search(cfg, ui=ui, force=a.force)
+        else:
+            code, b = build(cfg, ui=ui, force=a.force)
+    except EdgepruneError:
+        raise
+    except Exception:
+        if D.peer_failed():  # another rank stopped on an error it reported; this one lost its peer
+            return 1
+        raise
     if D.is_main():
         _final_line(code, b)
     code = D.report_exit(code)

@@ -172,51 +172,74 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def launch(nproc: int, argv: list[str]) -> int:
     """Run ``python -m torch.distributed.run --standalone --nproc_per_node N -m edgeprune <argv>`` (one machine,
-    rendezvous on a free local port) and return the build's exit code (what ``edgeprune build --nproc N`` does).
-    Several machines: run torchrun yourself with ``--nnodes`` and a ``--rdzv_endpoint`` (README)."""
+    rendezvous on a free local port; through :func:`_torchrun`) and return the build's exit code (what
+    ``edgeprune build --nproc N`` does). Several machines: run torchrun yourself with ``--nnodes`` and a
+    ``--rdzv_endpoint`` (README)."""
     cmd = [sys.executable, "-m", "edgeprune.distributed", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "edgeprune", *argv]
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="edgeprune-launch-") as tmp:
-        code_file = os.path.join(tmp, "exit-code")
-        env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), **{EXIT_FILE_ENV: code_file})
+        base = os.path.join(tmp, "exit")
+        env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), **{EXIT_FILE_ENV: base})
         code = subprocess.call(cmd, env=env)
-        if os.path.isfile(code_file):  # a rank's verdict or error code; torchrun itself reports any failure as 1
-            code = int(open(code_file).read().strip() or code)
+        # torchrun reports any failure as 1: the job's own code comes from the files its ranks left
+        verdict, error = _read_code(base + ".verdict"), _read_code(base + ".error")
+        if code == 0 and verdict is not None:
+            code = verdict
+        elif code != 0 and error is not None:
+            code = error
     return code
 
 
-#: where rank 0 leaves a build's verdict (3 budget failed, 4 incomplete) for :func:`launch`: torchrun itself
-#: would turn any non-zero exit of a rank into a failure of the whole job and exit 1
+def _read_code(path: str) -> int | None:
+    try:
+        return int(open(path).read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+#: the path prefix under which the ranks of a job started by :func:`launch` leave its exit code for it:
+#: ``<prefix>.verdict`` (rank 0's verdict: 3 budget failed, 4 incomplete, 5 out of reach; the rank then exits 0)
+#: and ``<prefix>.error`` (the first rank's error code: 2 bad input, ...). torchrun itself would turn any
+#: non-zero exit of a rank into a failure of the whole job and exit 1
 EXIT_FILE_ENV = "EDGEPRUNE_EXIT_FILE"
 
 
 def report_exit(code: int) -> int:
-    """The exit code this rank returns to torchrun: a verdict (3, 4) of a job started by :func:`launch` goes
-    through :data:`EXIT_FILE_ENV` and the rank exits 0; any other code (and under plain torchrun) as is."""
+    """The exit code this rank returns to torchrun: a verdict (3, 4, 5) of a job started by :func:`launch` goes
+    to ``<prefix>.verdict`` and the rank exits 0; any other code (and under plain torchrun) as is."""
     path = os.environ.get(EXIT_FILE_ENV)
-    if code in (3, 4) and path and is_main() and is_distributed():
-        with open(path, "w") as f:
+    if code in (3, 4, 5) and path and is_main() and is_distributed():
+        with open(path + ".verdict", "w") as f:
             f.write(str(code))
         return 0
     return code
 
 
 def report_error(code: int) -> bool:
-    """An error's exit code (2 bad input, 5 out of reach, ...) in a rank started by :func:`launch`: left for it
-    in :data:`EXIT_FILE_ENV` so that ``build --nproc N`` exits with the documented code instead of torchrun's 1.
+    """An error's exit code (2 bad input, 5 out of reach, ...) in a rank started by :func:`launch`: left in
+    ``<prefix>.error`` so that ``build --nproc N`` exits with the documented code instead of torchrun's 1.
     True when this process should print the error line: not such a rank, or the first rank to fail (the others
-    fail the same way; one line is enough)."""
+    fail the same way, or lose their peer because of it; one line is enough)."""
     path = os.environ.get(EXIT_FILE_ENV)
     if not (path and code):
         return True
     try:
-        with open(path, "x") as f:
+        with open(path + ".error", "x") as f:
             f.write(str(code))
         return True
     except FileExistsError:
         return False
+    except OSError:  # the launcher is gone (interrupted): say it here
+        return True
+
+
+def peer_failed() -> bool:
+    """True in a rank of a job started by :func:`launch` once another rank has reported an error (this rank's
+    own failure is then the lost connection to it, not news)."""
+    path = os.environ.get(EXIT_FILE_ENV)
+    return bool(path) and os.path.isfile(path + ".error")
 
 
 def _torchrun(argv: list[str]) -> int:
@@ -228,22 +251,18 @@ def _torchrun(argv: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
-    path = os.environ.get(EXIT_FILE_ENV, "")
-    reported = lambda: bool(path) and os.path.isfile(path)  # noqa: E731  (a rank left its error code)
     for name in list(logging.root.manager.loggerDict):
         if name.startswith("torch.distributed"):
-            logging.getLogger(name).addFilter(lambda record: not reported())
+            logging.getLogger(name).addFilter(lambda record: not peer_failed())
     try:
         run(parse_args(argv))
     except ChildFailedError as e:
-        if not reported():
+        if not peer_failed():
             print(e.format_msg(), file=sys.stderr)
         return 1
     return 0
 
 
-if __name__ == "__main__":  # the launcher's torchrun (see launch)
-    sys.exit(_torchrun(sys.argv[1:]))
 
 
 def broadcast_buffers(model: torch.nn.Module, src: int = 0) -> None:
@@ -278,3 +297,7 @@ def sync_files(root, rels) -> list[str]:
         for rel in need:
             atomic_write_bytes(root / rel, data[rel])
     return wanted
+
+
+if __name__ == "__main__":  # the launcher's torchrun (see launch)
+    sys.exit(_torchrun(sys.argv[1:]))

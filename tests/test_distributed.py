@@ -186,15 +186,19 @@ def test_build_nproc_2_writes_one_valid_run_folder(tmp_path):
 
 
 def test_build_nproc_2_bad_input_is_one_line_and_its_exit_code(tmp_path):
-    """Bad input under --nproc 2: the documented exit code 2 (not torchrun's 1), one error line (not one per rank
-    plus torchrun's report), nothing written. A bad target is refused before any rank starts; a missing dataset is
-    found inside the ranks."""
-    for args, where in ((["--target", "nosuch"], "unknown target"), (["--dataset", str(tmp_path / "none")], "not found")):
+    """Bad input under --nproc 2: the documented exit code (2, 5; not torchrun's 1), one error line (not one per
+    rank plus torchrun's report and the other rank's lost-peer traceback), nothing written. A bad target and
+    --search are refused before any rank starts; a missing dataset is found by every rank; an impossible latency
+    budget by rank 0 alone (the other rank waits for it)."""
+    cases = ((["--target", "nosuch"], 2, "unknown target"), (["--search"], 2, "one process"),
+             (["--dataset", str(tmp_path / "none")], 2, "not found"),
+             (["--budget", "latency_p50_ms=0.001", "--limit-guard", "off"], 5, "out of reach"))
+    for args, code, where in cases:
         p = run_cli("build", *args, "--output", tmp_path / "out", "--nproc", "2")
-        assert p.returncode == 2, p.stderr[-3000:]
+        assert p.returncode == code, (args, p.stderr[-3000:])
         lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("edgeprune: error:") and where in lines[0], p.stderr[-3000:]
-        assert not (tmp_path / "out").exists()
+        assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # no half-written run
 
 
 def test_without_nproc_argv_is_kept_otherwise():

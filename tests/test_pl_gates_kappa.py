@@ -128,6 +128,10 @@ def test_loss_level_kappa_is_exact_on_a_quadratic():
         assert est.lam_min == pytest.approx(c * 1.0, rel=1e-9)
         assert est.lam_max == pytest.approx(c * 40.0, rel=1e-6)
         assert float(est.kappa.detach()) == pytest.approx(40.0, rel=1e-6)
+    # an indefinite Hessian (eigenvalues -40 and +39.9: the Rayleigh quotient of a mixed v cancels): L̂ = |λ|max
+    ind = torch.from_numpy(q @ np.diag([-40.0, 39.9, 2.0, 1.0, 0.5, 0.1]) @ q.T)
+    est = loss_level_kappa(lambda p: 0.5 * p["w"] @ ind @ p["w"] + 100.0, {"w": w}, power_steps=60)
+    assert est.lam_max == pytest.approx(40.0, rel=1e-2)
 
 
 def test_loss_level_kappa_gradient_reaches_the_gates_and_the_method_runs(cnn, digits):

@@ -186,16 +186,20 @@ def loss_level_kappa(loss_fn, params: dict[str, torch.Tensor], power_steps: int 
     ps = {k: v.detach().requires_grad_(True) for k, v in params.items()}
     xs = list(ps.values())
     loss = loss_fn(ps)
-    g = torch.autograd.grad(loss, xs, create_graph=True)
+    # a parameter the forward does not use has gradient 0 (not an error), as in the kernel estimator
+    g = torch.autograd.grad(loss, xs, create_graph=True, allow_unused=True, materialize_grads=True)
     mu = sum((gi * gi).sum() for gi in g) / (2 * loss.clamp_min(eps))
     gen = torch.Generator().manual_seed(seed)
-    v = [torch.randn(x.shape, generator=gen, dtype=x.dtype) for x in xs]
+    v = [torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device) for x in xs]
     lmax = 0.0
     for _ in range(max(1, power_steps)):
         n = math.sqrt(sum(float((vi * vi).sum()) for vi in v)) or 1.0
         v = [vi / n for vi in v]
-        hv = torch.autograd.grad(g, xs, grad_outputs=v, retain_graph=True)
-        lmax = abs(sum(float((a * b).sum()) for a, b in zip(hv, v)))  # Rayleigh quotient of the unit v
+        hv = torch.autograd.grad(g, xs, grad_outputs=v, retain_graph=True, allow_unused=True,
+                                 materialize_grads=True)
+        # ‖Hv‖ of a unit v never exceeds |λ|max and reaches it as v aligns (even when the Hessian is indefinite
+        # and the Rayleigh quotient would cancel); the largest over the iterations
+        lmax = max(lmax, math.sqrt(sum(float((h * h).sum()) for h in hv)))
         v = [h.detach() for h in hv]
     mu = mu.double().clamp_min(eps)
     lam = max(lmax, eps)
