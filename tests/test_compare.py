@@ -186,3 +186,38 @@ def test_no_dense_ft_skips_the_reference_row_and_a_resume_adds_it(tmp_path):
     assert main(args + ["--resume"]) == 0  # the same study later, with the reference row: only that row is trained
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert sorted(r["method"] for r in rows) == ["dense", compare.DENSE_FT, "l1"]
+
+
+def test_resume_restores_committed_rows_and_skips_a_dense_phase_no_row_needs(tmp_path):
+    """The cache is not committed: a resumed study restores the finished rows of results.json; a dense checkpoint
+    that is gone is retrained only when a row still to run starts from the dense weights."""
+    import shutil
+
+    out = tmp_path / "cmp"
+    base = ["--dataset", "digits", "--model", "cnn", "--levels", "0.5", "--seeds", "0", "--epochs", "1",
+            "--finetune-epochs", "1", "--method-epochs", "1", "--no-latency", "--no-dense-ft", "--out", str(out),
+            "--quiet"]
+    assert main(base + ["--methods", "l1"]) == 0
+    first = {r["method"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    shutil.rmtree(out / "cache")
+
+    scratch = "pl-gates[from_scratch=true,epochs=1,kappa_every=0]"
+    assert main(base + ["--methods", f"l1,{scratch}", "--resume"]) == 0
+    rows = {r["method"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert set(rows) == {"dense", "l1", scratch}
+    for m in ("dense", "l1"):  # restored as they were, not recomputed
+        assert rows[m].get("restored") and rows[m]["metric"] == first[m]["metric"], m
+        assert rows[m]["train_s"] == first[m]["train_s"], m
+    assert not rows[scratch].get("restored") and rows[scratch]["metric"] > 10
+    assert "restored from the committed `results.json`" in (out / "README.md").read_text()
+
+    shutil.rmtree(out / "cache")  # now a method that starts from the dense weights: the dense phase runs again
+    assert main(base + ["--methods", "l1,tp-l1", "--resume"]) == 0
+    rows = {r["method"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert not rows["dense"].get("restored") and rows["l1"].get("restored") and not rows["tp-l1"].get("restored")
+
+    shutil.rmtree(out / "cache")  # another fine-tuning budget: the committed rows do not match, nothing is restored
+    assert base[10] == "--finetune-epochs"
+    assert main(base[:11] + ["2"] + base[12:] + ["--methods", "l1", "--resume"]) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert not any(r.get("restored") for r in rows)

@@ -205,6 +205,44 @@ def _row_key(method: str, level: float, seed: int) -> str:
     return f"{method}|{level:g}|{seed}"
 
 
+_LATENCY_FIELDS = ("latency_ms", "latency_spread_pct", "latency_per_round", "speedup")
+
+
+def restore_rows(results: Path, cfg: CompareConfig, row_fp: str, done: dict[str, dict]) -> int:
+    """Add to ``done`` the finished rows of a committed ``results.json`` (same row fingerprint) that the cache lacks.
+
+    The cache (checkpoints, ONNX files) is not committed, so a study resumed elsewhere would otherwise redo every
+    row; restored rows keep their measurements but not their latency (no model to time beside the new ones)."""
+    if not results.is_file():
+        return 0
+    try:
+        blob = json.loads(results.read_text())
+        conf = blob["meta"]["config"]
+        fp = hashlib.sha256(json.dumps({k: conf.get(k) for k in cfg.ROW_KEYS}, sort_keys=True,
+                                       default=str).encode()).hexdigest()[:12]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    if fp != row_fp:
+        return 0
+    n = 0
+    for r in blob.get("rows", []):
+        key = _row_key(r["method"], r["level"], r["seed"])
+        if key in done or r.get("error"):
+            continue
+        done[key] = {**{k: v for k, v in r.items() if k not in _LATENCY_FIELDS}, "_fp": row_fp, "restored": True}
+        n += 1
+    return n
+
+
+def _needs_dense_weights(specs: list[MethodSpec], cfg: CompareConfig, done: dict[str, dict], seed: int) -> bool:
+    """Whether a row of this seed still to run starts from the trained dense weights (dense+ft always does)."""
+    ft_epochs = cfg.finetune_epochs if cfg.epoch_budget == "equal-finetune" else cfg.post_dense_epochs
+    if cfg.dense_ft and not cfg.finished_only and ft_epochs > 0 and _row_key(DENSE_FT, 0.0, seed) not in done:
+        return True
+    return any(_row_key(s.label, lv, seed) not in done and not epoch_plan(s, cfg)["from_scratch"]
+               for s in specs for lv in cfg.levels)
+
+
 def run_compare(cfg: CompareConfig, log: Callable[[str], None] = print) -> dict:
     """Run the comparison; return ``{"rows": [...], "meta": {...}}`` (files are written by :func:`write_outputs`).
 
@@ -273,9 +311,15 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
             if r.get("_fp") == row_fp and not r.get("error") and Path(r.get("_onnx", "")).is_file():
                 done[_row_key(r["method"], r["level"], r["seed"])] = r
         log(f"resuming: {len(done)} finished row(s) reused from {rows_file}")
-        meta["reused_rows"] = len(done)
     elif rows_file.exists():
         rows_file.unlink()
+    if cfg.resume:
+        restored = restore_rows(out / "results.json", cfg, row_fp, done)
+        if restored:
+            meta["restored_rows"] = restored
+            log(f"resuming: {restored} more finished row(s) restored from {out / 'results.json'} (their models are "
+                "not in the cache: no latency for them)")
+        meta["reused_rows"] = len(done)
 
     def record(row: dict) -> None:
         with rows_file.open("a") as f:
@@ -283,7 +327,8 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
 
     # latency depends on the architecture, not on the weights: one ONNX file per distinct compact
     # architecture (its module tree with every layer's shape), shared by the rows that have it
-    arch_onnx: dict[str, Path] = {r["arch"]: Path(r["_onnx"]) for r in done.values() if r.get("arch")}
+    arch_onnx: dict[str, Path] = {r["arch"]: Path(r["_onnx"]) for r in done.values()
+                                  if r.get("arch") and r.get("_onnx")}
 
     def export_shared(model, stem: str) -> tuple[str, Path, float | None]:
         arch = hashlib.sha256(repr(model).encode()).hexdigest()[:12]
@@ -303,8 +348,13 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
         ckpt = cache / f"dense-seed{seed}.pt"
         dense = _build(cfg, data)
         if key in done and not ckpt.is_file():
-            done.pop(key)  # the row survived but its checkpoint did not: retrain (never prune an untrained model)
-        if key in done:
+            if _needs_dense_weights(specs, cfg, done, seed):
+                done.pop(key)  # the row survived but its checkpoint did not: retrain (never prune an untrained model)
+            else:  # every row still to run re-initialises the weights (from scratch): the dense row is enough
+                dense_row = done[key]
+                log(f"[dense seed {seed}] checkpoint absent, not needed (every row still to run trains from "
+                    f"scratch): row reused, {data.metric_name} {dense_row['metric']:.2f}")
+        if key in done and ckpt.is_file():
             blob = torch.load(ckpt, map_location="cpu", weights_only=True)
             if blob.get("fp") == dense_fp:
                 dense.load_state_dict(blob["state_dict"])

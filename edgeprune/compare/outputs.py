@@ -137,7 +137,9 @@ def readme(meta: dict, cfg: CompareConfig, summary: list[dict], rows: list[dict]
         f"- Date: {meta['started']} → {meta['finished']} (UTC); wall {meta['wall_s'] / 60:.1f} min "
         f"({meta['compute_s'] / 60:.1f} min training/pruning/export, rest latency)"
         + (f"; this invocation reused {meta['reused_rows']} finished rows of an earlier one (`--resume`), so its wall "
-           "time does not include them" if meta.get("reused_rows") else ""),
+           "time does not include them" if meta.get("reused_rows") else "")
+        + (f" ({meta['restored_rows']} of them restored from the committed `results.json`, whose models were not in "
+           "the cache: no latency for those)" if meta.get("restored_rows") else ""),
         *([f"- Left out (not finished when the run was cut off; `--finished-only`): {', '.join(meta['left_out'])}"]
           if meta.get("left_out") else []),
         f"- Machine: {m.get('cpu') or m.get('Model name', '?')}, {m.get('cores') or m.get('CPU(s)')} CPU(s), "
