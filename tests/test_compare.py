@@ -209,6 +209,8 @@ def test_resume_restores_committed_rows_and_skips_a_dense_phase_no_row_needs(tmp
         assert rows[m].get("restored") and rows[m]["metric"] == first[m]["metric"], m
         assert rows[m]["train_s"] == first[m]["train_s"], m
     assert not rows[scratch].get("restored") and rows[scratch]["metric"] > 10
+    opts = rows[scratch]["details"]["options"]  # every option as resolved when the row ran, defaults included
+    assert opts["from_scratch"] is True and opts["kappa_every"] == 0 and opts["kappa_estimator"] in ("kernel", "loss")
     assert "restored from the committed `results.json`" in (out / "README.md").read_text()
 
     shutil.rmtree(out / "cache")  # now a method that starts from the dense weights: the dense phase runs again

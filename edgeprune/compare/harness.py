@@ -18,7 +18,7 @@ import os
 import re
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -137,6 +137,9 @@ def prune_method(spec: MethodSpec, dense, data: Data, cfg: CompareConfig, seed: 
         "trains_from_scratch": bool(getattr(method, "trains_from_scratch", False)),
         "plan_meta": {k: v for k, v in result.plan.meta.items() if isinstance(v, (int, float, str, bool))},
         "extras": method_extras(result),
+        # every option as resolved when the row ran: a default changed later does not re-label committed rows
+        "options": {k: v for k, v in (asdict(method.opts) if is_dataclass(getattr(method, "opts", None)) else {})
+                    .items() if isinstance(v, (int, float, str, bool, type(None)))},
     }
     return small.eval(), info
 
