@@ -223,3 +223,25 @@ def test_resume_restores_committed_rows_and_skips_a_dense_phase_no_row_needs(tmp
     assert main(base[:11] + ["2"] + base[12:] + ["--methods", "l1", "--resume"]) == 0
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert not any(r.get("restored") for r in rows)
+
+
+def test_pool_resume_restores_committed_rows_in_every_job(tmp_path):
+    """--workers 2 on a study whose cache is gone: the jobs restore the committed rows and train no dense model that
+    only from-scratch rows remain for."""
+    import shutil
+
+    out = tmp_path / "cmp"
+    base = ["--dataset", "digits", "--model", "cnn", "--levels", "0.5", "--seeds", "0,1", "--epochs", "1",
+            "--finetune-epochs", "1", "--method-epochs", "1", "--no-latency", "--no-dense-ft", "--out", str(out),
+            "--quiet"]
+    assert main(base + ["--methods", "l1"]) == 0
+    first = {(r["method"], r["seed"]): r for r in json.loads((out / "results.json").read_text())["rows"]}
+    shutil.rmtree(out / "cache")
+    scratch = "pl-gates[from_scratch=true,epochs=1,kappa_every=0]"
+    assert main(base + ["--methods", f"l1,{scratch}", "--resume", "--workers", "2"]) == 0
+    rows = {(r["method"], r["seed"]): r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert set(rows) == set(first) | {(scratch, 0), (scratch, 1)}
+    for k, r in first.items():
+        assert rows[k].get("restored") and rows[k]["metric"] == r["metric"], k
+    assert not list((out / "cache").glob("**/dense-seed*.pt"))  # no dense phase ran
+    assert all(rows[(scratch, s)]["metric"] > 10 for s in (0, 1))

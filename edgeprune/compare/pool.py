@@ -10,6 +10,9 @@ this process reuses every row and measures latency alone (timings are not taken 
 2. every other (method, seed) job starts from that seed's dense checkpoint (copied into its folder);
 3. gather, then the resumed run tabulates and times.
 
+With ``--resume`` and a committed ``<out>/results.json`` every job restores its finished rows (the cache is not
+committed); a seed whose dense weights no remaining job needs (from-scratch methods) trains no dense model.
+
 The rows equal the serial run's: every job seeds itself exactly as the serial loop does
 (``seed_everything(seed)`` before each step); only the wall-clock fields differ.
 """
@@ -62,6 +65,15 @@ def run_compare_pool(cfg: CompareConfig, workers: int, log: Callable[[str], None
         return replace(cfg, seeds=[seed], methods=[label], latency=False, out=str(folder), resume=True)
 
     first = {s: root / f"seed{s}-{_safe(specs[0].label)}" for s in cfg.seeds}
+    committed = Path(cfg.out) / "results.json"  # every job restores the committed rows it would otherwise redo
+
+    def prepare(folder: Path) -> None:
+        (folder / "cache").mkdir(parents=True, exist_ok=True)
+        if cfg.resume and committed.is_file() and not (folder / "results.json").is_file():
+            shutil.copy2(committed, folder / "results.json")
+
+    for s in cfg.seeds:
+        prepare(first[s])
     ctx = get_context("spawn")  # a forked torch can deadlock in its thread pools
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         log(f"pool: {workers} workers; dense models of {len(cfg.seeds)} seed(s) with {specs[0].label} ...")
@@ -72,8 +84,9 @@ def run_compare_pool(cfg: CompareConfig, workers: int, log: Callable[[str], None
             dense_rows = [r for r in _rows(first[s]) if r["method"] in ("dense", DENSE_FT)]
             for spec in specs[1:]:
                 folder = root / f"seed{s}-{_safe(spec.label)}"
-                (folder / "cache").mkdir(parents=True, exist_ok=True)
-                shutil.copy2(first[s] / "cache" / f"dense-seed{s}.pt", folder / "cache" / f"dense-seed{s}.pt")
+                prepare(folder)
+                if (first[s] / "cache" / f"dense-seed{s}.pt").is_file():  # absent: no job needs the dense weights
+                    shutil.copy2(first[s] / "cache" / f"dense-seed{s}.pt", folder / "cache" / f"dense-seed{s}.pt")
                 have = {(r["method"], r["level"]) for r in _rows(folder)}
                 with (folder / "cache" / "rows.jsonl").open("a") as fh:
                     for r in dense_rows:
@@ -90,11 +103,12 @@ def run_compare_pool(cfg: CompareConfig, workers: int, log: Callable[[str], None
     for folder in sorted(root.iterdir()):
         for r in _rows(folder):
             key = (r["method"], r["level"], r["seed"])
-            if key not in seen and not r.get("error"):
+            if key not in seen and not r.get("error") and r.get("_onnx"):  # restored rows come from results.json
                 seen.add(key)
                 lines.append(json.dumps(r))
     for s in cfg.seeds:
-        shutil.copy2(first[s] / "cache" / f"dense-seed{s}.pt", cache / f"dense-seed{s}.pt")
+        if (first[s] / "cache" / f"dense-seed{s}.pt").is_file():
+            shutil.copy2(first[s] / "cache" / f"dense-seed{s}.pt", cache / f"dense-seed{s}.pt")
     (cache / "rows.jsonl").write_text("".join(line + "\n" for line in lines))
     log(f"pool: {len(lines)} row(s) in {pool_s:.1f} s; tabulating (and timing latency) in this process")
     result = run_compare(replace(cfg, resume=True), log)
