@@ -211,6 +211,18 @@ def test_resume_restores_committed_rows_and_skips_a_dense_phase_no_row_needs(tmp
     assert not rows[scratch].get("restored") and rows[scratch]["metric"] > 10
     opts = rows[scratch]["details"]["options"]  # every option as resolved when the row ran, defaults included
     assert opts["from_scratch"] is True and opts["kappa_every"] == 0 and opts["kappa_estimator"] in ("kernel", "loss")
+
+    # a committed row that ran with other options (a default changed since) is recomputed, not restored
+    doc = json.loads((out / "results.json").read_text())
+    for r in doc["rows"]:
+        if r["method"] == scratch:
+            r["details"]["options"]["gate_init"] = 99.0
+    (out / "results.json").write_text(json.dumps(doc))
+    shutil.rmtree(out / "cache")
+    assert main(base + ["--methods", f"l1,{scratch}", "--resume"]) == 0
+    rows = {r["method"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert rows["l1"].get("restored") and not rows[scratch].get("restored")
+    assert rows[scratch]["details"]["options"]["gate_init"] == 3.0
     assert "restored from the committed `results.json`" in (out / "README.md").read_text()
 
     shutil.rmtree(out / "cache")  # now a method that starts from the dense weights: the dense phase runs again
@@ -245,3 +257,15 @@ def test_pool_resume_restores_committed_rows_in_every_job(tmp_path):
         assert rows[k].get("restored") and rows[k]["metric"] == r["metric"], k
     assert not list((out / "cache").glob("**/dense-seed*.pt"))  # no dense phase ran
     assert all(rows[(scratch, s)]["metric"] > 10 for s in (0, 1))
+
+    # the first method's rows are all restored but a later method needs the dense weights: the seed's first job
+    # trains the dense model once and the later job starts from its checkpoint (no second dense phase)
+    shutil.rmtree(out / "cache")
+    assert main(base + ["--methods", "l1,tp-l1", "--resume", "--workers", "2"]) == 0
+    rows = {(r["method"], r["seed"]): r for r in json.loads((out / "results.json").read_text())["rows"]}
+    pool = out / "cache" / "pool"
+    for s in (0, 1):
+        assert rows[("l1", s)].get("restored") and not rows[("tp-l1", s)].get("restored")
+        assert not rows[("dense", s)].get("restored") and (pool / f"seed{s}-l1" / "cache" / f"dense-seed{s}.pt").is_file()
+        lines = (pool / f"seed{s}-tp-l1" / "cache" / "rows.jsonl").read_text().splitlines()
+        assert sum(json.loads(x)["method"] == "dense" for x in lines) == 1  # the first job's row, not its own

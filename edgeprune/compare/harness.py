@@ -18,7 +18,7 @@ import os
 import re
 import time
 import traceback
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +28,7 @@ from ..errors import ConfigError, EdgepruneError
 from ..runfolder import json_default
 from .config import DENSE_FT, CompareConfig, MethodSpec, epoch_plan, expand_methods, method_options, method_train_options
 from .counting import count_compact, widths_str
+from .restore import needs_dense_weights, resolved_options, restore_rows, row_key
 
 @dataclass
 class Data:
@@ -138,8 +139,7 @@ def prune_method(spec: MethodSpec, dense, data: Data, cfg: CompareConfig, seed: 
         "plan_meta": {k: v for k, v in result.plan.meta.items() if isinstance(v, (int, float, str, bool))},
         "extras": method_extras(result),
         # every option as resolved when the row ran: a default changed later does not re-label committed rows
-        "options": {k: v for k, v in (asdict(method.opts) if is_dataclass(getattr(method, "opts", None)) else {})
-                    .items() if isinstance(v, (int, float, str, bool, type(None)))},
+        "options": resolved_options(method),
     }
     return small.eval(), info
 
@@ -202,48 +202,6 @@ def measure_latencies(paths: list[Path], *, rounds: int, runs: int, warmup: int,
 
 def _safe(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", label)
-
-
-def _row_key(method: str, level: float, seed: int) -> str:
-    return f"{method}|{level:g}|{seed}"
-
-
-_LATENCY_FIELDS = ("latency_ms", "latency_spread_pct", "latency_per_round", "speedup")
-
-
-def restore_rows(results: Path, cfg: CompareConfig, row_fp: str, done: dict[str, dict]) -> int:
-    """Add to ``done`` the finished rows of a committed ``results.json`` (same row fingerprint) that the cache lacks.
-
-    The cache (checkpoints, ONNX files) is not committed, so a study resumed elsewhere would otherwise redo every
-    row; restored rows keep their measurements but not their latency (no model to time beside the new ones)."""
-    if not results.is_file():
-        return 0
-    try:
-        blob = json.loads(results.read_text())
-        conf = blob["meta"]["config"]
-        fp = hashlib.sha256(json.dumps({k: conf.get(k) for k in cfg.ROW_KEYS}, sort_keys=True,
-                                       default=str).encode()).hexdigest()[:12]
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
-    if fp != row_fp:
-        return 0
-    n = 0
-    for r in blob.get("rows", []):
-        key = _row_key(r["method"], r["level"], r["seed"])
-        if key in done or r.get("error"):
-            continue
-        done[key] = {**{k: v for k, v in r.items() if k not in _LATENCY_FIELDS}, "_fp": row_fp, "restored": True}
-        n += 1
-    return n
-
-
-def _needs_dense_weights(specs: list[MethodSpec], cfg: CompareConfig, done: dict[str, dict], seed: int) -> bool:
-    """Whether a row of this seed still to run starts from the trained dense weights (dense+ft always does)."""
-    ft_epochs = cfg.finetune_epochs if cfg.epoch_budget == "equal-finetune" else cfg.post_dense_epochs
-    if cfg.dense_ft and not cfg.finished_only and ft_epochs > 0 and _row_key(DENSE_FT, 0.0, seed) not in done:
-        return True
-    return any(_row_key(s.label, lv, seed) not in done and not epoch_plan(s, cfg)["from_scratch"]
-               for s in specs for lv in cfg.levels)
 
 
 def run_compare(cfg: CompareConfig, log: Callable[[str], None] = print) -> dict:
@@ -312,16 +270,19 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
             except json.JSONDecodeError:
                 continue
             if r.get("_fp") == row_fp and not r.get("error") and Path(r.get("_onnx", "")).is_file():
-                done[_row_key(r["method"], r["level"], r["seed"])] = r
+                done[row_key(r["method"], r["level"], r["seed"])] = r
         log(f"resuming: {len(done)} finished row(s) reused from {rows_file}")
     elif rows_file.exists():
         rows_file.unlink()
     if cfg.resume:
-        restored = restore_rows(out / "results.json", cfg, row_fp, done)
-        if restored:
-            meta["restored_rows"] = restored
-            log(f"resuming: {restored} more finished row(s) restored from {out / 'results.json'} (their models are "
-                "not in the cache: no latency for them)")
+        restored = restore_rows(out / "results.json", cfg, specs, row_fp, done)
+        if restored["restored"]:
+            meta["restored_rows"], meta["restored_unverified"] = restored["restored"], restored["unverified"]
+            log(f"resuming: {restored['restored']} more finished row(s) restored from {out / 'results.json'} (no "
+                "model in the cache: their latency, if any, is the earlier run's)")
+        if restored["unverified"]:
+            log(f"warning: {restored['unverified']} restored row(s) predate per-row method options; they are assumed "
+                "to have run with today's defaults")
         meta["reused_rows"] = len(done)
 
     def record(row: dict) -> None:
@@ -347,11 +308,11 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
     n = 0
     for seed in cfg.seeds:
         # ---------------- dense (cached per seed, shared by every method and level)
-        key = _row_key("dense", 0.0, seed)
+        key = row_key("dense", 0.0, seed)
         ckpt = cache / f"dense-seed{seed}.pt"
         dense = _build(cfg, data)
         if key in done and not ckpt.is_file():
-            if _needs_dense_weights(specs, cfg, done, seed):
+            if needs_dense_weights(specs, cfg, done, seed):
                 done.pop(key)  # the row survived but its checkpoint did not: retrain (never prune an untrained model)
             else:  # every row still to run re-initialises the weights (from scratch): the dense row is enough
                 dense_row = done[key]
@@ -401,7 +362,7 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
         # ---------------- the unpruned model given the same post-dense budget: what the extra epochs alone give
         ft_epochs = cfg.finetune_epochs if cfg.epoch_budget == "equal-finetune" else cfg.post_dense_epochs
         if ft_epochs > 0:
-            key = _row_key(DENSE_FT, 0.0, seed)
+            key = row_key(DENSE_FT, 0.0, seed)
             if key in done:
                 rows.append(done[key])
             elif not cfg.finished_only and cfg.dense_ft:
@@ -425,7 +386,7 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
             for level in cfg.levels:
                 n += 1
                 keep = round(1.0 - level, 10)
-                key = _row_key(spec.label, level, seed)
+                key = row_key(spec.label, level, seed)
                 tag = f"[{n}/{total} {spec.label} -{level:.0%} seed {seed}]"
                 if key in done:
                     rows.append(done[key])
@@ -497,7 +458,7 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
         for r in measurable:
             r.update({k: v for k, v in lat[r["_onnx"]].items() if k != "per_round"})
             r["latency_per_round"] = lat[r["_onnx"]]["per_round"]
-        dense_lat = {r["seed"]: r["latency_ms"] for r in rows if r["method"] == "dense" and r.get("latency_ms")}
+        dense_lat = {r["seed"]: r["latency_ms"] for r in measurable if r["method"] == "dense" and r.get("latency_ms")}
         for r in measurable:
             if r["seed"] in dense_lat and r.get("latency_ms"):
                 r["speedup"] = dense_lat[r["seed"]] / r["latency_ms"]

@@ -139,7 +139,10 @@ def readme(meta: dict, cfg: CompareConfig, summary: list[dict], rows: list[dict]
         + (f"; this invocation reused {meta['reused_rows']} finished rows of an earlier one (`--resume`), so its wall "
            "time does not include them" if meta.get("reused_rows") else "")
         + (f" ({meta['restored_rows']} of them restored from the committed `results.json`, whose models were not in "
-           "the cache: no latency for those)" if meta.get("restored_rows") else ""),
+           "the cache: their latency, where they have one, is the earlier run's, not measured beside this run's"
+           + (f"; {meta['restored_unverified']} of them predate per-row method options and are assumed to have run "
+              "with the defaults of this revision" if meta.get("restored_unverified") else "") + ")"
+           if meta.get("restored_rows") else ""),
         *([f"- Left out (not finished when the run was cut off; `--finished-only`): {', '.join(meta['left_out'])}"]
           if meta.get("left_out") else []),
         f"- Machine: {m.get('cpu') or m.get('Model name', '?')}, {m.get('cores') or m.get('CPU(s)')} CPU(s), "

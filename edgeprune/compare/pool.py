@@ -30,6 +30,7 @@ from typing import Callable
 
 from .config import DENSE_FT, CompareConfig, expand_methods
 from .harness import run_compare
+from .restore import needs_dense_weights, restore_rows
 
 
 def _job(cfg: CompareConfig) -> str:
@@ -66,14 +67,22 @@ def run_compare_pool(cfg: CompareConfig, workers: int, log: Callable[[str], None
 
     first = {s: root / f"seed{s}-{_safe(specs[0].label)}" for s in cfg.seeds}
     committed = Path(cfg.out) / "results.json"  # every job restores the committed rows it would otherwise redo
+    restorable: dict[str, dict] = {}
+    if cfg.resume:
+        restore_rows(committed, cfg, specs, cfg.fingerprint(*cfg.ROW_KEYS), restorable)
 
-    def prepare(folder: Path) -> None:
+    def prepare(folder: Path, drop_dense_of: int | None = None) -> None:
         (folder / "cache").mkdir(parents=True, exist_ok=True)
         if cfg.resume and committed.is_file() and not (folder / "results.json").is_file():
-            shutil.copy2(committed, folder / "results.json")
+            blob = json.loads(committed.read_text())
+            if drop_dense_of is not None:  # this seed's first job must train the dense model that others need
+                blob["rows"] = [r for r in blob.get("rows", [])
+                                if not (r.get("method") == "dense" and r.get("seed") == drop_dense_of)]
+            (folder / "results.json").write_text(json.dumps(blob))
 
-    for s in cfg.seeds:
-        prepare(first[s])
+    for s in cfg.seeds:  # the dense phase is decided per seed over every method of the run, not per job
+        ckpt = first[s] / "cache" / f"dense-seed{s}.pt"
+        prepare(first[s], s if not ckpt.is_file() and needs_dense_weights(specs, cfg, restorable, s) else None)
     ctx = get_context("spawn")  # a forked torch can deadlock in its thread pools
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         log(f"pool: {workers} workers; dense models of {len(cfg.seeds)} seed(s) with {specs[0].label} ...")
