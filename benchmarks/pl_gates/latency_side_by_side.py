@@ -42,11 +42,14 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--out", required=True, help="markdown file to write")
     a = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="latency-") as tmp:  # the rebuilt models' ONNX files, while timed
+        return _run(a, Path(tmp), argv)
 
+
+def _run(a, tmp: Path, argv) -> int:
     shape = tuple(int(x) for x in a.input.split(","))
     example = torch.zeros(1, *shape)
     models: dict[str, Path] = {}
-    tmp = Path(tempfile.mkdtemp(prefix="latency-"))
     for w in a.widths:
         widths = [int(x) for x in w.split(",")]
         torch.manual_seed(0)

@@ -165,9 +165,7 @@ class CompareConfig:
     dense_ft: bool = True  # the dense+ft reference row (costs as much as one method's budget on the dense model)
 
     def fingerprint(self, *keys: str) -> str:
-        d = asdict(self)
-        blob = json.dumps({k: d[k] for k in keys} if keys else d, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return fingerprint_of(asdict(self), *keys)
 
     DENSE_KEYS = ("dataset", "model", "model_options", "epochs", "train_limit", "data_seed", "data_dir",
                   "batch_size", "lr", "weight_decay")
@@ -196,6 +194,13 @@ def method_train_options(cfg: CompareConfig, seed: int = 0) -> dict:
 def method_options(spec: "MethodSpec", cfg: CompareConfig) -> dict:
     """A registry method's options: ``--method-options`` for its name, overridden by the spec's ``[k=v]``."""
     return {**cfg.method_options.get(spec.name, {}), **dict(spec.options)}
+
+
+def fingerprint_of(config: dict, *keys: str) -> str:
+    """A short hash of ``keys`` of a config as a dict (all of it without keys): :meth:`CompareConfig.fingerprint`,
+    also of a config read back from a ``results.json``."""
+    blob = json.dumps({k: config.get(k) for k in keys} if keys else config, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def epoch_plan(spec: "MethodSpec", cfg: CompareConfig) -> dict:

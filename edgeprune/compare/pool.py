@@ -67,22 +67,23 @@ def run_compare_pool(cfg: CompareConfig, workers: int, log: Callable[[str], None
 
     first = {s: root / f"seed{s}-{_safe(specs[0].label)}" for s in cfg.seeds}
     committed = Path(cfg.out) / "results.json"  # every job restores the committed rows it would otherwise redo
+    blob = json.loads(committed.read_text()) if cfg.resume and committed.is_file() else None
     restorable: dict[str, dict] = {}
-    if cfg.resume:
+    if blob is not None:
         restore_rows(committed, cfg, specs, cfg.fingerprint(*cfg.ROW_KEYS), restorable)
+
+    def dense_ckpt(s: int) -> Path:
+        return first[s] / "cache" / f"dense-seed{s}.pt"
 
     def prepare(folder: Path, drop_dense_of: int | None = None) -> None:
         (folder / "cache").mkdir(parents=True, exist_ok=True)
-        if cfg.resume and committed.is_file() and not (folder / "results.json").is_file():
-            blob = json.loads(committed.read_text())
-            if drop_dense_of is not None:  # this seed's first job must train the dense model that others need
-                blob["rows"] = [r for r in blob.get("rows", [])
-                                if not (r.get("method") == "dense" and r.get("seed") == drop_dense_of)]
-            (folder / "results.json").write_text(json.dumps(blob))
+        if blob is not None and not (folder / "results.json").is_file():
+            rows = [r for r in blob.get("rows", [])  # drop_dense_of: this seed's first job trains its dense model
+                    if not (r.get("method") == "dense" and r.get("seed") == drop_dense_of)]
+            (folder / "results.json").write_text(json.dumps({**blob, "rows": rows}))
 
     for s in cfg.seeds:  # the dense phase is decided per seed over every method of the run, not per job
-        ckpt = first[s] / "cache" / f"dense-seed{s}.pt"
-        prepare(first[s], s if not ckpt.is_file() and needs_dense_weights(specs, cfg, restorable, s) else None)
+        prepare(first[s], s if not dense_ckpt(s).is_file() and needs_dense_weights(specs, cfg, restorable, s) else None)
     ctx = get_context("spawn")  # a forked torch can deadlock in its thread pools
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         log(f"pool: {workers} workers; dense models of {len(cfg.seeds)} seed(s) with {specs[0].label} ...")
@@ -94,8 +95,8 @@ def run_compare_pool(cfg: CompareConfig, workers: int, log: Callable[[str], None
             for spec in specs[1:]:
                 folder = root / f"seed{s}-{_safe(spec.label)}"
                 prepare(folder)
-                if (first[s] / "cache" / f"dense-seed{s}.pt").is_file():  # absent: no job needs the dense weights
-                    shutil.copy2(first[s] / "cache" / f"dense-seed{s}.pt", folder / "cache" / f"dense-seed{s}.pt")
+                if dense_ckpt(s).is_file():  # absent: no job needs the dense weights
+                    shutil.copy2(dense_ckpt(s), folder / "cache" / dense_ckpt(s).name)
                 have = {(r["method"], r["level"]) for r in _rows(folder)}
                 with (folder / "cache" / "rows.jsonl").open("a") as fh:
                     for r in dense_rows:
@@ -116,8 +117,8 @@ def run_compare_pool(cfg: CompareConfig, workers: int, log: Callable[[str], None
                 seen.add(key)
                 lines.append(json.dumps(r))
     for s in cfg.seeds:
-        if (first[s] / "cache" / f"dense-seed{s}.pt").is_file():
-            shutil.copy2(first[s] / "cache" / f"dense-seed{s}.pt", cache / f"dense-seed{s}.pt")
+        if dense_ckpt(s).is_file():
+            shutil.copy2(dense_ckpt(s), cache / dense_ckpt(s).name)
     (cache / "rows.jsonl").write_text("".join(line + "\n" for line in lines))
     log(f"pool: {len(lines)} row(s) in {pool_s:.1f} s; tabulating (and timing latency) in this process")
     result = run_compare(replace(cfg, resume=True), log)

@@ -10,12 +10,11 @@ re-label old rows). Rows older than the per-row options are restored with a warn
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
-from .config import DENSE_FT, CompareConfig, MethodSpec, epoch_plan, method_options
+from .config import DENSE_FT, CompareConfig, MethodSpec, epoch_plan, fingerprint_of, method_options
 
 
 def row_key(method: str, level: float, seed: int) -> str:
@@ -54,8 +53,7 @@ def restore_rows(results: Path, cfg: CompareConfig, specs: list[MethodSpec], row
     try:
         blob = json.loads(results.read_text())
         conf = blob["meta"]["config"]
-        fp = hashlib.sha256(json.dumps({k: conf.get(k) for k in cfg.ROW_KEYS}, sort_keys=True,
-                                       default=str).encode()).hexdigest()[:12]
+        fp = fingerprint_of(conf, *cfg.ROW_KEYS)
         rows = list(blob.get("rows", []))
     except (OSError, ValueError, KeyError, TypeError):
         return counts
