@@ -67,6 +67,16 @@ def layer_rows(model_name: str, shape: tuple) -> list[dict]:
             add(name, {"name": name, "kind": "conv", "layer_kind": kind, "spec": spec, "shape": (cin, h, h)})
         return hook
 
+    def lin_hook(m, inp, out):
+        name = f"linear-{m.in_features}-{m.out_features}"
+        add(name, {"name": name, "kind": "linear", "layer_kind": "linear",
+                   "spec": {"fin": m.in_features, "fout": m.out_features, "act": False}, "shape": (m.in_features,)})
+
+    def res_hook(m, inp, out):
+        c, h = out.shape[1], out.shape[2]
+        name = f"add-c{c}-hw{h}"
+        add(name, {"name": name, "kind": "add", "layer_kind": "residual add", "spec": {}, "shape": (c, h, h)})
+
     handles = []
     for mod in model.modules():
         kids = list(mod.children()) if isinstance(mod, nn.Sequential) else []
@@ -76,18 +86,8 @@ def layer_rows(model_name: str, shape: tuple) -> list[dict]:
                 act = acts.get(type(nxt), "none")
                 handles.append(m.register_forward_hook(conv_hook(m, act)))
         if isinstance(mod, nn.Linear):
-            def lin_hook(m, inp, out, _=None):
-                name = f"linear-{m.in_features}-{m.out_features}"
-                add(name, {"name": name, "kind": "linear", "layer_kind": "linear",
-                           "spec": {"fin": m.in_features, "fout": m.out_features, "act": False},
-                           "shape": (m.in_features,)})
             handles.append(mod.register_forward_hook(lin_hook))
         if isinstance(mod, Residual):
-            def res_hook(m, inp, out):
-                c, h = out.shape[1], out.shape[2]
-                name = f"add-c{c}-hw{h}"
-                add(name, {"name": name, "kind": "add", "layer_kind": "residual add", "spec": {},
-                           "shape": (c, h, h)})
             handles.append(mod.register_forward_hook(res_hook))
     with torch.no_grad():
         model(torch.zeros(1, *shape))
@@ -102,9 +102,10 @@ def layer_rows(model_name: str, shape: tuple) -> list[dict]:
 def measure(workdir: Path, rows: list[dict], rounds: int) -> dict:
     """Per row and runtime: the p50 of fp32 and INT8 in each round, back to back, order alternating."""
     res = {}
+    artifacts = {r["name"]: json.loads((workdir / r["name"] / "done.json").read_text())["artifacts"] for r in rows}
     for rnd in range(rounds):
         for r in rows[rnd % len(rows):] + rows[:rnd % len(rows)]:
-            arts = json.loads((workdir / r["name"] / "done.json").read_text())["artifacts"]
+            arts = artifacts[r["name"]]
             for rt, (f32, i8) in PAIRS.items():
                 if f32 not in arts or i8 not in arts:
                     continue
