@@ -269,3 +269,28 @@ def test_pool_resume_restores_committed_rows_in_every_job(tmp_path):
         assert not rows[("dense", s)].get("restored") and (pool / f"seed{s}-l1" / "cache" / f"dense-seed{s}.pt").is_file()
         lines = (pool / f"seed{s}-tp-l1" / "cache" / "rows.jsonl").read_text().splitlines()
         assert sum(json.loads(x)["method"] == "dense" for x in lines) == 1  # the first job's row, not its own
+
+
+def test_pool_queues_a_seeds_jobs_as_soon_as_its_dense_phase_ends():
+    """No barrier between seeds: seed 1's first job can only finish after seed 0's follow-up job has run, which
+    a pool that waits for every seed's first job before submitting the rest never does (it would time out)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edgeprune.compare.pool import run_in_phases
+
+    followup_ran = threading.Event()
+
+    def first(seed):
+        if seed == 1:  # a long dense phase: it ends only once seed 0's other job has started and finished
+            return ("first", seed, followup_ran.wait(timeout=10))
+        return ("first", seed, True)
+
+    def other(seed):
+        followup_ran.set()
+        return ("other", seed, True)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = run_in_phases(pool, {0: (first, 0), 1: (first, 1)}, lambda s: [(other, s)])
+    assert all(ok for _, _, ok in results), results
+    assert sorted(results) == [("first", 0, True), ("first", 1, True), ("other", 0, True), ("other", 1, True)]

@@ -7,7 +7,8 @@ and dense checkpoints are gathered into ``<out>/cache/`` and one last ``run_comp
 this process reuses every row and measures latency alone (timings are not taken while workers compete).
 
 1. per seed, the first method's job trains the dense model (and the dense+ft row);
-2. every other (method, seed) job starts from that seed's dense checkpoint (copied into its folder);
+2. every other (method, seed) job starts from that seed's dense checkpoint (copied into its folder), queued as
+   soon as that seed's first job ends (:func:`run_in_phases`: no barrier waiting for the other seeds);
 3. gather, then the resumed run tabulates and times.
 
 With ``--resume`` and a committed ``<out>/results.json`` every job restores its finished rows (the cache is not
@@ -22,7 +23,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
@@ -84,28 +85,29 @@ def run_compare_pool(cfg: CompareConfig, workers: int, log: Callable[[str], None
 
     for s in cfg.seeds:  # the dense phase is decided per seed over every method of the run, not per job
         prepare(first[s], s if not dense_ckpt(s).is_file() and needs_dense_weights(specs, cfg, restorable, s) else None)
+
+    def followups(s: int) -> list[tuple]:
+        """Seed ``s``'s other jobs, each given the dense rows and checkpoint its first job left."""
+        dense_rows = [r for r in _rows(first[s]) if r["method"] in ("dense", DENSE_FT)]
+        jobs = []
+        for spec in specs[1:]:
+            folder = root / f"seed{s}-{_safe(spec.label)}"
+            prepare(folder)
+            if dense_ckpt(s).is_file():  # absent: no job needs the dense weights
+                shutil.copy2(dense_ckpt(s), folder / "cache" / dense_ckpt(s).name)
+            have = {(r["method"], r["level"]) for r in _rows(folder)}
+            with (folder / "cache" / "rows.jsonl").open("a") as fh:
+                for r in dense_rows:
+                    if (r["method"], r["level"]) not in have:
+                        fh.write(json.dumps(r) + "\n")
+            jobs.append((_job, job(s, spec.label, folder)))
+        return jobs
+
     ctx = get_context("spawn")  # a forked torch can deadlock in its thread pools
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        log(f"pool: {workers} workers; dense models of {len(cfg.seeds)} seed(s) with {specs[0].label} ...")
-        for f in [pool.submit(_job, job(s, specs[0].label, first[s])) for s in cfg.seeds]:
-            f.result()
-        futures = []
-        for s in cfg.seeds:
-            dense_rows = [r for r in _rows(first[s]) if r["method"] in ("dense", DENSE_FT)]
-            for spec in specs[1:]:
-                folder = root / f"seed{s}-{_safe(spec.label)}"
-                prepare(folder)
-                if dense_ckpt(s).is_file():  # absent: no job needs the dense weights
-                    shutil.copy2(dense_ckpt(s), folder / "cache" / dense_ckpt(s).name)
-                have = {(r["method"], r["level"]) for r in _rows(folder)}
-                with (folder / "cache" / "rows.jsonl").open("a") as fh:
-                    for r in dense_rows:
-                        if (r["method"], r["level"]) not in have:
-                            fh.write(json.dumps(r) + "\n")
-                futures.append(pool.submit(_job, job(s, spec.label, folder)))
-        log(f"pool: {len(futures)} more (method, seed) job(s) ...")
-        for f in futures:
-            f.result()
+        log(f"pool: {workers} workers; dense models of {len(cfg.seeds)} seed(s) with {specs[0].label}, each seed's "
+            f"{len(specs) - 1} other job(s) queued as soon as its dense model is ready ...")
+        run_in_phases(pool, {s: (_job, job(s, specs[0].label, first[s])) for s in cfg.seeds}, followups)
     pool_s = time.perf_counter() - t0
     # gather: every job's rows (first one per key) and the dense checkpoints, then resume serially
     cache = Path(cfg.out) / "cache"
@@ -125,6 +127,24 @@ def run_compare_pool(cfg: CompareConfig, workers: int, log: Callable[[str], None
     result["meta"]["pool"] = {"workers": workers, "jobs": len(cfg.seeds) * len(specs), "pool_wall_s": pool_s}
     result["meta"]["wall_s"] = time.perf_counter() - t0
     return result
+
+
+def run_in_phases(pool: Executor, firsts: dict[int, tuple], followups: Callable[[int], list[tuple]]) -> list:
+    """Submit every seed's first job (``(fn, *args)``); the moment one finishes, submit the jobs
+    ``followups(seed)`` returns (they need what it left: the dense checkpoint). No barrier between seeds: a
+    worker never idles while another seed's dense phase runs. Returns every job's result, in completion order;
+    the first job that raises stops the run (the executor's exit waits for the jobs already running)."""
+    pending: dict[Future, int | None] = {pool.submit(*firsts[s]): s for s in firsts}
+    results = []
+    while pending:
+        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for f in done:
+            seed = pending.pop(f)
+            results.append(f.result())
+            if seed is not None:
+                for fn_args in followups(seed):
+                    pending[pool.submit(*fn_args)] = None
+    return results
 
 
 def _safe(label: str) -> str:
