@@ -208,13 +208,15 @@ def test_without_nproc_argv_is_kept_otherwise():
 
 
 @pytest.mark.slow  # a serial and a pooled comparison, each exporting its models to ONNX
-def test_compare_workers_pool_gives_the_serial_rows(tmp_path):
+def test_compare_workers_pool_gives_the_serial_rows(tmp_path, capsys):
     from edgeprune.compare import main
 
     base = ["--dataset", "digits", "--model", "mlp", "--methods", "l1,l2", "--levels", "0.5", "--seeds", "0",
             "--epochs", "1", "--finetune-epochs", "1", "--no-latency", "--quiet"]
     assert main([*base, "--out", str(tmp_path / "serial")]) == 0
-    assert main([*base, "--out", str(tmp_path / "pool"), "--workers", "2"]) == 0
+    capsys.readouterr()
+    assert main([*base[:-1], "--out", str(tmp_path / "pool"), "--workers", "2"]) == 0
+    said = capsys.readouterr().out  # progress: one line per finished job, with its rows' metrics
 
     def rows(name):
         doc = json.loads((tmp_path / name / "results.json").read_text())
@@ -227,3 +229,7 @@ def test_compare_workers_pool_gives_the_serial_rows(tmp_path):
         assert (p[k]["metric"], p[k]["macs"], p[k]["params"], p[k]["widths"]) == \
                (s[k]["metric"], s[k]["macs"], s[k]["params"], s[k]["widths"]), k
     assert pooled["meta"]["pool"]["workers"] == 2 and "pool" not in serial["meta"]
+    assert f"[2/2] seed0-l2 done (l2 0.5: {p[('l2', 0.5, 0)]['metric']:.2f})" in said, said
+    assert f"dense 0: {p[('dense', 0.0, 0)]['metric']:.2f}" in said.split("seed0-l1 done")[1].splitlines()[0]
+    for m in ("l1", "l2"):  # each worker's own log, for tail -f during a long study
+        assert f"[1/1 {m} -50% seed 0]" in (tmp_path / "pool" / "cache" / "pool" / f"seed0-{m}" / "log.txt").read_text()

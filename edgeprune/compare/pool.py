@@ -11,6 +11,9 @@ this process reuses every row and measures latency alone (timings are not taken 
    soon as that seed's first job ends (:func:`run_in_phases`: no barrier waiting for the other seeds);
 3. gather, then the resumed run tabulates and times.
 
+Progress: one line per finished job (its rows' metrics, jobs done, elapsed time) in this process; each job's
+own log in ``<folder>/log.txt``.
+
 With ``--resume`` and a committed ``<out>/results.json`` every job restores its finished rows (the cache is not
 committed); a seed whose dense weights no remaining job needs (from-scratch methods) trains no dense model.
 
@@ -36,9 +39,21 @@ from .restore import needs_dense_weights, restore_rows
 
 def _job(cfg: CompareConfig) -> str:
     """One job in a worker process; returns its folder. A row that fails is recorded (with ``error``) as in the
-    serial run, and the resumed run retries it."""
-    run_compare(cfg, log=lambda s: None)
+    serial run, and the resumed run retries it. Its log goes to ``<folder>/log.txt`` (``tail -f`` it)."""
+    log_file = Path(cfg.out) / "log.txt"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("a", buffering=1) as fh:
+        run_compare(cfg, log=lambda s: fh.write(f"{time.strftime('%H:%M:%S')} {s}\n"))
     return cfg.out
+
+
+def _done_line(folder: Path, n: int, total: int, t0: float, own_dense: bool) -> str:
+    """One progress line for a finished job: its rows' metrics (the dense ones only where this job trained them,
+    ``own_dense``), the jobs done, the elapsed time."""
+    rows = [r for r in _rows(folder) if own_dense or r["method"] not in ("dense", DENSE_FT)]
+    got = ", ".join(f"{r['method']} {r['level']:g}: {r['metric']:.2f}" if not r.get("error") else
+                    f"{r['method']} {r['level']:g}: failed" for r in rows) or "rows restored, nothing to run"
+    return f"pool: [{n}/{total}] {folder.name} done ({got}); {time.perf_counter() - t0:.0f} s elapsed"
 
 
 def _rows(folder: Path) -> list[dict]:
@@ -105,9 +120,12 @@ def run_compare_pool(cfg: CompareConfig, workers: int, log: Callable[[str], None
 
     ctx = get_context("spawn")  # a forked torch can deadlock in its thread pools
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        log(f"pool: {workers} workers; dense models of {len(cfg.seeds)} seed(s) with {specs[0].label}, each seed's "
-            f"{len(specs) - 1} other job(s) queued as soon as its dense model is ready ...")
-        run_in_phases(pool, {s: (_job, job(s, specs[0].label, first[s])) for s in cfg.seeds}, followups)
+        total = len(cfg.seeds) * len(specs)
+        log(f"pool: {workers} workers, {total} (method, seed) jobs; dense models of {len(cfg.seeds)} seed(s) with "
+            f"{specs[0].label}, each seed's {len(specs) - 1} other job(s) queued as soon as its dense model is ready; "
+            f"each job logs to {root}/<seed>-<method>/log.txt")
+        run_in_phases(pool, {s: (_job, job(s, specs[0].label, first[s])) for s in cfg.seeds}, followups,
+                      on_done=lambda f, n: log(_done_line(Path(f), n, total, t0, Path(f) in first.values())))
     pool_s = time.perf_counter() - t0
     # gather: every job's rows (first one per key) and the dense checkpoints, then resume serially
     cache = Path(cfg.out) / "cache"
@@ -129,11 +147,13 @@ def run_compare_pool(cfg: CompareConfig, workers: int, log: Callable[[str], None
     return result
 
 
-def run_in_phases(pool: Executor, firsts: dict[int, tuple], followups: Callable[[int], list[tuple]]) -> list:
+def run_in_phases(pool: Executor, firsts: dict[int, tuple], followups: Callable[[int], list[tuple]],
+                  on_done: Callable[[object, int], None] | None = None) -> list:
     """Submit every seed's first job (``(fn, *args)``); the moment one finishes, submit the jobs
     ``followups(seed)`` returns (they need what it left: the dense checkpoint). No barrier between seeds: a
     worker never idles while another seed's dense phase runs. Returns every job's result, in completion order;
-    the first job that raises stops the run (the executor's exit waits for the jobs already running)."""
+    the first job that raises stops the run (the executor's exit waits for the jobs already running).
+    ``on_done(result, n_finished)`` is called in this process after each job (progress)."""
     pending: dict[Future, int | None] = {pool.submit(*firsts[s]): s for s in firsts}
     results = []
     while pending:
@@ -141,6 +161,8 @@ def run_in_phases(pool: Executor, firsts: dict[int, tuple], followups: Callable[
         for f in done:
             seed = pending.pop(f)
             results.append(f.result())
+            if on_done is not None:
+                on_done(results[-1], len(results))
             if seed is not None:
                 for fn_args in followups(seed):
                     pending[pool.submit(*fn_args)] = None
