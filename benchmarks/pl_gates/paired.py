@@ -6,6 +6,10 @@ dense model's seed-to-seed variation (every method of a seed starts from the sam
 
     python benchmarks/pl_gates/paired.py benchmarks/results/fashion-mnist-resnet-pl-gates-ablation/results.json \\
         --reference 'pl-gates[gamma=0]'
+
+Several results.json files are merged (a study run in several folders): their rows pair only if every seed's
+dense model is the same in each (same dense accuracy to the last digit), which is checked; a (method, level,
+seed) row present in more than one file is taken from the first.
 """
 
 from __future__ import annotations
@@ -44,6 +48,25 @@ def paired(rows: list[dict], reference: str, field: str = "metric") -> list[dict
     return out
 
 
+def merge(blobs: list[tuple[str, list[dict]]]) -> list[dict]:
+    """The rows of several runs as one list; raises ``SystemExit`` when a seed's dense models differ."""
+    dense: dict[int, tuple[float, str]] = {}
+    rows, seen = [], set()
+    for name, rs in blobs:
+        for r in rs:
+            if r.get("method") == "dense" and r.get("metric") is not None:
+                if r["seed"] in dense and dense[r["seed"]][0] != r["metric"]:
+                    raise SystemExit(f"paired.py: seed {r['seed']}'s dense model differs between {dense[r['seed']][1]} "
+                                     f"({dense[r['seed']][0]}) and {name} ({r['metric']}): their rows do not pair; "
+                                     "compare files of one study only")
+                dense.setdefault(r["seed"], (r["metric"], name))
+            key = (r.get("method"), r.get("level"), r.get("seed"))
+            if key not in seen:
+                seen.add(key)
+                rows.append(r)
+    return rows
+
+
 def table(res: list[dict], field: str) -> str:
     lines = [f"| level | {field}: A − B, A = reference | B | seeds | mean | 95% CI | excludes 0 |",
              "|---|---|---|---|---:|---|---|"]
@@ -56,12 +79,16 @@ def table(res: list[dict], field: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("results", help="results.json of an `edgeprune compare` run")
+    ap.add_argument("results", nargs="+", help="results.json of an `edgeprune compare` run (several: merged, "
+                    "checked to share their dense models)")
     ap.add_argument("--reference", default="pl-gates")
     ap.add_argument("--field", default="metric", help="row field (metric, latency_ms, ...)")
     a = ap.parse_args()
-    with open(a.results) as f:
-        rows = json.load(f)["rows"]
+    blobs = []
+    for name in a.results:
+        with open(name) as f:
+            blobs.append((name, json.load(f)["rows"]))
+    rows = merge(blobs)
     print(table(paired(rows, a.reference, a.field), a.field))
 
 
