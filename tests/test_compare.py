@@ -294,3 +294,19 @@ def test_pool_queues_a_seeds_jobs_as_soon_as_its_dense_phase_ends():
         results = run_in_phases(pool, {0: (first, 0), 1: (first, 1)}, lambda s: [(other, s)])
     assert all(ok for _, _, ok in results), results
     assert sorted(results) == [("first", 0, True), ("first", 1, True), ("other", 0, True), ("other", 1, True)]
+
+
+def test_every_training_phase_logs_one_line_per_epoch(tmp_path):
+    """Hours-long studies must not run silent: the dense phase, the dense reference and each row's fine-tuning
+    report each finished epoch with its validation metric."""
+    from edgeprune.compare import run_compare
+
+    cfg = CompareConfig(dataset="digits", model="cnn", levels=[0.5], methods=["l1"], seeds=[0], epochs=2,
+                        finetune_epochs=1, method_epochs=0, latency=False, out=str(tmp_path / "cmp"))
+    lines: list[str] = []
+    run_compare(cfg, log=lines.append)
+    for prefix, n in (("[dense seed 0] epoch", 2), (f"[{compare.DENSE_FT} seed 0] epoch", 1)):
+        got = [s for s in lines if s.startswith(prefix)]
+        assert len(got) == n and all(", val " in s and s.endswith("s") for s in got), (prefix, lines)
+    ft = [s for s in lines if "l1" in s and "fine-tune epoch 1/1: loss" in s]
+    assert len(ft) == 1, lines

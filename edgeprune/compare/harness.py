@@ -66,11 +66,12 @@ def load_data(cfg: CompareConfig) -> Data:
 
 
 def _fit(model, x, y, *, task: str, epochs: int, lr: float, cfg: CompareConfig, seed: int, optimizer=None,
-         val=None) -> tuple[float, list[dict]]:
+         val=None, progress: Callable[[str], None] | None = None) -> tuple[float, list[dict]]:
     """edgeprune's ``train`` in channels-last layout (several times faster here).
 
     Returns (training seconds, per-epoch records); with ``val`` the records carry ``val_metric``, and the
-    seconds exclude the time spent evaluating it."""
+    seconds exclude the time spent evaluating it. ``progress`` (a log function whose text already names the
+    phase) gets one line per finished epoch: a full-data epoch of a wide model is minutes long."""
     import torch
 
     from ..train import train
@@ -81,12 +82,19 @@ def _fit(model, x, y, *, task: str, epochs: int, lr: float, cfg: CompareConfig, 
         model.to(memory_format=torch.channels_last)
         try:
             epochs_log = train(model, x, y, task=task, epochs=epochs, batch_size=cfg.batch_size, lr=lr,
-                               weight_decay=cfg.weight_decay, seed=seed, optimizer=optimizer, val=val).epochs
+                               weight_decay=cfg.weight_decay, seed=seed, optimizer=optimizer, val=val,
+                               on_epoch=None if progress is None else lambda r: progress(epoch_line(r, epochs))).epochs
         finally:
             model.to(memory_format=torch.contiguous_format)
     model.eval()
     wall = time.perf_counter() - t0
     return (sum(e["seconds"] for e in epochs_log) if val is not None else wall), epochs_log
+
+
+def epoch_line(rec: dict, epochs: int) -> str:
+    """One finished epoch as a progress line: ``epoch 2/4: loss 0.412, val 88.10, 61.3s``."""
+    val = f", val {rec['val_metric']:.2f}" if "val_metric" in rec else ""
+    return f"epoch {rec['epoch']}/{epochs}: loss {rec['loss']:.3f}{val}, {rec['seconds']:.1f}s"
 
 
 def _example(data: Data):
@@ -336,7 +344,7 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
             dense = _build(cfg, data)
             log(f"[dense seed {seed}] training {cfg.epochs} epoch(s) on {len(a['x_train'])} samples ...")
             train_s, dlog = _fit(dense, a["x_train"], a["y_train"], task=data.task, epochs=cfg.epochs, lr=cfg.lr,
-                                 cfg=cfg, seed=seed, val=val)
+                                 cfg=cfg, seed=seed, val=val, progress=lambda t: log(f"[dense seed {seed}] {t}"))
             torch.save({"fp": dense_fp, "state_dict": dense.state_dict()}, ckpt)
             cnt = count_compact(dense, example)
             arch, onnx_path, diff = export_shared(dense, f"dense-s{seed}")
@@ -369,7 +377,8 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
                 m = copy.deepcopy(dense)
                 seed_everything(seed)
                 ft_s, flog = _fit(m, a["x_train"], a["y_train"], task=data.task, epochs=ft_epochs,
-                                  lr=cfg.finetune_lr, cfg=cfg, seed=seed, val=val)
+                                  lr=cfg.finetune_lr, cfg=cfg, seed=seed, val=val,
+                                  progress=lambda t: log(f"[{DENSE_FT} seed {seed}] {t}"))
                 ft_row = {k: v for k, v in dense_row.items() if k not in ("latency_ms", "latency_spread_pct", "speedup",
                                                                          "latency_per_round")}
                 ft_row.update(method=DENSE_FT, base_method=DENSE_FT, metric_before_ft=dense_row["metric"],
@@ -413,7 +422,8 @@ def _run(cfg: CompareConfig, log: Callable[[str], None]) -> dict:
                     before_val = evaluate(small, val[0], val[1], data.task)
                     seed_everything(seed)
                     train_s, flog = _fit(small, a["x_train"], a["y_train"], task=data.task,
-                                         epochs=plan["finetune_epochs"], lr=cfg.finetune_lr, cfg=cfg, seed=seed, val=val)
+                                         epochs=plan["finetune_epochs"], lr=cfg.finetune_lr, cfg=cfg, seed=seed, val=val,
+                                         progress=lambda t: log(f"{tag} fine-tune {t}"))
                     metric = evaluate(small, a["x_test"], a["y_test"], data.task)
                     # the clock starts at zero for a method that trains from scratch, else after the dense phase
                     start = (0.0 if plan["from_scratch"] else dense_end) + info["prune_s"]
