@@ -74,6 +74,10 @@ def test_lambda_zero_removes_nothing(digits):
     assert res.plan.keep == {} and res.plan.dropped == []
     assert res.history["units_removed_in_training"] == 0 and res.history["branches_removed_in_training"] == 0
     assert res.history["plan_macs_kept"] == 1.0
+    # the counters the benchmark harness tabulates: nothing removed, every branch survives, the full network trained
+    x = res.extras
+    assert x["units_removed_in_training"] == 0 and x["surviving_branches"] == len(res.history["branch_pi_final"]) > 0
+    assert x["train_fwd_macs_pct"] == pytest.approx(100.0) and x["last_epoch_fwd_macs_pct"] == pytest.approx(100.0)
 
 
 def test_removed_structures_never_come_back_and_pi_ends_binary(digits):
@@ -96,6 +100,10 @@ def test_removed_structures_never_come_back_and_pi_ends_binary(digits):
         assert kept == {i for i, v in enumerate(vs) if v == 1.0}
     assert sorted(res.plan.dropped) == sorted(b for b, v in h["branch_pi_final"].items() if v == 0.0)
     json.dumps(h)
+    x = res.extras  # recorded per row by the harness: removal during training shows as fewer forward MACs
+    assert x["surviving_branches"] == len(h["branch_pi_final"]) - len(res.plan.dropped)
+    assert x["units_removed_in_training"] == h["units_removed_in_training"]
+    assert x["last_epoch_fwd_macs_pct"] < 100.0 and x["train_fwd_macs_pct"] >= x["last_epoch_fwd_macs_pct"]
 
 
 @pytest.mark.parametrize("opts", [{}, {"branches": False}, {"units": False}])

@@ -387,7 +387,7 @@ class ComplexityAware(PruningMethod):
         net.close()
         model.eval()
         hist["seconds_total"] = time.perf_counter() - t_start
-        return MethodResult(plan, model, jsonable(hist))
+        return MethodResult(plan, model, jsonable(hist), extras=_counters(hist))
 
     def _plan(self, net: BernoulliNetwork, ctx: FitContext, budget_mode: bool):
         o, graph = self.opts, ctx.graph
@@ -453,6 +453,21 @@ class ComplexityAware(PruningMethod):
                 f"{info['plan_params_kept']:.1%}, {len(dropped)}/{len(net.branch_names)} branch(es) dropped, "
                 f"{info['units_removed_in_training']} units removed during training, {undecided} π undecided at the end")
         return plan, info
+
+
+def _counters(hist: dict) -> dict:
+    """What the benchmark harness records per row (``MethodResult.extras``): the structure found, and what
+    removal during training saved (forward MACs of the network trained, relative to the dense one, as % over
+    the epochs and in the last epoch)."""
+    fwd = [100.0 * float(f) for f in hist["epoch_forward_macs_kept"]]
+    return {
+        "surviving_branches": int(hist["surviving_branches"]),
+        "units_removed_in_training": int(hist["units_removed_in_training"]),
+        "branches_removed_in_training": int(hist["branches_removed_in_training"]),
+        "undecided_at_end": int(hist["undecided_at_end"]),
+        "train_fwd_macs_pct": sum(fwd) / len(fwd) if fwd else 100.0,
+        "last_epoch_fwd_macs_pct": fwd[-1] if fwd else 100.0,
+    }
 
 
 def _consumer_norms(net: BernoulliNetwork) -> dict[str, np.ndarray]:
