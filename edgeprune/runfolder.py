@@ -150,9 +150,11 @@ class RunFolder:
         self._hashes: dict = {}  # rel -> ((size, mtime_ns), sha256): each file is hashed once per change
 
     @contextmanager
-    def lock(self, warn=None, timeout: float | None = None):
+    def lock(self, warn=None, timeout: float | None = None, what: str = "run folder",
+             fix: str = "build into another folder (--name)"):
         """Hold the folder's write lock for the block. A second writer calls ``warn`` once with who holds it and
-        waits up to ``timeout`` seconds (default :func:`lock_timeout`), then raises :class:`RunFolderBusy`."""
+        waits up to ``timeout`` seconds (default :func:`lock_timeout`), then raises :class:`RunFolderBusy`
+        (its message names the folder as ``what`` and offers ``fix``)."""
         from filelock import FileLock, Timeout
 
         timeout = lock_timeout() if timeout is None else timeout
@@ -163,17 +165,15 @@ class RunFolder:
         except Timeout:
             holder = describe_holder(self.path)
             if timeout <= 0:
-                raise RunFolderBusy(f"run folder {self.path} is in use by {holder}: wait for it to finish, or build "
-                                    "into another folder (--name)") from None
+                raise RunFolderBusy(f"{what} {self.path} is in use by {holder}: wait for it to finish, or {fix}") from None
             if warn:
-                warn(f"run folder {self.path} is in use by {holder}; waiting up to {timeout:g} s for it "
+                warn(f"{what} {self.path} is in use by {holder}; waiting up to {timeout:g} s for it "
                      "(EDGEPRUNE_LOCK_TIMEOUT)")
             try:
                 lock.acquire(timeout=timeout)
             except Timeout:
-                raise RunFolderBusy(f"run folder {self.path} is still in use by {describe_holder(self.path)} after "
-                                    f"{timeout:g} s: wait for it to finish, or build into another folder "
-                                    "(--name)") from None
+                raise RunFolderBusy(f"{what} {self.path} is still in use by {describe_holder(self.path)} after "
+                                    f"{timeout:g} s: wait for it to finish, or {fix}") from None
         try:
             write_json(self.path / HOLDER_FILE, {"pid": os.getpid(), "host": socket.gethostname(),
                                                  "command": " ".join(["edgeprune", *sys.argv[1:]])[:200],

@@ -310,3 +310,75 @@ def test_every_training_phase_logs_one_line_per_epoch(tmp_path):
         assert len(got) == n and all(", val " in s and s.endswith("s") for s in got), (prefix, lines)
     ft = [s for s in lines if "l1" in s and "fine-tune epoch 1/1: loss" in s]
     assert len(ft) == 1, lines
+
+
+def test_a_second_run_on_a_busy_study_folder_exits_2_and_names_the_holder(tmp_path, capsys):
+    """Two runs in one study folder would interleave rows, checkpoints and logs: the second is refused at once."""
+    from edgeprune.runfolder import RunFolder
+
+    out = tmp_path / "study"
+    args = ["--dataset", "digits", "--model", "cnn", "--methods", "l1", "--levels", "0.5", "--seeds", "0",
+            "--epochs", "1", "--no-latency", "--out", str(out), "--quiet", "--resume"]
+    with RunFolder(out / "cache").lock(timeout=0):
+        assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "study folder" in err and "in use by pid" in err and "--out" in err
+    assert not (out / "results.json").exists()
+    assert main(args) == 0 and (out / "results.json").is_file()  # released: the same command runs
+
+
+def test_pool_workers_end_when_the_process_that_started_them_is_killed(tmp_path):
+    """A killed `compare --workers` must not leave workers finishing their queued jobs into the study folder."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import sys, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from multiprocessing import get_context\n"
+        "from edgeprune.compare.pool import _exit_with_parent\n"
+        "if __name__ == '__main__':\n"
+        "    with ProcessPoolExecutor(2, mp_context=get_context('spawn'), initializer=_exit_with_parent) as pool:\n"
+        "        futs = [pool.submit(time.sleep, 120) for _ in range(4)]\n"
+        "        while len(pool._processes) < 2: time.sleep(0.05)\n"
+        "        time.sleep(1.0)\n"  # let both workers run their initializer
+        "        print(' '.join(str(p) for p in pool._processes), flush=True)\n"
+        "        time.sleep(120)\n"
+    )
+    (tmp_path / "pool_parent.py").write_text(script)
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "pool_parent.py")], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2
+        for pid in pids:
+            os.kill(pid, 0)  # alive while the parent is
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        alive = list(pids)
+        while alive and time.monotonic() < deadline:  # poll up to 30 s (they end within a second)
+            alive = [pid for pid in alive if _running(pid)]
+            time.sleep(0.1)
+        assert not alive, f"pool workers {alive} outlived the killed parent"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for its new parent to reap it."""
+    import os
+    from pathlib import Path
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True

@@ -6,6 +6,7 @@ import argparse
 import json
 import shlex
 import sys
+from pathlib import Path
 
 from ..errors import ConfigError, EdgepruneError
 from ..methods import get_method
@@ -157,10 +158,15 @@ def main(argv: list[str] | None = None, prog: str = "edgeprune compare") -> int:
         log = (lambda s: None) if a.quiet else (lambda s: print(s, flush=True))
         if a.workers < 1:
             raise ConfigError("--workers must be >= 1")
+        from ..runfolder import RunFolder
         from .pool import run_compare_pool
 
-        result = run_compare_pool(cfg, a.workers, log)
-        paths = write_outputs(result, cfg, f"{prog} {shlex.join(argv)}".strip())
+        # one study per folder: a second run on it (or a pool's worker left over from a killed run) would
+        # interleave rows, checkpoints and logs
+        with RunFolder(Path(cfg.out) / "cache").lock(timeout=0, what="study folder",
+                                                      fix="stop that run first, or give another --out"):
+            result = run_compare_pool(cfg, a.workers, log)
+            paths = write_outputs(result, cfg, f"{prog} {shlex.join(argv)}".strip())
         print(paths["table.md"].read_text(), end="")
         print(f"results in {cfg.out}/ ({', '.join(p.name for p in paths.values())})")
         failed = [r for r in result["rows"] if r.get("error")]

@@ -11,6 +11,9 @@ this process reuses every row and measures latency alone (timings are not taken 
    soon as that seed's first job ends (:func:`run_in_phases`: no barrier waiting for the other seeds);
 3. gather, then the resumed run tabulates and times.
 
+A worker ends as soon as this process does (killed or interrupted: :func:`_exit_with_parent`), and the study
+folder is locked while a run uses it (a second run on it exits 2 and names the holder).
+
 Progress: one line per finished job (its rows' metrics, jobs done, elapsed time) in this process; each job's
 own log in ``<folder>/log.txt``.
 
@@ -35,6 +38,26 @@ from typing import Callable
 from .config import DENSE_FT, CompareConfig, expand_methods
 from .harness import run_compare
 from .restore import needs_dense_weights, restore_rows
+
+
+def _exit_with_parent() -> None:
+    """Worker initializer: end this worker the moment the process that started the pool is gone (killed,
+    interrupted). A pool worker otherwise finishes its job and the ones already queued to it, writing into the
+    study folder while a rerun works there too."""
+    import multiprocessing
+    import os
+    import threading
+    from multiprocessing.connection import wait as wait_for
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        wait_for([parent.sentinel])
+        os._exit(70)  # no cleanup: the job's finished rows are already on disk, the unfinished one is redone
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _job(cfg: CompareConfig) -> str:
@@ -119,7 +142,7 @@ def run_compare_pool(cfg: CompareConfig, workers: int, log: Callable[[str], None
         return jobs
 
     ctx = get_context("spawn")  # a forked torch can deadlock in its thread pools
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_exit_with_parent) as pool:
         total = len(cfg.seeds) * len(specs)
         log(f"pool: {workers} workers, {total} (method, seed) jobs; dense models of {len(cfg.seeds)} seed(s) with "
             f"{specs[0].label}, each seed's {len(specs) - 1} other job(s) queued as soon as its dense model is ready; "
