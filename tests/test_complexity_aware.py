@@ -122,6 +122,8 @@ def test_budget_mode_plan_compacts_and_meets_budget(digits, opts):
         assert abs(kept - 0.5) <= 0.05
     if opts.get("branches") is False:
         assert res.plan.dropped == []
+    # counted on the model, gated or not: units-only keeps every residual branch
+    assert res.extras["surviving_branches"] == len(ctx.graph.branches) - len(res.plan.dropped) > 0
 
 
 def test_bernoulli_network_samples_and_is_deterministic_in_eval(digits):

@@ -440,7 +440,7 @@ class ComplexityAware(PruningMethod):
             "branch_pi_final": dict(zip(net.branch_names, keep_b.tolist())),
             "removed_in_training_but_kept": int(((~net.alive) & (keep > 0)).sum()) + int(((~net.alive_b) & (keep_b > 0)).sum()),
             "dropped_branches": dropped,
-            "surviving_branches": len(net.branch_names) - len(dropped),
+            "surviving_branches": len(ctx.graph.branches) - len(dropped),  # the model's, gated or not
             "undecided_at_end": undecided,
             "units_removed_in_training": int((~net.alive).sum()),
             "branches_removed_in_training": int((~net.alive_b).sum()),
