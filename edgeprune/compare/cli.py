@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -163,10 +164,16 @@ def main(argv: list[str] | None = None, prog: str = "edgeprune compare") -> int:
 
         # one study per folder: a second run on it (or a pool's worker left over from a killed run) would
         # interleave rows, checkpoints and logs
-        with RunFolder(Path(cfg.out) / "cache").lock(timeout=0, what="study folder",
-                                                      fix="stop that run first, or give another --out"):
-            result = run_compare_pool(cfg, a.workers, log)
-            paths = write_outputs(result, cfg, f"{prog} {shlex.join(argv)}".strip())
+        fresh = not Path(cfg.out).exists()
+        try:
+            with RunFolder(Path(cfg.out) / "cache").lock(timeout=0, what="study folder",
+                                                          fix="stop that run first, or give another --out"):
+                result = run_compare_pool(cfg, a.workers, log)
+                paths = write_outputs(result, cfg, f"{prog} {shlex.join(argv)}".strip())
+        except EdgepruneError:
+            if fresh:  # bad input found inside the run: leave no folder that holds only the lock
+                _remove_if_only_lock(Path(cfg.out))
+            raise
         print(paths["table.md"].read_text(), end="")
         print(f"results in {cfg.out}/ ({', '.join(p.name for p in paths.values())})")
         failed = [r for r in result["rows"] if r.get("error")]
@@ -180,6 +187,13 @@ def main(argv: list[str] | None = None, prog: str = "edgeprune compare") -> int:
     except KeyboardInterrupt:
         print("edgeprune: interrupted; rerun with --resume to reuse finished rows", file=sys.stderr)
         return 130
+
+
+def _remove_if_only_lock(out: Path) -> None:
+    from ..runfolder import HOLDER_FILE, LOCK_FILE
+
+    if out.is_dir() and all(f.name in (LOCK_FILE, HOLDER_FILE) for f in out.rglob("*") if not f.is_dir()):
+        shutil.rmtree(out, ignore_errors=True)
 
 
 if __name__ == "__main__":  # pragma: no cover
