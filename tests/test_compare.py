@@ -271,6 +271,29 @@ def test_pool_resume_restores_committed_rows_in_every_job(tmp_path):
         assert sum(json.loads(x)["method"] == "dense" for x in lines) == 1  # the first job's row, not its own
 
 
+def test_finished_only_gathers_the_rows_of_a_pool_run_cut_off_before_its_gather(tmp_path):
+    """A `--workers` run stopped before its own gather leaves its finished rows in the job folders only;
+    `--resume --finished-only` must tabulate them (it used to find no rows and exit 2)."""
+    import shutil
+
+    out = tmp_path / "cmp"
+    base = ["--dataset", "digits", "--model", "cnn", "--levels", "0.5", "--seeds", "0,1", "--epochs", "1",
+            "--finetune-epochs", "1", "--method-epochs", "1", "--no-latency", "--no-dense-ft", "--out", str(out),
+            "--quiet", "--methods", "l1,tp-l1"]
+    assert main(base + ["--workers", "2"]) == 0
+    full = {(r["method"], r["seed"]): r["metric"] for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert len(full) == 6
+    # the state a run killed after its jobs but before the gather leaves: no gathered rows, no outputs
+    for f in ["rows.jsonl"] + [p.name for p in (out / "cache").glob("dense-seed*.pt")]:
+        (out / "cache" / f).unlink()
+    for name in compare.RESULT_FILES:
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "cache" / "pool" / "seed1-tp-l1")  # and one job that never finished
+    assert main(base + ["--resume", "--finished-only"]) == 0
+    rows = {(r["method"], r["seed"]): r["metric"] for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert rows == {k: v for k, v in full.items() if k != ("tp-l1", 1)}
+
+
 def test_pool_queues_a_seeds_jobs_as_soon_as_its_dense_phase_ends():
     """No barrier between seeds: seed 1's first job can only finish after seed 0's follow-up job has run, which
     a pool that waits for every seed's first job before submitting the rest never does (it would time out)."""

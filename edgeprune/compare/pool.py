@@ -92,7 +92,12 @@ def _rows(folder: Path) -> list[dict]:
 
 def run_compare_pool(cfg: CompareConfig, workers: int, log: Callable[[str], None] = print) -> dict:
     """:func:`run_compare` with its (method, seed) jobs spread over ``workers`` processes (1: the serial run)."""
-    if workers <= 1 or cfg.finished_only:
+    if cfg.finished_only:  # a pool run cut off before its gather left its finished rows in the job folders
+        n = gather(cfg)
+        if n:
+            log(f"pool: {n} finished row(s) gathered from {Path(cfg.out) / 'cache' / 'pool'}")
+        return run_compare(cfg, log)
+    if workers <= 1:
         return run_compare(cfg, log)
     specs = expand_methods(cfg.methods)
     root = Path(cfg.out) / "cache" / "pool"
@@ -150,24 +155,38 @@ def run_compare_pool(cfg: CompareConfig, workers: int, log: Callable[[str], None
         run_in_phases(pool, {s: (_job, job(s, specs[0].label, first[s])) for s in cfg.seeds}, followups,
                       on_done=lambda f, n: log(_done_line(Path(f), n, total, t0, Path(f) in first.values())))
     pool_s = time.perf_counter() - t0
-    # gather: every job's rows (first one per key) and the dense checkpoints, then resume serially
-    cache = Path(cfg.out) / "cache"
-    seen, lines = set(), []
-    for folder in sorted(root.iterdir()):
-        for r in _rows(folder):
-            key = (r["method"], r["level"], r["seed"])
-            if key not in seen and not r.get("error") and r.get("_onnx"):  # restored rows come from results.json
-                seen.add(key)
-                lines.append(json.dumps(r))
-    for s in cfg.seeds:
-        if dense_ckpt(s).is_file():
-            shutil.copy2(dense_ckpt(s), cache / dense_ckpt(s).name)
-    (cache / "rows.jsonl").write_text("".join(line + "\n" for line in lines))
-    log(f"pool: {len(lines)} row(s) in {pool_s:.1f} s; tabulating (and timing latency) in this process")
+    n = gather(cfg)
+    log(f"pool: {n} row(s) in {pool_s:.1f} s; tabulating (and timing latency) in this process")
     result = run_compare(replace(cfg, resume=True), log)
     result["meta"]["pool"] = {"workers": workers, "jobs": len(cfg.seeds) * len(specs), "pool_wall_s": pool_s}
     result["meta"]["wall_s"] = time.perf_counter() - t0
     return result
+
+
+def gather(cfg: CompareConfig) -> int:
+    """Gather the pool's job folders into ``<out>/cache``: every job's computed rows (the first per (method,
+    level, seed); restored rows come from results.json, failed ones are retried) and the seeds' dense checkpoints.
+    Rows already in ``<out>/cache/rows.jsonl`` that no job has are kept. Returns the number of rows gathered
+    from the jobs (0 when there is no pool folder)."""
+    cache = Path(cfg.out) / "cache"
+    root = cache / "pool"
+    if not root.is_dir():
+        return 0
+    seen, lines = set(), []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        for r in _rows(folder):
+            key = (r["method"], r["level"], r["seed"])
+            if key not in seen and not r.get("error") and r.get("_onnx"):
+                seen.add(key)
+                lines.append(json.dumps(r))
+        for ckpt in (folder / "cache").glob("dense-seed*.pt"):  # a seed's first job trained it, the others copied it
+            shutil.copy2(ckpt, cache / ckpt.name)
+    n = len(lines)
+    for r in _rows(cache):
+        if (r.get("method"), r.get("level"), r.get("seed")) not in seen:
+            lines.append(json.dumps(r))
+    (cache / "rows.jsonl").write_text("".join(line + "\n" for line in lines))
+    return n
 
 
 def run_in_phases(pool: Executor, firsts: dict[int, tuple], followups: Callable[[int], list[tuple]],
