@@ -225,14 +225,26 @@ def write(meas: dict, rows: list, res: dict, command: str, name: str = "predicto
     (HERE / f"{name}.json").write_text(json.dumps(js, indent=1, default=str) + "\n")
 
 
+def choose_model(r: dict) -> tuple[dict, dict, dict, str]:
+    """kernel-v2 (with its learnt correction) or kernel-v1 for one runtime key of :func:`evaluate`: the one with
+    the lower median error on held-out families, ties to v1 (no forest to refit). Returns (params, held-out band,
+    kernels-only band, the reason in one line)."""
+    v2, v1 = r["heldout_family"], r["heldout_family_v1"]
+    linear = {k: v for k, v in r["params_all"].items() if k != "correction"}
+    if not r["params_all"].get("correction") or v2["median_abs_pct"] >= v1["median_abs_pct"]:
+        return linear, dict(v1), r["kernels_only_v1"], (
+            f"kernel-v1: held-out median {v1['median_abs_pct']:.1f}% vs kernel-v2 {v2['median_abs_pct']:.1f}%")
+    return r["params_all"], dict(v2), r["kernels_only"], (
+        f"kernel-v2: held-out median {v2['median_abs_pct']:.1f}% vs kernel-v1 {v1['median_abs_pct']:.1f}%")
+
+
 def write_calibration(res: dict, meas: dict) -> None:
     p = costmodel.CALIBRATION_PATH
     cal = json.loads(p.read_text())
     kf = {}
     for key, r in res.items():
-        band = dict(r["heldout_family"])
-        kf[key] = dict(r["params_all"], model=kernels.model_name(r["params_all"]), heldout=band,
-                       kernels_only=r["kernels_only"],
+        params, band, only, why = choose_model(r)
+        kf[key] = dict(params, model=kernels.model_name(params), heldout=band, kernels_only=only, chosen_because=why,
                        fitted=meas["date_utc"][:10], note="benchmarks/costmodel/predictor.md (1 thread, batch 1)")
     cal["kernel_factors"] = kf
     p.write_text(json.dumps(cal, indent=1, sort_keys=True) + "\n")
