@@ -405,3 +405,26 @@ def _running(pid: int) -> bool:
         return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def test_training_layout_is_channels_last_only_for_simd_aligned_convolutions():
+    """Channels-last training with a channel count that is not a multiple of 8 corrupted the heap in oneDNN's 1x1
+    strided backward-weights kernel on an AVX-512 host (`--quick` aborted in complexity-aware's fine-tune at 75%):
+    pruned odd widths train in the default layout, aligned ones (and an image stem) keep the fast layout."""
+    import torch
+    from torch import nn
+
+    from edgeprune.train import channels_last_is_safe, training_layout
+
+    aligned = nn.Sequential(nn.Conv2d(3, 16, 3), nn.Conv2d(16, 32, 1, stride=2), nn.Conv2d(32, 32, 3, groups=32))
+    odd = nn.Sequential(nn.Conv2d(1, 16, 3), nn.Conv2d(16, 5, 3), nn.Conv2d(5, 11, 1, stride=2))
+    assert channels_last_is_safe(aligned) and not channels_last_is_safe(odd)
+    for model, inside in ((aligned, torch.channels_last), (odd, torch.contiguous_format)):
+        with training_layout(model):
+            assert all(p.is_contiguous(memory_format=inside) for p in model.parameters() if p.dim() == 4)
+        assert all(p.is_contiguous() for p in model.parameters())
+    # the case that aborted, trained in the layout chosen for it
+    torch.manual_seed(0)
+    with training_layout(odd):
+        for _ in range(3):
+            odd(torch.randn(64, 1, 12, 12)).sum().backward()

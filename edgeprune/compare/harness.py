@@ -67,25 +67,21 @@ def load_data(cfg: CompareConfig) -> Data:
 
 def _fit(model, x, y, *, task: str, epochs: int, lr: float, cfg: CompareConfig, seed: int, optimizer=None,
          val=None, progress: Callable[[str], None] | None = None) -> tuple[float, list[dict]]:
-    """edgeprune's ``train`` in channels-last layout (several times faster here).
+    """edgeprune's ``train`` in channels-last layout where that is safe (several times faster here;
+    :func:`~edgeprune.train.training_layout`).
 
     Returns (training seconds, per-epoch records); with ``val`` the records carry ``val_metric``, and the
     seconds exclude the time spent evaluating it. ``progress`` (a log function whose text already names the
     phase) gets one line per finished epoch: a full-data epoch of a wide model is minutes long."""
-    import torch
-
-    from ..train import train
+    from ..train import train, training_layout
 
     t0 = time.perf_counter()
     epochs_log: list[dict] = []
     if epochs > 0:
-        model.to(memory_format=torch.channels_last)
-        try:
+        with training_layout(model):
             epochs_log = train(model, x, y, task=task, epochs=epochs, batch_size=cfg.batch_size, lr=lr,
                                weight_decay=cfg.weight_decay, seed=seed, optimizer=optimizer, val=val,
                                on_epoch=None if progress is None else lambda r: progress(epoch_line(r, epochs))).epochs
-        finally:
-            model.to(memory_format=torch.contiguous_format)
     model.eval()
     wall = time.perf_counter() - t0
     return (sum(e["seconds"] for e in epochs_log) if val is not None else wall), epochs_log

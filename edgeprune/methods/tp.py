@@ -315,7 +315,7 @@ class TPGroupNorm(_TorchPruning):
 
     def prepare(self, model: nn.Module, ctx: FitContext) -> tuple[nn.Module, dict]:
         """DepGraph's group-norm method: train with GroupNormPruner's group-sparsity regularizer first."""
-        from ..train import seed_everything, train
+        from ..train import seed_everything, train, training_layout
 
         epochs = self.own_epochs({"epochs": _run_option(ctx, "epochs"), **ctx.train_options})
         model = copy.deepcopy(model)
@@ -341,11 +341,8 @@ class TPGroupNorm(_TorchPruning):
         opt = RegSGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=wd, nesterov=True)
         seed_everything(ctx.seed)
         ctx.log(f"  tp-groupnorm: {epochs} epoch(s) of group-sparsity training (reg {self.opts.reg}, lr {lr:g})")
-        model.to(memory_format=torch.channels_last)  # several times faster on CPU
-        try:
+        with training_layout(model):  # channels-last where safe: several times faster on CPU
             hist = train(model, ctx.x_train, ctx.y_train, task=ctx.task, epochs=epochs,
                          batch_size=int(_run_option(ctx, "batch_size")), lr=lr, weight_decay=wd, seed=ctx.seed,
                          optimizer=opt)
-        finally:
-            model.to(memory_format=torch.contiguous_format)
         return model.eval(), {"sparsity_epochs": epochs, "sparsity_loss": [e["loss"] for e in hist.epochs]}
