@@ -815,3 +815,23 @@ def test_jetson_build_bundles_onnx_with_budget_lines(tmp_path):
                                        for ln in verdict["lines"]] and verdict["lines"]  # fmt: skip
     assert meta["int8_over_tolerance"] == exp["int8_over_tolerance"]
     assert "## Budget" in (dist / "README.md").read_text()
+
+
+def test_reduce_range_wherever_an_x86_cpu_without_vnni_runs_the_artifact(monkeypatch):
+    """7-bit weights where a non-VNNI x86 CPU runs the INT8 artifact: an x86 target, or this machine, whose
+    onnxruntime check of an ARM or TensorRT artifact would otherwise saturate (on an AVX2-only EPYC the digits
+    models lost 4-25 points in the check with 8-bit weights)."""
+    from edgeprune.export import onnx_export as ox
+
+    monkeypatch.setattr(ox.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(ox, "cpu_flags", lambda: {"avx2", "fma"})
+    for runtime, x86 in (("onnxruntime", False), ("onnxruntime", True), ("tensorrt", False)):
+        rr, why = ox.reduce_range_for(runtime, x86)
+        assert rr and "VNNI" in why, (runtime, x86)
+    monkeypatch.setattr(ox, "cpu_flags", lambda: {"avx2", "avx512_vnni"})
+    assert ox.reduce_range_for("onnxruntime", False)[0] is False
+    assert ox.reduce_range_for("onnxruntime", True)[0] is False
+    assert ox.reduce_range_for("tensorrt", False)[0] is False
+    monkeypatch.setattr(ox.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(ox, "cpu_flags", lambda: {"asimd"})
+    assert ox.reduce_range_for("onnxruntime", False)[0] is False

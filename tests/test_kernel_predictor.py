@@ -165,7 +165,7 @@ def test_fitted_on_small_chains_predicts_a_held_out_one(tmp_path):
 def test_host_prediction_uses_the_kernel_model_and_carries_its_band(tmp_path):
     p = conv_bn_relu_res(tmp_path / "m.onnx")
     cal = costmodel.load_calibration(None)
-    cal = dict(cal, kernel_factors={"onnxruntime-fp32": {
+    cal = dict(cal, kernel_factors_hosts={}, kernel_factors={"onnxruntime-fp32": {
         "theta": {"conv": {"n": 1.0, "macs": 20.0}, "gemm": {"n": 1.0}}, "run_us": 3.0,
         "heldout": {"n": 40, "median_abs_pct": 4.0, "p90_abs_pct": 9.0, "within_10_pct": 92.0}}})
     r = costmodel.predict(p, "host", runtime="onnxruntime", calibration=cal, threads=1, detail=True)
@@ -179,6 +179,25 @@ def test_host_prediction_uses_the_kernel_model_and_carries_its_band(tmp_path):
     assert "error_band" not in costmodel.predict(p, "rpi4", runtime="onnxruntime", calibration=cal)
 
 
+def test_kernel_factors_measured_on_this_kind_of_cpu_win_over_the_calibrations_own(tmp_path, monkeypatch):
+    from edgeprune.bench import hostspec
+
+    p = conv_bn_relu_res(tmp_path / "m.onnx")
+    own = {"theta": {"conv": {"n": 1.0, "macs": 20.0}}, "run_us": 3.0, "heldout": {"n": 30, "median_abs_pct": 9.0, "p90_abs_pct": 20.0}}
+    mine = {"theta": {"conv": {"n": 1.0, "macs": 40.0}}, "run_us": 3.0, "heldout": {"n": 30, "median_abs_pct": 3.0, "p90_abs_pct": 7.0},
+            "note": "benchmarks/costmodel/predictor_v2.md (1 thread, batch 1)"}
+    cal = dict(costmodel.load_calibration(None), fingerprint="another CPU", kernel_factors={"onnxruntime-fp32": own},
+               kernel_factors_hosts={"this CPU": {"cpu": "This CPU", "factors": {"onnxruntime-fp32": mine}}})
+    monkeypatch.setattr(hostspec, "fingerprint", lambda spec=None: "this CPU")
+    r = costmodel.predict(p, "host", runtime="onnxruntime", calibration=cal, threads=1)
+    assert r["error_band"]["p90_abs_pct"] == 7.0 and "calibrated on this host" in r["model"]
+    assert "predictor_v2.md" in r["uncertainty"]
+    monkeypatch.setattr(hostspec, "fingerprint", lambda spec=None: "a third CPU")
+    r2 = costmodel.predict(p, "host", runtime="onnxruntime", calibration=cal, threads=1)
+    assert r2["error_band"]["p90_abs_pct"] == 20.0 and "another host" in r2["model"]
+    assert r2["latency_ms"] < r["latency_ms"]  # half the per-MAC cost
+
+
 def test_report_shows_the_band():
     from edgeprune.report.build import band_label
 
@@ -187,12 +206,17 @@ def test_report_shows_the_band():
     assert band_label({}) is None
 
 
-def test_committed_kernel_calibration_matches_results():
+@pytest.mark.parametrize("name", ["predictor", "predictor_v2"])
+def test_committed_kernel_calibration_matches_results(name):
+    """Each committed predictor experiment is shipped in the packaged calibration for the CPU it was measured on
+    (the calibration's own set, or that CPU's set in kernel_factors_hosts), with its held-out band."""
     root = Path(__file__).resolve().parents[1]
-    res = json.loads((root / "benchmarks" / "costmodel" / "predictor.json").read_text())
+    res = json.loads((root / "benchmarks" / "costmodel" / f"{name}.json").read_text())
     cal = json.loads(costmodel.CALIBRATION_PATH.read_text())
-    assert set(cal["kernel_factors"]) == set(res["summary"])
-    for key, kf in cal["kernel_factors"].items():  # the shipped model per runtime: kernel-v2 or kernel-v1
+    fp = res["machine"].get("fingerprint", cal["fingerprint"])  # results written before per-host sets: the own one
+    factors = cal["kernel_factors"] if fp == cal["fingerprint"] else cal["kernel_factors_hosts"][fp]["factors"]
+    assert set(factors) == set(res["summary"])
+    for key, kf in factors.items():  # the shipped model per runtime: kernel-v2 or kernel-v1
         summary = res["summary"][key]  # (results written before kernel-v2 existed have one held-out band)
         band = summary["heldout_family_v1" if kf["model"] == kernels.MODEL_NAME and "heldout_family_v1" in summary
                        else "heldout_family"]

@@ -139,7 +139,7 @@ def _err(p, m) -> str:
 
 def write(meas: dict, rows: list, res: dict, command: str, name: str = "predictor", stat: str = "p50_us") -> None:
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    from edgeprune.bench.hostspec import host_spec
+    from edgeprune.bench.hostspec import fingerprint, host_spec
 
     spec = host_spec()
     lines = ["# Kernel-level latency predictor: error on held-out architectures, this host", "",
@@ -214,7 +214,7 @@ def write(meas: dict, rows: list, res: dict, command: str, name: str = "predicto
     if notes.is_file():
         lines += ["", notes.read_text().rstrip()]
     (HERE / f"{name}.md").write_text("\n".join(lines) + "\n")
-    js = {"date_utc": meas["date_utc"], "git": rev, "command": command, "machine": {"cpu": spec["cpu"], "isa": spec["isa"],
+    js = {"date_utc": meas["date_utc"], "git": rev, "command": command, "machine": {"cpu": spec["cpu"], "isa": spec["isa"], "fingerprint": fingerprint(spec),
           "cores": spec["cores"], "platform": platform.platform()}, "loadavg_before": meas["loadavg_before"],
           "loadavg_after": meas["loadavg_after"], "measurement": meas["how"], "rounds": meas["rounds"],
           "summary": {k: dict(v, params_all={a: b for a, b in v["params_all"].items() if a != "correction"})
@@ -238,15 +238,24 @@ def choose_model(r: dict) -> tuple[dict, dict, dict, str]:
         f"kernel-v2: held-out median {v2['median_abs_pct']:.1f}% vs kernel-v1 {v1['median_abs_pct']:.1f}%")
 
 
-def write_calibration(res: dict, meas: dict) -> None:
+def write_calibration(res: dict, meas: dict, name: str = "predictor") -> None:
+    """Ship the fitted kernel predictor in the packaged calibration: as its ``kernel_factors`` when this host is
+    the calibration's own kind of CPU, else as this CPU's set in ``kernel_factors_hosts`` (the cost model picks
+    the set measured on the CPU it runs on, :func:`edgeprune.bench.costmodel.host_kernel_factors`)."""
+    from edgeprune.bench.hostspec import fingerprint, host_spec
+
     p = costmodel.CALIBRATION_PATH
     cal = json.loads(p.read_text())
     kf = {}
     for key, r in res.items():
         params, band, only, why = choose_model(r)
         kf[key] = dict(params, model=kernels.model_name(params), heldout=band, kernels_only=only, chosen_because=why,
-                       fitted=meas["date_utc"][:10], note="benchmarks/costmodel/predictor.md (1 thread, batch 1)")
-    cal["kernel_factors"] = kf
+                       fitted=meas["date_utc"][:10], note=f"benchmarks/costmodel/{name}.md (1 thread, batch 1)")
+    here = fingerprint()
+    if cal.get("fingerprint") == here:
+        cal["kernel_factors"] = kf
+    else:
+        cal.setdefault("kernel_factors_hosts", {})[here] = {"cpu": f"{host_spec()['cpu']} ({here})", "factors": kf}
     p.write_text(json.dumps(cal, indent=1, sort_keys=True) + "\n")
 
 
@@ -266,7 +275,7 @@ def main(argv=None) -> int:
     res = evaluate(rows)
     write(meas, rows, res, command, a.name, a.stat)
     if a.write_calibration:
-        write_calibration(res, meas)
+        write_calibration(res, meas, a.name)
     for key, r in res.items():
         h = r["heldout_family"]
         print(f"{key}: held-out median {h['median_abs_pct']:.1f}% within10 {h['within_10_pct']:.0f}% "

@@ -105,7 +105,21 @@ def calibration_info(cal: dict) -> dict:
                                           if v.get("lomo_median_abs_pct_err") is not None},
             "kernel_error_band_pct": {k: {"median": (v.get("heldout") or {}).get("median_abs_pct"),
                                           "p90": (v.get("heldout") or {}).get("p90_abs_pct")}
-                                      for k, v in (cal.get("kernel_factors") or {}).items()}}
+                                      for k, v in host_kernel_factors(cal)[0].items()}}
+
+
+def host_kernel_factors(cal: dict) -> tuple[dict, bool, Optional[str]]:
+    """The kernel predictor's factors for this host: those measured on this kind of CPU where the calibration
+    carries a set for it (``kernel_factors_hosts``, keyed by :func:`~.hostspec.fingerprint`; kernel speeds differ
+    between CPU generations), else the calibration's own ``kernel_factors``. Returns (factors per runtime key,
+    whether they were measured on this kind of CPU, the CPU they were measured on)."""
+    from .hostspec import fingerprint
+
+    here = fingerprint()
+    own = (cal.get("kernel_factors_hosts") or {}).get(here)
+    if own and own.get("factors"):
+        return own["factors"], True, own.get("cpu")
+    return cal.get("kernel_factors") or {}, cal.get("fingerprint") == here, (cal.get("host") or {}).get("cpu")
 
 
 #: used when no calibration exists at all (labelled "UNCALIBRATED" in every prediction)
@@ -412,9 +426,11 @@ def predict(onnx_path, target, *, dtype: str = "fp32", calibration=None, runtime
         res["ops"] = [{"name": o.name, "op_type": o.op_type, "fused": o.fused, "macs": o.macs, "flops": o.flops,
                        "bytes": o.bytes, "compute_us": c, "memory_us": m} for o, (c, m) in zip(gc.ops, times)]
     if _is_host(t) and kernel_model is not False:
-        kf = (cal.get("kernel_factors") or {}).get(f"{runtime}-{dtype}")
+        factors, here, cpu = host_kernel_factors(cal)
+        kf = factors.get(f"{runtime}-{dtype}")
         if kf:
-            _apply_kernel_model(res, onnx_path, runtime, dtype, kf, th, info, detail)
+            where = "this host" if here else f"another host ({cpu or 'unknown CPU'}), not this one"
+            _apply_kernel_model(res, onnx_path, runtime, dtype, kf, th, where, detail)
     return res
 
 
@@ -434,7 +450,7 @@ def _kernel_artifact(path, runtime: str, dtype: str) -> Optional[str]:
 _INT8_KERNELS = ("QLinear", "QGemm", "QuantizeLinear", "ConvInteger", "MatMulInteger")
 
 
-def _apply_kernel_model(res: dict, path, runtime: str, dtype: str, kf: dict, threads: int, info: dict,
+def _apply_kernel_model(res: dict, path, runtime: str, dtype: str, kf: dict, threads: int, where: str,
                         detail: bool) -> None:
     """Replace the roofline latency in ``res`` by the kernel-level predictor's (see :func:`predict`)."""
     from . import fusion, kernels
@@ -455,13 +471,12 @@ def _apply_kernel_model(res: dict, path, runtime: str, dtype: str, kf: dict, thr
         us -= sum(t * (1 - 1 / gain) for k, t in per if 2 * k.macs >= THREAD_MIN_FLOPS)
     band = kf.get("heldout") or {}
     key = f"{runtime}-{dtype}"
-    where = "this host" if info["matches_this_host"] else f"another host ({info['host_cpu']}), not this one"
     res.update({
         "latency_ms": us / 1e3,
         "model": f"{kernels.model_name(kf)} ({len(ks)} kernels from {how}), {key} kernel factors calibrated on {where}",
         "error_band": {k: band.get(k) for k in ("n", "median_abs_pct", "p90_abs_pct", "within_10_pct")}
         | {"basis": "held-out architecture families on the calibration host, 1 thread"},
-        "uncertainty": kernels.band_text(key, band) + ("" if n == 1 else f"; {n} threads scaled by assumption"),
+        "uncertainty": kernels.band_text(key, band, *([kf["note"].split(" (")[0]] if kf.get("note") else [])) + ("" if n == 1 else f"; {n} threads scaled by assumption"),
         "kernels": fusion.summary(ks),
     })
     if band.get("p90_abs_pct") is not None:

@@ -246,9 +246,9 @@ def errors_pct(pred: list, meas: list) -> dict:
             "max_abs_pct": float(a.max()) if len(a) else None}
 
 
-def band_text(key: str, band: Optional[dict]) -> str:
-    """One sentence for a prediction's error band on this host."""
+def band_text(key: str, band: Optional[dict], source: str = "benchmarks/costmodel/predictor.md") -> str:
+    """One sentence for a prediction's error band on this host; ``source`` names the measurement."""
     if not band or band.get("p90_abs_pct") is None:
         return f"host: {key} error not measured"
     return (f"host: ±{band['p90_abs_pct']:.0f}% (90% of held-out architectures; median {band['median_abs_pct']:.0f}%, "
-            f"{band['n']} models, benchmarks/costmodel/predictor.md)")
+            f"{band['n']} models, {source})")
