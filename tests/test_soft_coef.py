@@ -293,9 +293,15 @@ def test_grid_over_two_worker_processes_equals_the_serial_grid(digits):
     pooled, logs = _grid_fit(model, ctx, workers=2)
     assert pooled.history["workers"] == 2 and "workers" not in serial.history
     assert serial.history["evaluations"] == pooled.history["evaluations"] == serial.history["grid_points"] > 3
-    for k in ("coefficients", "widths", "val_metric", "rho"):
+    # the same decisions exactly; metric values up to the last bits: on an AVX2 EPYC a worker's value differed from
+    # this process's in the 10th digit (7.162797652 vs ...653) at the same thread count (likely summation order,
+    # e.g. the alignment of the unpickled arrays)
+    for k in ("coefficients", "widths"):
         assert pooled.history[k] == serial.history[k], k
-    assert [t[:3] for t in pooled.history["trace"]] == [t[:3] for t in serial.history["trace"]]  # every point's value
+    for k in ("val_metric", "rho"):
+        assert pooled.history[k] == pytest.approx(serial.history[k], rel=1e-8), k
+    flat = lambda h: [v for t in h["trace"] for v in t[:3]]  # noqa: E731 - every point's index, value, cost
+    assert flat(pooled.history) == pytest.approx(flat(serial.history), rel=1e-8)
     assert len({t[1] for t in serial.history["trace"]}) > 1  # the points really differ
     assert pooled.plan.keep == serial.plan.keep
 
