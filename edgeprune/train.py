@@ -283,7 +283,7 @@ def seed_everything(seed: int) -> None:
 
 #: channels-last training is several times faster on CPU, but oneDNN's blocked kernels pad channels to the SIMD
 #: width (8 floats), and with a channel count that is not a multiple of it the channels-last 1x1 strided
-#: backward-weights kernel (jit_1x1) corrupted the heap on an AVX-512 AMD EPYC host ("free(): invalid next size",
+#: backward-weights kernel (jit_1x1:avx2) corrupted the heap on an AVX2 AMD EPYC (Zen 3) host ("free(): invalid next size",
 #: in mkldnn_convolution_backward_weights; torch 2.13.0+cpu): a pruned model's odd widths trained in NCHW instead
 CHANNELS_LAST_MULTIPLE = 8
 

@@ -409,7 +409,7 @@ def _running(pid: int) -> bool:
 
 def test_training_layout_is_channels_last_only_for_simd_aligned_convolutions():
     """Channels-last training with a channel count that is not a multiple of 8 corrupted the heap in oneDNN's 1x1
-    strided backward-weights kernel on an AVX-512 host (`--quick` aborted in complexity-aware's fine-tune at 75%):
+    strided backward-weights kernel on an AVX2 EPYC host (`--quick` aborted in complexity-aware's fine-tune at 75%):
     pruned odd widths train in the default layout, aligned ones (and an image stem) keep the fast layout."""
     import torch
     from torch import nn

@@ -183,8 +183,10 @@ def test_kernel_factors_measured_on_this_kind_of_cpu_win_over_the_calibrations_o
     from edgeprune.bench import hostspec
 
     p = conv_bn_relu_res(tmp_path / "m.onnx")
-    own = {"theta": {"conv": {"n": 1.0, "macs": 20.0}}, "run_us": 3.0, "heldout": {"n": 30, "median_abs_pct": 9.0, "p90_abs_pct": 20.0}}
-    mine = {"theta": {"conv": {"n": 1.0, "macs": 40.0}}, "run_us": 3.0, "heldout": {"n": 30, "median_abs_pct": 3.0, "p90_abs_pct": 7.0},
+    own = {"theta": {"conv": {"n": 1.0, "macs": 20.0}}, "run_us": 3.0,
+           "heldout": {"n": 30, "median_abs_pct": 9.0, "p90_abs_pct": 20.0}}
+    mine = {"theta": {"conv": {"n": 1.0, "macs": 40.0}}, "run_us": 3.0,
+            "heldout": {"n": 30, "median_abs_pct": 3.0, "p90_abs_pct": 7.0},
             "note": "benchmarks/costmodel/predictor_v2.md (1 thread, batch 1)"}
     cal = dict(costmodel.load_calibration(None), fingerprint="another CPU", kernel_factors={"onnxruntime-fp32": own},
                kernel_factors_hosts={"this CPU": {"cpu": "This CPU", "factors": {"onnxruntime-fp32": mine}}})

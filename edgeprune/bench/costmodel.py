@@ -476,7 +476,8 @@ def _apply_kernel_model(res: dict, path, runtime: str, dtype: str, kf: dict, thr
         "model": f"{kernels.model_name(kf)} ({len(ks)} kernels from {how}), {key} kernel factors calibrated on {where}",
         "error_band": {k: band.get(k) for k in ("n", "median_abs_pct", "p90_abs_pct", "within_10_pct")}
         | {"basis": "held-out architecture families on the calibration host, 1 thread"},
-        "uncertainty": kernels.band_text(key, band, *([kf["note"].split(" (")[0]] if kf.get("note") else [])) + ("" if n == 1 else f"; {n} threads scaled by assumption"),
+        "uncertainty": kernels.band_text(key, band, (kf.get("note") or "").split(" (")[0] or None)
+        + ("" if n == 1 else f"; {n} threads scaled by assumption"),
         "kernels": fusion.summary(ks),
     })
     if band.get("p90_abs_pct") is not None:

@@ -246,9 +246,10 @@ def errors_pct(pred: list, meas: list) -> dict:
             "max_abs_pct": float(a.max()) if len(a) else None}
 
 
-def band_text(key: str, band: Optional[dict], source: str = "benchmarks/costmodel/predictor.md") -> str:
-    """One sentence for a prediction's error band on this host; ``source`` names the measurement."""
+def band_text(key: str, band: Optional[dict], source: Optional[str] = None) -> str:
+    """One sentence for a prediction's error band on this host; ``source`` names the measurement (default: the
+    packaged calibration's, benchmarks/costmodel/predictor.md)."""
     if not band or band.get("p90_abs_pct") is None:
         return f"host: {key} error not measured"
     return (f"host: ±{band['p90_abs_pct']:.0f}% (90% of held-out architectures; median {band['median_abs_pct']:.0f}%, "
-            f"{band['n']} models, {source})")
+            f"{band['n']} models, {source or 'benchmarks/costmodel/predictor.md'})")
